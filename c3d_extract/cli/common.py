@@ -1,0 +1,76 @@
+"""What every command shares: turning library errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, List, Sequence, TypeVar
+
+import click
+
+from c3d_extract.errors import C3DError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_USAGE = 2
+EXIT_SOME_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+
+def library_errors(func: F) -> F:
+    """Run a command body; typed library errors become one-line messages, never tracebacks.
+
+    ``UsageError`` exits 2 like click's own usage errors; other ``C3DError`` exit 1.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UsageError as error:
+            raise click.UsageError(str(error)) from None
+        except C3DError as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def split_list(value: str, option: str) -> List[str]:
+    """``"a,b, c"`` -> ``["a", "b", "c"]``; an empty item is a usage error."""
+    items = [item.strip() for item in value.split(",")]
+    if not value.strip() or any(not item for item in items):
+        raise click.BadParameter(f"expected a comma-separated list, got {value!r}",
+                                 param_hint=option)
+    return items
+
+
+def parse_int_list(value: str, option: str) -> List[int]:
+    items = split_list(value, option)
+    try:
+        numbers = [int(item) for item in items]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}",
+                                 param_hint=option) from None
+    if any(n <= 0 for n in numbers):
+        raise click.BadParameter("every value must be positive", param_hint=option)
+    return numbers
+
+
+def echo_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
+    """A plain aligned table on stdout."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for n, row in enumerate(cells):
+        click.echo("  ".join(cell.rjust(width) if n and _numeric(cell) else cell.ljust(width)
+                             for cell, width in zip(row, widths)).rstrip())
+        if n == 0:
+            click.echo("  ".join("-" * width for width in widths))
+
+
+def _numeric(cell: str) -> bool:
+    try:
+        float(cell.rstrip("%"))
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,49 @@
+"""Typed errors raised by the library; the CLI turns them into messages and exit codes."""
+
+
+class C3DError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+class UsageError(C3DError):
+    """A parameter or option value the user gave cannot be used (exit code 2)."""
+
+
+class InputNotFoundError(UsageError):
+    """An input path, list file or other file named by the user does not exist."""
+
+
+class WeightsError(C3DError):
+    """A weights file is missing, unreadable, of unknown format or does not fit the network."""
+
+
+class WeightsNotFoundError(WeightsError):
+    """No weights were given and none were found in the default places."""
+
+
+class ChecksumError(WeightsError):
+    """A file's sha256 differs from the one recorded for it."""
+
+
+class DownloadError(WeightsError):
+    """A download failed or could not be started."""
+
+
+class VideoReadError(C3DError):
+    """A video could not be decoded; recorded per video, never fatal for a run."""
+
+
+class StoreError(C3DError):
+    """The feature file cannot be read, written or resumed."""
+
+
+class OutputLockedError(StoreError):
+    """Another run is writing the same output."""
+
+
+class ParameterMismatchError(StoreError):
+    """A rerun's parameters differ from those recorded in the existing output."""
+
+
+class LabelsError(C3DError):
+    """A labels or split file is malformed or does not match the features."""

@@ -1,0 +1,147 @@
+"""The Sports-1M C3D network, as the original Caffe C3D computed it.
+
+Layer names follow the Caffe prototxt (conv1a ... conv5b, fc6, fc7, fc8); the
+project's own state dict uses ``<layer>.weight`` / ``<layer>.bias``.
+Features are post-ReLU (Caffe runs ReLU in place); dropout is identity at
+inference and is therefore not part of the module.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+#: (name, in channels, out channels) of the eight 3x3x3 convolutions.
+CONV_LAYERS: Tuple[Tuple[str, int, int], ...] = (
+    ("conv1a", 3, 64),
+    ("conv2a", 64, 128),
+    ("conv3a", 128, 256),
+    ("conv3b", 256, 256),
+    ("conv4a", 256, 512),
+    ("conv4b", 512, 512),
+    ("conv5a", 512, 512),
+    ("conv5b", 512, 512),
+)
+#: Pooling after these convolutions: (kernel = stride, ceil rounding).
+POOL_AFTER: Dict[str, Tuple[Tuple[int, int, int], bool]] = {
+    "conv1a": ((1, 2, 2), False),
+    "conv2a": ((2, 2, 2), False),
+    "conv3b": ((2, 2, 2), False),
+    "conv4b": ((2, 2, 2), False),
+    # Caffe rounds the pooled size up and clips the last window: 7 -> 4 with
+    # windows [0,1] [2,3] [4,5] [6]. Symmetric padding would shift every window.
+    "conv5b": ((2, 2, 2), True),
+}
+POOL5_SIZE = 512 * 1 * 4 * 4
+FC_SIZE = 4096
+SPORTS1M_CLASSES = 487
+
+#: Layers that can be extracted, in the order the network computes them.
+FEATURE_LAYERS: Tuple[str, ...] = ("pool5", "fc6", "fc7", "fc8", "prob")
+FEATURE_DIMS: Dict[str, Optional[int]] = {
+    "pool5": POOL5_SIZE, "fc6": FC_SIZE, "fc7": FC_SIZE, "fc8": None, "prob": None,
+}
+INPUT_SHAPE = (3, 16, 112, 112)
+
+
+class C3D(nn.Module):
+    """C3D for inputs of shape N x 3 x 16 x 112 x 112 (BGR, mean subtracted, 0..255 scale).
+
+    ``num_classes=0`` builds the network without fc8 (e.g. mmaction2's backbone);
+    then ``fc8`` and ``prob`` cannot be extracted.
+    """
+
+    def __init__(self, num_classes: int = SPORTS1M_CLASSES) -> None:
+        super().__init__()
+        for name, c_in, c_out in CONV_LAYERS:
+            self.add_module(name, nn.Conv3d(c_in, c_out, kernel_size=3, padding=1))
+        self.fc6 = nn.Linear(POOL5_SIZE, FC_SIZE)
+        self.fc7 = nn.Linear(FC_SIZE, FC_SIZE)
+        self.num_classes = num_classes
+        self.fc8 = nn.Linear(FC_SIZE, num_classes) if num_classes else None
+
+    @property
+    def available_layers(self) -> Tuple[str, ...]:
+        return FEATURE_LAYERS if self.fc8 is not None else FEATURE_LAYERS[:3]
+
+    def feature_dim(self, layer: str) -> int:
+        dim = FEATURE_DIMS[layer]
+        return self.num_classes if dim is None else dim
+
+    def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
+        """Convolutions and pools: N x 3 x 16 x 112 x 112 -> N x 512 x 1 x 4 x 4."""
+        x = clips
+        for name, _, _ in CONV_LAYERS:
+            x = F.relu(getattr(self, name)(x))
+            if name in POOL_AFTER:
+                kernel, ceil = POOL_AFTER[name]
+                x = F.max_pool3d(x, kernel, kernel, ceil_mode=ceil)
+        return x
+
+    def extract(self, clips: torch.Tensor, layers: Iterable[str]) -> Dict[str, torch.Tensor]:
+        """Return the requested layers' activations, computing only as deep as needed."""
+        wanted = set(layers)
+        unknown = wanted - set(self.available_layers)
+        if unknown:
+            raise ValueError(f"layers not available in this network: {sorted(unknown)}")
+        out: Dict[str, torch.Tensor] = {}
+        # C x T x H x W flatten order, as Caffe's InnerProduct reads its bottom blob.
+        x = self.forward_features(clips).flatten(1)
+        if "pool5" in wanted:
+            out["pool5"] = x
+        if wanted <= {"pool5"}:
+            return out
+        x = F.relu(self.fc6(x))
+        if "fc6" in wanted:
+            out["fc6"] = x
+        if wanted <= {"pool5", "fc6"}:
+            return out
+        x = F.relu(self.fc7(x))
+        if "fc7" in wanted:
+            out["fc7"] = x
+        if wanted <= {"pool5", "fc6", "fc7"}:
+            return out
+        assert self.fc8 is not None  # guaranteed by available_layers
+        x = self.fc8(x)
+        if "fc8" in wanted:
+            out["fc8"] = x
+        if "prob" in wanted:
+            out["prob"] = torch.softmax(x.float(), dim=1)
+        return out
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (Caffe's ``prob``)."""
+        return self.extract(clips, ["prob"])["prob"]
+
+
+def build_c3d(*, num_classes: int = SPORTS1M_CLASSES, seed: Optional[int] = None) -> C3D:
+    """A C3D in eval mode; with ``seed`` its random initialisation is reproducible."""
+    if seed is None:
+        model = C3D(num_classes)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = C3D(num_classes)
+    return model.eval()
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def state_dict_shapes(num_classes: int = SPORTS1M_CLASSES) -> Dict[str, Tuple[int, ...]]:
+    """The expected shape of every tensor of the project's state dict."""
+    shapes: Dict[str, Tuple[int, ...]] = {}
+    for name, c_in, c_out in CONV_LAYERS:
+        shapes[f"{name}.weight"] = (c_out, c_in, 3, 3, 3)
+        shapes[f"{name}.bias"] = (c_out,)
+    fcs: Sequence[Tuple[str, int, int]] = [("fc6", POOL5_SIZE, FC_SIZE), ("fc7", FC_SIZE, FC_SIZE)]
+    if num_classes:
+        fcs = [*fcs, ("fc8", FC_SIZE, num_classes)]
+    for name, n_in, n_out in fcs:
+        shapes[f"{name}.weight"] = (n_out, n_in)
+        shapes[f"{name}.bias"] = (n_out,)
+    return shapes

@@ -1,0 +1,150 @@
+"""The Caffe C3D input transform, as a preset that travels with the weights.
+
+Caffe read frames with OpenCV (BGR), resized them straight to 128 x 171 with
+bilinear interpolation, subtracted a mean volume on the 0..255 scale (no
+scaling) and took the centre 112 x 112 crop. The crop commutes with the mean
+subtraction, so frames are cropped on the host (uint8, small) and the mean is
+subtracted on the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+#: Per-channel (B, G, R) means of the UCF101 ``train01_16_128_171_mean`` volume.
+SPORTS1M_MEAN_BGR: Tuple[float, float, float] = (90.25, 97.66, 101.41)
+
+
+def crop_offsets(height: int, width: int, crop: int) -> Tuple[int, int]:
+    """Top-left corner of Caffe's centre crop: ``((height - crop) // 2, (width - crop) // 2)``."""
+    if crop > height or crop > width:
+        raise ValueError(f"crop {crop} does not fit in {height} x {width}")
+    return (height - crop) // 2, (width - crop) // 2
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize, channel order, mean and crop of the network's input.
+
+    ``mean_volume`` (C x L x H x W in ``channel_order``, on the resized frame)
+    replaces ``mean`` when given, as in the original Caffe model.
+    """
+
+    resize: Tuple[int, int] = (128, 171)  # height, width
+    crop: int = 112
+    channel_order: str = "BGR"
+    mean: Tuple[float, float, float] = SPORTS1M_MEAN_BGR  # in channel_order
+    mean_volume: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
+    mean_volume_sha256: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in ("BGR", "RGB"):
+            raise ValueError(f"channel_order must be BGR or RGB, not {self.channel_order!r}")
+        crop_offsets(*self.resize, self.crop)
+        if self.mean_volume is not None:
+            volume = np.asarray(self.mean_volume, dtype=np.float32)
+            if volume.ndim != 4 or volume.shape[0] != 3 or volume.shape[2:] != tuple(self.resize):
+                raise ValueError(
+                    f"mean volume must have shape 3 x L x {self.resize[0]} x {self.resize[1]}, "
+                    f"not {' x '.join(map(str, volume.shape))}")
+            volume.setflags(write=False)
+            object.__setattr__(self, "mean_volume", volume)
+            if self.mean_volume_sha256 is None:
+                digest = hashlib.sha256(np.ascontiguousarray(volume).tobytes()).hexdigest()
+                object.__setattr__(self, "mean_volume_sha256", digest)
+
+    @property
+    def offsets(self) -> Tuple[int, int]:
+        return crop_offsets(*self.resize, self.crop)
+
+    def cropped_mean(self, clip_len: int) -> np.ndarray:
+        """The mean to subtract from a cropped clip: 3 x L x crop x crop, or 3 x 1 x 1 x 1."""
+        if self.mean_volume is None:
+            return np.asarray(self.mean, dtype=np.float32).reshape(3, 1, 1, 1)
+        if self.mean_volume.shape[1] != clip_len:
+            raise ValueError(f"the mean volume covers {self.mean_volume.shape[1]} frames, "
+                             f"but clips have {clip_len}")
+        top, left = self.offsets
+        return np.ascontiguousarray(
+            self.mean_volume[:, :, top:top + self.crop, left:left + self.crop])
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready description, stored with features and converted weights."""
+        return {
+            "resize": list(self.resize), "crop": self.crop,
+            "channel_order": self.channel_order,
+            "mean": [round(float(m), 6) for m in self.mean],
+            "mean_volume_sha256": self.mean_volume_sha256,
+            "scale": 1.0, "interpolation": "bilinear (OpenCV INTER_LINEAR)",
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any],
+                  mean_volume: Optional[np.ndarray] = None) -> "Preprocessing":
+        return cls(resize=tuple(data.get("resize", (128, 171))),  # type: ignore[arg-type]
+                   crop=int(data.get("crop", 112)),
+                   channel_order=data.get("channel_order", "BGR"),
+                   mean=tuple(float(m) for m in data.get("mean", SPORTS1M_MEAN_BGR)),  # type: ignore[arg-type]
+                   mean_volume=mean_volume,
+                   mean_volume_sha256=data.get("mean_volume_sha256") if mean_volume is not None
+                   else None)
+
+
+SPORTS1M = Preprocessing()
+
+
+def prepare_frame(frame_rgb: np.ndarray, preprocessing: Preprocessing = SPORTS1M) -> np.ndarray:
+    """Decoded RGB uint8 frame (H x W x 3) -> cropped uint8 frame (crop x crop x 3) in the
+    preset's channel order. Mean subtraction happens later, on whole clips."""
+    import cv2  # imported here: decode workers need it, the model does not
+
+    height, width = preprocessing.resize
+    if frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3:
+        raise ValueError(f"expected an H x W x 3 frame, got shape {frame_rgb.shape}")
+    resized = cv2.resize(frame_rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+    top, left = preprocessing.offsets
+    cropped = resized[top:top + preprocessing.crop, left:left + preprocessing.crop]
+    if preprocessing.channel_order == "BGR":
+        cropped = cropped[:, :, ::-1]
+    return np.ascontiguousarray(cropped)
+
+
+def load_mean(path: str) -> np.ndarray:
+    """A mean from ``.npy`` (3 x 16 x 128 x 171 BGR volume, or 3 channel values) or a Caffe
+    ``.binaryproto`` mean blob. Returns the array as stored (float32)."""
+    from c3d_extract.errors import UsageError
+
+    if path.lower().endswith(".binaryproto"):
+        from c3d_extract.weights.caffe_proto import read_mean_binaryproto
+        return read_mean_binaryproto(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read the mean file {path}: {error}") from None
+    return np.asarray(array, dtype=np.float32)
+
+
+def preprocessing_with_mean(base: Preprocessing, mean: np.ndarray) -> Preprocessing:
+    """``base`` with its mean replaced by 3 channel values or a full mean volume."""
+    from c3d_extract.errors import UsageError
+
+    mean = np.asarray(mean, dtype=np.float32)
+    if mean.ndim == 5 and mean.shape[0] == 1:  # Caffe blobs carry a leading num axis
+        mean = mean[0]
+    if mean.size == 3:
+        return Preprocessing(resize=base.resize, crop=base.crop,
+                             channel_order=base.channel_order,
+                             mean=tuple(float(v) for v in mean.ravel()))  # type: ignore[arg-type]
+    try:
+        return Preprocessing(resize=base.resize, crop=base.crop,
+                             channel_order=base.channel_order, mean=base.mean, mean_volume=mean)
+    except ValueError as error:
+        raise UsageError(str(error)) from None

@@ -1,0 +1,107 @@
+"""What a run produces per video, and the parameters that must match for runs to share a file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+STATUSES = ("ok", "padded", "looped", "skipped", "error")
+#: Statuses whose videos have features.
+WITH_FEATURES = ("ok", "padded", "looped")
+
+
+@dataclass(frozen=True)
+class RunParameters:
+    """Everything that changes the numbers in a feature file.
+
+    A rerun on an existing output must have equal parameters, or it would mix
+    features computed differently.
+    """
+
+    layers: Tuple[str, ...]
+    clip_len: int
+    stride: int
+    short_policy: str
+    weights: str
+    weights_sha256: str
+    preprocessing: str  # JSON of the Preprocessing preset
+    precision: str      # fp32, bf16 or fp16, as resolved
+    per_clip: bool
+
+    def to_attrs(self) -> Dict[str, Any]:
+        attrs = asdict(self)
+        attrs["layers"] = ",".join(self.layers)
+        return attrs
+
+    @classmethod
+    def from_attrs(cls, attrs: Dict[str, Any]) -> "RunParameters":
+        layers = attrs["layers"]
+        return cls(layers=tuple(str(layers).split(",")),
+                   clip_len=int(attrs["clip_len"]), stride=int(attrs["stride"]),
+                   short_policy=str(attrs["short_policy"]), weights=str(attrs["weights"]),
+                   weights_sha256=str(attrs["weights_sha256"]),
+                   preprocessing=str(attrs["preprocessing"]),
+                   precision=str(attrs["precision"]), per_clip=bool(attrs["per_clip"]))
+
+    def differences(self, other: "RunParameters") -> List[str]:
+        """Human-readable ``name: recorded -> requested`` for every differing field.
+
+        The weights' name may change (a file moved) as long as their sha256 is the same.
+        """
+        mine, theirs = self.to_attrs(), other.to_attrs()
+        names = [k for k in mine if k != "weights" and mine[k] != theirs[k]]
+        return [f"{k}: {mine[k]!r} in the file, {theirs[k]!r} now" for k in names]
+
+
+@dataclass
+class VideoRecord:
+    """One video's outcome: metadata, L2-normalised descriptors and optional per-clip rows."""
+
+    id: str
+    status: str
+    error: str = ""
+    n_frames: int = 0
+    n_clips: int = 0
+    fps: float = 0.0
+    width: int = 0
+    height: int = 0
+    features: Dict[str, np.ndarray] = field(default_factory=dict)
+    clip_features: Dict[str, np.ndarray] = field(default_factory=dict)
+    clip_starts: Optional[np.ndarray] = None
+    zero_descriptor: bool = False  # every clip feature was zero: the descriptor stays zero
+
+    def metadata(self) -> Dict[str, Any]:
+        return {"id": self.id, "status": self.status, "error": self.error,
+                "n_frames": int(self.n_frames), "n_clips": int(self.n_clips),
+                "fps": float(self.fps), "width": int(self.width), "height": int(self.height),
+                "zero_descriptor": bool(self.zero_descriptor)}
+
+    def arrays(self) -> Dict[str, np.ndarray]:
+        out = {f"features/{k}": np.asarray(v, np.float32) for k, v in self.features.items()}
+        out.update({f"clips/{k}": np.asarray(v, np.float32)
+                    for k, v in self.clip_features.items()})
+        if self.clip_starts is not None:
+            out["clips/start_frame"] = np.asarray(self.clip_starts, np.int64)
+        return out
+
+    @classmethod
+    def from_parts(cls, meta: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> "VideoRecord":
+        record = cls(**{k: meta[k] for k in ("id", "status", "error", "n_frames", "n_clips",
+                                              "fps", "width", "height")},
+                     zero_descriptor=bool(meta.get("zero_descriptor", False)))
+        for name, array in arrays.items():
+            group, _, key = name.partition("/")
+            if group == "features":
+                record.features[key] = array
+            elif key == "start_frame":
+                record.clip_starts = array
+            else:
+                record.clip_features[key] = array
+        return record
+
+
+def dumps(data: Dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, ensure_ascii=False)

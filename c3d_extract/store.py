@@ -1,0 +1,413 @@
+"""The HDF5 feature file: how runs write it without ever losing work, and how it is read.
+
+Layout (other commands read these names)::
+
+    /                attrs: format, format_version, c3d_extract_version, the run
+                     parameters (layers, clip_len, stride, short_policy, weights,
+                     weights_sha256, preprocessing JSON, precision, per_clip),
+                     complete, n_inputs
+    videos/id        variable-length UTF-8, one row per video
+    videos/status    ok | padded | looped | skipped | error
+    videos/error     message, empty unless status is error
+    videos/n_frames, n_clips, fps, width, height
+    features/<layer> float32 (n_videos, dim), L2-normalised; zeros without features
+    clips/<layer>    float32 (n_clips, dim), raw per-clip features (--per-clip)
+    clips/video      row in videos/id of each clip; clips/start_frame
+
+Writing: finished videos go to an append-only checksummed journal
+(``<output>.journal``), fsynced as they finish. ``commit`` copies the existing
+output (if any) to a temporary file, appends the journal, fsyncs and renames it
+over the output, then removes the journal. A killed run therefore leaves the
+previous output intact plus a journal that the next run picks up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from c3d_extract import __version__
+from c3d_extract.errors import ParameterMismatchError, StoreError
+from c3d_extract.journal import Journal
+from c3d_extract.locking import OutputLock
+from c3d_extract.records import WITH_FEATURES, RunParameters, VideoRecord
+
+FORMAT = "c3d-features"
+FORMAT_VERSION = 1
+_VIDEO_COLUMNS: Dict[str, Any] = {
+    "n_frames": np.int64, "n_clips": np.int64, "fps": np.float64,
+    "width": np.int32, "height": np.int32,
+}
+_ROWS_PER_WRITE = 256
+
+
+def _h5py():
+    import h5py
+    return h5py
+
+
+# ---------------------------------------------------------------- reading
+
+def _open_for_reading(path: str):
+    h5py = _h5py()
+    try:
+        handle = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise StoreError(f"no such feature file: {path}") from None
+    except OSError as error:
+        raise StoreError(f"cannot read {path} as HDF5: {error}") from None
+    if handle.attrs.get("format") != FORMAT:
+        handle.close()
+        raise StoreError(f"{path} is not a c3d-extract feature file (no format = {FORMAT!r})")
+    return handle
+
+
+def read_attributes(path: str) -> Dict[str, Any]:
+    """The root attributes of a feature file, as plain Python values."""
+    with _open_for_reading(path) as handle:
+        return {k: _plain(v) for k, v in handle.attrs.items()}
+
+
+def read_video_table(path: str) -> Dict[str, np.ndarray]:
+    """Every ``videos/*`` column; ``id``, ``status`` and ``error`` as arrays of str."""
+    with _open_for_reading(path) as handle:
+        return _video_table(handle)
+
+
+def read_features(path: str, layer: str = "fc6", *,
+                  only_with_features: bool = False) -> Tuple[List[str], np.ndarray]:
+    """``(ids, matrix)``: video ids and their L2-normalised descriptors (float32).
+
+    With ``only_with_features`` the rows of skipped and failed videos are left out.
+    """
+    with _open_for_reading(path) as handle:
+        dataset = _layer_dataset(handle, "features", layer, path)
+        ids = list(handle["videos/id"].asstr()[...])
+        if not only_with_features:
+            return ids, dataset[...].astype(np.float32, copy=False)
+        status = handle["videos/status"].asstr()[...]
+        keep = np.flatnonzero(np.isin(status, WITH_FEATURES))
+        matrix = dataset[...][keep] if len(keep) else np.zeros((0, dataset.shape[1]), np.float32)
+        return [ids[i] for i in keep], matrix.astype(np.float32, copy=False)
+
+
+def iter_feature_chunks(path: str, layer: str = "fc6",
+                        rows: int = 4096) -> Iterator[Tuple[List[str], np.ndarray]]:
+    """The descriptors in chunks of ``rows``, for data larger than memory."""
+    with _open_for_reading(path) as handle:
+        dataset = _layer_dataset(handle, "features", layer, path)
+        ids = handle["videos/id"].asstr()
+        for start in range(0, dataset.shape[0], rows):
+            stop = min(start + rows, dataset.shape[0])
+            yield list(ids[start:stop]), dataset[start:stop].astype(np.float32, copy=False)
+
+
+def read_clip_features(path: str, layer: str = "fc6") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(video_row, start_frame, matrix)`` of the per-clip features (``--per-clip`` runs)."""
+    with _open_for_reading(path) as handle:
+        dataset = _layer_dataset(handle, "clips", layer, path)
+        return (handle["clips/video"][...], handle["clips/start_frame"][...],
+                dataset[...].astype(np.float32, copy=False))
+
+
+def _layer_dataset(handle, group: str, layer: str, path: str):
+    if group not in handle or layer not in handle[group]:
+        present = sorted(handle[group].keys()) if group in handle else []
+        what = "per-clip features" if group == "clips" else "features"
+        raise StoreError(f"{path} has no {what} for layer {layer!r}"
+                         f" (it has: {', '.join(present) or 'none'})")
+    return handle[group][layer]
+
+
+def _video_table(handle) -> Dict[str, np.ndarray]:
+    videos = handle["videos"]
+    table = {name: videos[name].asstr()[...] for name in ("id", "status", "error")}
+    table.update({name: videos[name][...] for name in _VIDEO_COLUMNS})
+    return table
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+# ---------------------------------------------------------------- writing
+
+def _create_layout(handle, params: RunParameters, dims: Dict[str, int]) -> None:
+    h5py = _h5py()
+    text = h5py.string_dtype("utf-8")
+    videos = handle.create_group("videos")
+    for name in ("id", "status", "error"):
+        videos.create_dataset(name, (0,), dtype=text, maxshape=(None,), chunks=(1024,))
+    for name, dtype in _VIDEO_COLUMNS.items():
+        videos.create_dataset(name, (0,), dtype=dtype, maxshape=(None,), chunks=(1024,))
+    features = handle.create_group("features")
+    for layer in params.layers:
+        features.create_dataset(layer, (0, dims[layer]), dtype=np.float32,
+                                maxshape=(None, dims[layer]), chunks=(64, dims[layer]))
+    if params.per_clip:
+        clips = handle.create_group("clips")
+        for layer in params.layers:
+            clips.create_dataset(layer, (0, dims[layer]), dtype=np.float32,
+                                 maxshape=(None, dims[layer]), chunks=(64, dims[layer]))
+        for name in ("video", "start_frame"):
+            clips.create_dataset(name, (0,), dtype=np.int64, maxshape=(None,), chunks=(4096,))
+    handle.attrs["format"] = FORMAT
+    handle.attrs["format_version"] = FORMAT_VERSION
+    handle.attrs["encoding-type"] = FORMAT
+    handle.attrs["encoding-version"] = str(FORMAT_VERSION)
+    for key, value in params.to_attrs().items():
+        handle.attrs[key] = value
+    handle.attrs["complete"] = False
+    handle.attrs["n_inputs"] = 0
+
+
+def _append(dataset, values: np.ndarray) -> int:
+    start = dataset.shape[0]
+    dataset.resize(start + len(values), axis=0)
+    dataset[start:] = values
+    return start
+
+
+def _write_records(handle, records: Sequence[VideoRecord], dims: Dict[str, int],
+                   row_of: Dict[str, int], params: RunParameters) -> None:
+    """Append new videos and replace rows of videos written before (retried errors)."""
+    videos, features = handle["videos"], handle["features"]
+    new = [r for r in records if r.id not in row_of]
+    replaced = [r for r in records if r.id in row_of]
+    if new:
+        start = _append(videos["id"], np.array([r.id for r in new], dtype=object))
+        for i, record in enumerate(new):
+            row_of[record.id] = start + i
+    for rows, batch in ((None, new), ([row_of[r.id] for r in replaced], replaced)):
+        if not batch:
+            continue
+        columns: Dict[str, np.ndarray] = {
+            "status": np.array([r.status for r in batch], dtype=object),
+            "error": np.array([r.error for r in batch], dtype=object),
+        }
+        for name, dtype in _VIDEO_COLUMNS.items():
+            columns[name] = np.array([getattr(r, name) for r in batch], dtype=dtype)
+        for layer in params.layers:
+            matrix = np.zeros((len(batch), dims[layer]), np.float32)
+            for i, record in enumerate(batch):
+                if layer in record.features:
+                    matrix[i] = record.features[layer]
+            columns[layer] = matrix
+        for name, values in columns.items():
+            dataset = features[name] if name in params.layers else videos[name]
+            if rows is None:
+                _append(dataset, values)
+            else:
+                for row, value in zip(rows, values):
+                    dataset[row] = value
+    if params.per_clip:
+        _write_clip_rows(handle["clips"], records, row_of, params.layers)
+
+
+def _write_clip_rows(clips, records: Sequence[VideoRecord], row_of: Dict[str, int],
+                     layers: Sequence[str]) -> None:
+    with_clips = [r for r in records if r.clip_starts is not None and len(r.clip_starts)]
+    if not with_clips:
+        return
+    _append(clips["video"], np.concatenate(
+        [np.full(len(r.clip_starts), row_of[r.id], np.int64) for r in with_clips]))
+    _append(clips["start_frame"], np.concatenate([r.clip_starts for r in with_clips]))
+    for layer in layers:
+        _append(clips[layer], np.concatenate([r.clip_features[layer] for r in with_clips]))
+
+
+def _fsync_path(path: str, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FeatureStore:
+    """The writer of one output file: lock, resume, journal, atomic commit.
+
+    Use as a context manager; ``done`` maps ids already in the file or journal
+    to their status, so a rerun skips them.
+    """
+
+    def __init__(self, path: str, params: RunParameters, dims: Dict[str, int], *,
+                 overwrite: bool = False) -> None:
+        self.path = os.path.abspath(path)
+        self.params = params
+        self.dims = dims
+        self.overwrite = overwrite
+        self.journal = Journal(self.path + ".journal")
+        self.lock = OutputLock(self.path)
+        self.done: Dict[str, str] = {}
+        self._base_exists = False
+        self._added_since_commit = 0
+
+    # -- lifecycle
+
+    def open(self) -> "FeatureStore":
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            raise StoreError(f"the output directory {directory} does not exist")
+        if not os.access(directory, os.W_OK):
+            raise StoreError(f"the output directory {directory} is not writable")
+        self.lock.acquire()
+        try:
+            self._remove_stale_temporaries()
+            if self.overwrite:
+                self.journal.remove()
+            else:
+                self._load_existing()
+            self.journal.open_for_append()
+            if self._journal_header() is None:
+                self._write_journal_header()
+        except BaseException:
+            self.journal.close()
+            self.lock.release()
+            raise
+        return self
+
+    def close(self) -> None:
+        self.journal.close()
+        if os.path.exists(self.journal.path) and self._added_since_commit == 0 \
+                and not any(True for _ in self._journal_videos()):
+            self.journal.remove()
+        self.lock.release()
+
+    def __enter__(self) -> "FeatureStore":
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- resume
+
+    def _load_existing(self) -> None:
+        header = self._journal_header()
+        if header is not None:
+            self._check_parameters(RunParameters.from_attrs(header["params"]),
+                                   f"the unfinished run's journal {self.journal.path}")
+            # An interrupted --overwrite run: its journal replaces the old output.
+            self.overwrite = bool(header.get("replaces_output", False))
+        if os.path.exists(self.path) and not self.overwrite:
+            with _open_for_reading(self.path) as handle:
+                self._check_parameters(RunParameters.from_attrs(dict(handle.attrs)),
+                                       f"the existing output {self.path}")
+                table = handle["videos"]
+                self.done.update(zip(table["id"].asstr()[...], table["status"].asstr()[...]))
+            self._base_exists = True
+        for record in self._journal_videos():
+            self.done[record.id] = record.status
+
+    def _check_parameters(self, recorded: RunParameters, where: str) -> None:
+        differences = recorded.differences(self.params)
+        if differences:
+            raise ParameterMismatchError(
+                f"{where} was made with other parameters ({'; '.join(differences)}); "
+                "rerun with the same options, choose another output, or pass --overwrite "
+                "to replace it")
+
+    def _journal_header(self) -> Optional[Dict[str, Any]]:
+        for meta, _ in self.journal.records():
+            if meta.get("kind") == "header":
+                return meta
+        return None
+
+    def _write_journal_header(self) -> None:
+        self.journal.append({"kind": "header", "params": self.params.to_attrs(),
+                             "replaces_output": self.overwrite}, {})
+        self.journal.sync()
+
+    def _journal_videos(self) -> Iterator[VideoRecord]:
+        for meta, arrays in self.journal.records():
+            if meta.get("kind") != "header":
+                yield VideoRecord.from_parts(meta, arrays)
+
+    def _remove_stale_temporaries(self) -> None:
+        directory, name = os.path.split(self.path)
+        for entry in os.listdir(directory):
+            if entry.startswith(name + ".tmp-"):
+                os.unlink(os.path.join(directory, entry))
+
+    # -- writing
+
+    def add(self, record: VideoRecord) -> None:
+        """Record a finished video in the journal (durable after ``sync``)."""
+        self.journal.append(record.metadata(), record.arrays())
+        self.done[record.id] = record.status
+        self._added_since_commit += 1
+
+    def sync(self) -> None:
+        self.journal.sync()
+
+    def commit(self, *, complete: bool, n_inputs: int) -> None:
+        """Fold the journal into the output file atomically."""
+        self.journal.sync()
+        temporary = f"{self.path}.tmp-{os.getpid()}"
+        h5py = _h5py()
+        try:
+            if self._base_exists and not self.overwrite:
+                shutil.copyfile(self.path, temporary)
+            with h5py.File(temporary, "r+" if os.path.exists(temporary) else "w") as handle:
+                if "videos" not in handle:
+                    _create_layout(handle, self.params, self.dims)
+                row_of = {video_id: row for row, video_id
+                          in enumerate(handle["videos/id"].asstr()[...])}
+                pending: List[VideoRecord] = []
+                for record in self._journal_videos():
+                    pending.append(record)
+                    if len(pending) >= _ROWS_PER_WRITE:
+                        _write_records(handle, pending, self.dims, row_of, self.params)
+                        pending = []
+                _write_records(handle, pending, self.dims, row_of, self.params)
+                handle.attrs["complete"] = complete
+                handle.attrs["n_inputs"] = n_inputs
+                handle.attrs["c3d_extract_version"] = __version__
+                handle.attrs["weights"] = self.params.weights
+            _fsync_path(temporary)
+            os.replace(temporary, self.path)
+            _fsync_path(os.path.dirname(self.path), directory=True)
+        except OSError as error:
+            _remove_quietly(temporary)
+            raise StoreError(f"cannot write {self.path}: {error}") from None
+        except BaseException:
+            _remove_quietly(temporary)
+            raise
+        self._base_exists = True
+        self.overwrite = False
+        self.journal.remove()
+        self.journal.open_for_append()
+        self._write_journal_header()
+        self._added_since_commit = 0
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def feature_dims(layers: Iterable[str], dim_of) -> Dict[str, int]:
+    """``{layer: dim}`` using ``dim_of(layer)`` (e.g. ``C3D.feature_dim``)."""
+    return {layer: int(dim_of(layer)) for layer in layers}
+
+
+def describe(path: str) -> Optional[str]:
+    """One line about an existing feature file, or None if there is none."""
+    if not os.path.exists(path):
+        return None
+    attrs = read_attributes(path)
+    table = read_video_table(path)
+    errors = int(np.sum(table["status"] == "error"))
+    return (f"{len(table['id'])} videos ({errors} errors), layers {attrs.get('layers')}, "
+            f"weights {attrs.get('weights')}")

@@ -1,0 +1,195 @@
+"""Resolve a ``--weights`` value to a checked C3D state dict and its metadata.
+
+Sources, in order: ``random`` (seeded, for smoke tests), a registry name, a
+file in any supported format, or (nothing given) the default file in
+``weights/`` or the cache directory. Every file is read without executing
+code (``weights_only=True``, safetensors) and checked tensor by tensor
+against the architecture before a model is built, so a bad file never
+half-loads a network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from c3d_extract.errors import WeightsError, WeightsNotFoundError
+from c3d_extract.model import C3D, SPORTS1M_CLASSES, build_c3d, state_dict_shapes
+from c3d_extract.preprocess import SPORTS1M, Preprocessing
+
+DEFAULT_WEIGHTS_FILE = "c3d_sports1m.safetensors"
+RANDOM_SEED = 0
+_PROJECT_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """A checked state dict in the project's naming and what is known about it."""
+
+    state_dict: Dict[str, torch.Tensor] = field(repr=False)
+    name: str                 # as given: path, registry name or "random"
+    sha256: str               # of the source file ("random-seed-0" for random weights)
+    source_format: str
+    preprocessing: Preprocessing = SPORTS1M
+    class_names: Tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        weight = self.state_dict.get("fc8.weight")
+        return 0 if weight is None else int(weight.shape[0])
+
+    @property
+    def is_random(self) -> bool:
+        return self.source_format == "random"
+
+
+def cache_dir() -> Path:
+    """``$C3D_EXTRACT_CACHE``, else ``~/.cache/c3d_extract``."""
+    configured = os.environ.get("C3D_EXTRACT_CACHE")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "c3d_extract"
+
+
+def default_weights_path() -> Optional[Path]:
+    for directory in (Path.cwd() / "weights", _PROJECT_WEIGHTS_DIR, cache_dir()):
+        candidate = directory / DEFAULT_WEIGHTS_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def file_sha256(path: os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def random_weights(seed: int = RANDOM_SEED, num_classes: int = SPORTS1M_CLASSES) -> LoadedWeights:
+    model = build_c3d(num_classes=num_classes, seed=seed)
+    return LoadedWeights(state_dict=model.state_dict(), name="random",
+                         sha256=f"random-seed-{seed}", source_format="random")
+
+
+def check_state_dict(state_dict: Dict[str, torch.Tensor], source: str) -> None:
+    """Raise ``WeightsError`` naming the first layer whose keys or shapes do not fit C3D."""
+    num_classes = int(state_dict["fc8.weight"].shape[0]) if "fc8.weight" in state_dict else 0
+    expected = state_dict_shapes(num_classes)
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:6])}"
+                         f"{' ...' if len(unexpected) > 6 else ''}")
+        raise WeightsError(f"{source} does not hold a C3D state dict: {'; '.join(parts)}")
+    for key, shape in expected.items():
+        actual = tuple(state_dict[key].shape)
+        if actual != shape:
+            raise WeightsError(f"{source}: layer {key.rsplit('.', 1)[0]} has {key} of shape "
+                               f"{actual}, C3D needs {shape}")
+
+
+def _read_safetensors(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            return {k: handle.get_tensor(k) for k in handle.keys()}, metadata
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightsError(f"cannot read {path} as safetensors: {error}") from None
+
+
+def read_torch_file(path: str) -> object:
+    """``torch.load`` that never runs code from the file (``weights_only=True``, explicitly)."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
+        raise WeightsError(f"refusing to load {path}: it holds more than tensors ({first}); "
+                           "only plain state dicts are read") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise WeightsError(f"cannot read {path} as a PyTorch file (truncated or damaged?): "
+                           f"{error}") from None
+
+
+def _looks_like_safetensors(path: str) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def load_state_dict(path: str) -> LoadedWeights:
+    """Read a weights file in any supported format, converted to the project's naming."""
+    from c3d_extract.weights import formats
+
+    if not os.path.isfile(path):
+        raise WeightsError(f"no weights file at {path}")
+    sha256 = file_sha256(path)
+    preprocessing, class_names = SPORTS1M, ()
+    if _looks_like_safetensors(path):
+        state_dict, metadata = _read_safetensors(path)
+        source_format = metadata.get("source_format", "safetensors")
+        if "preprocessing" in metadata:
+            preprocessing = Preprocessing.from_dict(json.loads(metadata["preprocessing"]))
+        if "class_names" in metadata:
+            class_names = tuple(json.loads(metadata["class_names"]))
+    else:
+        state_dict, source_format = formats.read_any(path)
+    state_dict = {k: v.detach().to(torch.float32).contiguous() for k, v in state_dict.items()}
+    check_state_dict(state_dict, path)
+    return LoadedWeights(state_dict=state_dict, name=path, sha256=sha256,
+                         source_format=source_format, preprocessing=preprocessing,
+                         class_names=class_names)
+
+
+def resolve_weights(spec: Optional[str]) -> LoadedWeights:
+    """``--weights``: ``random``, a registry name, a file path, or None for the default file."""
+    if spec == "random":
+        return random_weights()
+    if spec is None:
+        found = default_weights_path()
+        if found is None:
+            raise WeightsNotFoundError(
+                "no C3D weights given and none found (looked for "
+                f"{DEFAULT_WEIGHTS_FILE} in ./weights, {_PROJECT_WEIGHTS_DIR} and {cache_dir()}). "
+                "Pass --weights FILE (safetensors, a PyTorch state dict, or a published "
+                "Sports-1M file), fetch one with `c3d-weights fetch`, or use --weights random "
+                "for a smoke test")
+        return load_state_dict(str(found))
+    if not os.path.exists(spec):
+        from c3d_extract.weights import formats
+        registry_path = formats.registry_path(spec)
+        if registry_path is not None:
+            loaded = load_state_dict(str(registry_path))
+            return LoadedWeights(state_dict=loaded.state_dict, name=spec, sha256=loaded.sha256,
+                                 source_format=loaded.source_format,
+                                 preprocessing=loaded.preprocessing,
+                                 class_names=loaded.class_names)
+        raise WeightsError(f"no weights file at {spec} (and {spec!r} is not a known "
+                           "registry name; see `c3d-weights fetch --help`)")
+    return load_state_dict(spec)
+
+
+def load_network(weights: LoadedWeights) -> C3D:
+    """A C3D in eval mode holding ``weights`` (strict: every tensor must fit)."""
+    model = build_c3d(num_classes=weights.num_classes)
+    result = model.load_state_dict(weights.state_dict, strict=True)
+    if result.missing_keys or result.unexpected_keys:  # unreachable after check_state_dict
+        raise WeightsError(f"{weights.name}: {result}")
+    return model.eval()
+
+
+def names_of_missing(weights: LoadedWeights) -> List[str]:
+    return [] if weights.num_classes else ["fc8", "prob"]
