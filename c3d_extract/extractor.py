@@ -64,6 +64,11 @@ class ExtractOptions:
         check_decoder(self.decoder)
 
 
+def default_batch_size(device_type: str) -> int:
+    """Clips per forward pass when the user does not choose: a GPU needs many to be busy."""
+    return 32 if device_type == "cuda" else 8
+
+
 @dataclass
 class _VideoState:
     source: VideoSource
@@ -113,7 +118,7 @@ def prepare_network(weights: Union[LoadedWeights, str, None], options: ExtractOp
         raise UsageError(f"{loaded.name} has no fc8 (no classifier), so {', '.join(missing)} "
                          "cannot be extracted; choose from "
                          f"{', '.join(model.available_layers)}")
-    batch_size = options.batch_size or (32 if device.type == "cuda" else 8)
+    batch_size = options.batch_size or default_batch_size(device.type)
     runner = ClipRunner(model, preprocessing, options.clip_len, options.layers, device,
                         precision, fixed_batch=batch_size)
     return PreparedNetwork(runner, model, loaded, preprocessing, precision, device.type)
@@ -133,7 +138,7 @@ def iter_records(videos: Sequence[Union[VideoSource, Tuple[str, str]]],
     sources = [v if isinstance(v, VideoSource) else VideoSource(*v) for v in videos]
     if not sources:
         return
-    batch_size = options.batch_size or (32 if prepared.device_type == "cuda" else 8)
+    batch_size = options.batch_size or default_batch_size(prepared.device_type)
     workers = options.workers or default_workers(prepared.device_type)
     batcher = ClipBatcher(options.clip_len, options.stride, options.short_policy, batch_size)
     queue: Deque[Tuple[int, VideoSource]] = deque(enumerate(sources))

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -26,6 +28,8 @@ from c3d_extract.errors import VideoReadError
 from c3d_extract.preprocess import Preprocessing, prepare_frame
 
 FRAMES_PER_MESSAGE = 16
+#: Messages a worker decodes ahead while the parent is busy (each 16 cropped frames, 0.6 MB).
+READ_AHEAD_MESSAGES = 4
 
 
 # ---------------------------------------------------------------- events seen by the parent
@@ -114,6 +118,43 @@ def _silence_native_logs() -> None:
     os.close(devnull)
 
 
+class _BackgroundSender:
+    """Sends a worker's messages from a thread, so that decoding goes on while the parent
+    is busy with the network instead of waiting for it to read the pipe.
+
+    At most ``depth`` messages wait, so memory stays bounded. Once the parent is gone,
+    ``send`` raises ``BrokenPipeError``.
+    """
+
+    def __init__(self, connection: Connection, depth: int = READ_AHEAD_MESSAGES) -> None:
+        self._connection = connection
+        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
+        self._broken = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="c3d-send", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            message = self._queue.get()
+            if message is None:
+                return
+            if self._broken.is_set():
+                continue  # keep draining so that ``send`` never blocks
+            try:
+                self._connection.send(message)
+            except (BrokenPipeError, OSError):
+                self._broken.set()
+
+    def send(self, message: Any) -> None:
+        if self._broken.is_set():
+            raise BrokenPipeError("the parent closed the connection")
+        self._queue.put(message)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+
 def worker_main(connection: Connection, decoder: str, preprocessing: Preprocessing,
                 native_logs: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
@@ -125,18 +166,23 @@ def worker_main(connection: Connection, decoder: str, preprocessing: Preprocessi
         cv2.setNumThreads(1)
     except ImportError:
         pass
-    while True:
-        try:
-            task = connection.recv()
-        except (EOFError, OSError):
-            return
-        if task is None:
-            return
-        slot, path = task
-        try:
-            decode_video(decoder, path, preprocessing, lambda message: connection.send((slot, message)))
-        except (BrokenPipeError, EOFError):
-            return
+    sender = _BackgroundSender(connection)
+    try:
+        while True:
+            try:
+                task = connection.recv()
+            except (EOFError, OSError):
+                return
+            if task is None:
+                return
+            slot, path = task
+            try:
+                decode_video(decoder, path, preprocessing,
+                             lambda message: sender.send((slot, message)))
+            except (BrokenPipeError, EOFError):
+                return
+    finally:
+        sender.close()
 
 
 # ---------------------------------------------------------------- the parent's side
@@ -176,6 +222,11 @@ class DecodePool:
 
     def _start(self) -> _Worker:
         return _Worker(self._context, self.decoder, self.preprocessing, self.native_logs)
+
+    @property
+    def pids(self) -> List[int]:
+        """Process ids of the workers, e.g. to watch their memory."""
+        return [worker.process.pid for worker in self._workers if worker.process.pid]
 
     @property
     def idle(self) -> int:
