@@ -13,7 +13,7 @@ from c3d_extract.weights.formats import KERAS_LAYOUTS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+def cli() -> None:
     """Convert, inspect and download C3D Sports-1M weights.
 
     Every published format is read from its content: the Caffe C3D binary,
@@ -28,7 +28,7 @@ def main() -> None:
     """
 
 
-@main.command()
+@cli.command()
 @click.argument("source", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
               help="The safetensors file to write.")
@@ -57,7 +57,7 @@ def convert(source: str, output: str, labels: Optional[str], keras_layout: Optio
         click.echo(f"note: {note}", err=True)
 
 
-@main.command()
+@cli.command()
 @click.argument("path", type=click.Path(dir_okay=False))
 @library_errors
 def info(path: str) -> None:
@@ -82,7 +82,7 @@ def info(path: str) -> None:
                header=("tensor", "shape"))
 
 
-@main.command()
+@cli.command()
 @click.argument("name", type=click.Choice(sorted(registry.REGISTRY)))
 @click.option("--force", is_flag=True, help="Download again even if the file is cached.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -119,7 +119,7 @@ def fetch(name: str, force: bool, quiet: bool) -> None:
     click.echo(str(path))
 
 
-@main.command(name="list")
+@cli.command(name="list")
 @library_errors
 def list_entries() -> None:
     """List the published weights that `fetch` knows, and which are downloaded.
@@ -135,6 +135,10 @@ def list_entries() -> None:
         rows.append((name, item.format, "yes" if downloaded else "no",
                      str(records.get(name, {}).get("sha256", ""))[:16], item.description))
     echo_table(rows, header=("name", "format", "cached", "sha256", "description"))
+
+
+def main() -> None:
+    cli(prog_name="c3d-weights")
 
 
 if __name__ == "__main__":
