@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import click
@@ -108,7 +109,7 @@ def fetch(name: str, force: bool, quiet: bool) -> None:
             return
         if bar is None:
             bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                       desc=name, file=click.get_text_stream("stderr"))
+                       desc=name, file=sys.stderr)
         bar.update(received - bar.n)
 
     try:
