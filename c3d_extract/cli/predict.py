@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import click
 
 from c3d_extract.cli.common import EXIT_OK, EXIT_SOME_FAILED, library_errors
 from c3d_extract.decoders import DECODERS
+from c3d_extract.predict import Prediction
 
 EXAMPLES = """
 \b
@@ -64,19 +65,21 @@ def cli(videos: Sequence[str], weights: Optional[str], labels: Optional[str], to
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in predictions], indent=2, ensure_ascii=False))
     else:
-        for n, prediction in enumerate(predictions):
-            if n:
-                click.echo("")
-            if not prediction.top:
-                click.echo(f"{prediction.video_id}: {prediction.status}: {prediction.error}")
-                continue
-            plural = "" if prediction.n_clips == 1 else "s"
-            click.echo(f"{prediction.video_id} ({prediction.n_clips} clip{plural})")
-            width = max(len(score.name) for score in prediction.top)
-            for rank, score in enumerate(prediction.top, 1):
-                click.echo(f"  {rank}. {score.name.ljust(width)}  {score.probability:.4f}")
+        click.echo("\n\n".join("\n".join(text_lines(p)) for p in predictions))
     failed = [p for p in predictions if not p.top]
     sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def text_lines(prediction: Prediction) -> List[str]:
+    """A video's prediction as text: a header line, then one ranked line per class."""
+    if not prediction.top:
+        return [f"{prediction.video_id}: {prediction.status}: {prediction.error}"]
+    plural = "" if prediction.n_clips == 1 else "s"
+    lines = [f"{prediction.video_id} ({prediction.n_clips} clip{plural})"]
+    width = max(len(score.name) for score in prediction.top)
+    lines += [f"  {rank}. {score.name.ljust(width)}  {score.probability:.4f}"
+              for rank, score in enumerate(prediction.top, 1)]
+    return lines
 
 
 def main() -> None:
