@@ -1,4 +1,4 @@
-"""Caffe binaries (both protobuf dialects) and mean blobs, written by a tiny encoder in the tests."""
+"""Caffe binaries (both protobuf dialects) and mean blobs, written by a tiny encoder here."""
 
 import hashlib
 import json
@@ -13,8 +13,9 @@ from c3d_extract.weights import caffe_proto
 from c3d_extract.weights.formats import detect_format
 from c3d_extract.weights.loading import converted_cache_path, load_state_dict, resolve_weights
 from tests.weights_support import (
-    assert_same_fc6, blob_bvlc, blob_c3d_v10, caffe_bvlc_net, caffe_c3d_v10_net, decoded_clip,
-    f_bytes, f_unpacked_floats, f_varint, fc6_of, numpy_params, source_model, varint, write_video,
+    assert_same_fc6, blob_bvlc, blob_c3d_v10, caffe_bvlc_net, caffe_c3d_v10_net, f_bytes,
+    f_unpacked_floats, f_varint, fc6_of, numpy_params, shared_clip, shared_reference_fc6,
+    shared_source, source_model, varint,
 )
 
 
@@ -103,21 +104,18 @@ def test_mean_binaryproto_damaged(tmp_path):
 # ------------------------------------------------------------------ whole networks
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("video") / "clip.mp4")
-    write_video(path)
-    return decoded_clip(path)
+def clip():
+    return shared_clip()
 
 
 @pytest.fixture(scope="module")
 def source():
-    return source_model()
+    return shared_source()
 
 
 @pytest.fixture(scope="module")
-def reference_fc6(source, clip):
-    with torch.no_grad():
-        return source.extract(clip, ["fc6"])["fc6"]
+def reference_fc6():
+    return shared_reference_fc6()
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +156,13 @@ def test_caffe_conversion_is_cached_by_sha256(caffe_files, clip, reference_fc6, 
     assert metadata["source_sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
     assert metadata["source_format"] == "caffe"
     assert json.loads(metadata["preprocessing"])["channel_order"] == "BGR"
-    # The second resolve reads the cache: make the source unreadable as Caffe to prove it.
+    # The second resolve reads the cache: with the Caffe reader disabled it still works.
+    from c3d_extract.weights import formats
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again instead of reading the cache")
+
+    monkeypatch.setattr(formats, "read_weights", no_conversion)
     second = resolve_weights(path)
     assert second.source_format == "caffe" and second.sha256 == first.sha256
     assert_same_fc6(fc6_of(second.state_dict, clip), reference_fc6)
@@ -200,7 +204,8 @@ def test_caffe_layers_with_a_wrong_shape_name_the_layer():
 
 def test_caffe_net_without_c3d_layers(tmp_path):
     path = tmp_path / "other.caffemodel"
-    body = f_bytes(4, b"conv1") + f_varint(5, 4) + f_bytes(6, blob_c3d_v10(np.ones((1, 1, 1, 1, 2))))
+    blob = blob_c3d_v10(np.ones((1, 1, 1, 1, 2)))
+    body = f_bytes(4, b"conv1") + f_varint(5, 4) + f_bytes(6, blob)
     path.write_bytes(f_bytes(1, b"alexnet") + f_bytes(2, body))
     with pytest.raises(WeightsError, match="without any C3D layer"):
         load_state_dict(str(path), use_cache=False)

@@ -15,12 +15,12 @@ from safetensors.torch import load_file
 from c3d_extract.cli.weights import cli
 from c3d_extract.weights import registry
 from tests.test_weights_registry import _QuietHandler, _serve
-from tests.weights_support import NUM_CLASSES, numpy_params, pickle_state_dict, source_model
+from tests.weights_support import NUM_CLASSES, numpy_params, pickle_state_dict, shared_source
 
 
 @pytest.fixture(scope="module")
 def source():
-    return source_model()
+    return shared_source()
 
 
 @pytest.fixture(scope="module")

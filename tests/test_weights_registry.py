@@ -14,7 +14,7 @@ import torch
 from c3d_extract.errors import ChecksumError, DownloadError, WeightsNotFoundError
 from c3d_extract.weights import registry
 from c3d_extract.weights.loading import resolve_weights
-from tests.weights_support import numpy_params, pickle_state_dict, source_model
+from tests.weights_support import numpy_params, pickle_state_dict, shared_source
 
 PICKLE = registry.REGISTRY["sports1m-pytorch"].filename
 
@@ -69,7 +69,7 @@ def mirror(tmp_path):
 
 @pytest.fixture(scope="module")
 def source():
-    return source_model()
+    return shared_source()
 
 
 def test_registry_entries_are_data():

@@ -12,27 +12,24 @@ from c3d_extract.model import build_c3d
 from c3d_extract.weights.formats import MMACTION2_NOTE, detect_format
 from c3d_extract.weights.loading import load_network, load_state_dict, resolve_weights
 from tests.weights_support import (
-    assert_same_fc6, decoded_clip, fc6_of, mmaction2_checkpoint, numpy_params,
-    pickle_state_dict, source_model, write_video,
+    assert_same_fc6, fc6_of, mmaction2_checkpoint, numpy_params, pickle_state_dict, shared_clip,
+    shared_reference_fc6, shared_source,
 )
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("video") / "clip.mp4")
-    write_video(path)
-    return decoded_clip(path)
+def clip():
+    return shared_clip()
 
 
 @pytest.fixture(scope="module")
 def source():
-    return source_model()
+    return shared_source()
 
 
 @pytest.fixture(scope="module")
-def reference_fc6(source, clip):
-    with torch.no_grad():
-        return source.extract(clip, ["fc6"])["fc6"]
+def reference_fc6():
+    return shared_reference_fc6()
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +110,8 @@ def test_pickle_with_a_code_payload_is_refused_and_never_runs(writer, tmp_path, 
 def test_truncated_torch_file_is_refused(tmp_path):
     path = tmp_path / "cut.pth"
     model = build_c3d(num_classes=3, seed=0)
-    torch.save({"conv1a.weight": model.conv1a.weight.detach(), "fc7.weight": model.fc7.weight.detach()},
-               str(path))
+    torch.save({"conv1a.weight": model.conv1a.weight.detach(),
+                "fc7.weight": model.fc7.weight.detach()}, str(path))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError, match="truncated or damaged"):

@@ -4,7 +4,10 @@ written independently of the readers under test."""
 
 from __future__ import annotations
 
+import functools
+import os
 import struct
+import tempfile
 from typing import Dict, Iterable, Sequence, Tuple
 
 import numpy as np
@@ -63,6 +66,27 @@ def decoded_clip(path: str, clip_len: int = 16) -> torch.Tensor:
 
 def source_model(num_classes: int = NUM_CLASSES) -> C3D:
     return build_c3d(num_classes=num_classes, seed=SOURCE_SEED)
+
+
+# Built once per test process and shared by the weights test modules (never modified).
+
+@functools.lru_cache(maxsize=None)
+def shared_source() -> C3D:
+    return source_model()
+
+
+@functools.lru_cache(maxsize=None)
+def shared_clip() -> torch.Tensor:
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "clip.mp4")
+        write_video(path)
+        return decoded_clip(path)
+
+
+@functools.lru_cache(maxsize=None)
+def shared_reference_fc6() -> torch.Tensor:
+    with torch.no_grad():
+        return shared_source().extract(shared_clip(), ["fc6"])["fc6"]
 
 
 def fc6_of(state_dict: Dict[str, torch.Tensor], clip: torch.Tensor) -> torch.Tensor:

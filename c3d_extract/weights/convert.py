@@ -78,7 +78,8 @@ def read_class_names(path: str) -> Tuple[str, ...]:
     return names
 
 
-def with_class_names(weights: LoadedWeights, class_names: Sequence[str], source: str) -> LoadedWeights:
+def with_class_names(weights: LoadedWeights, class_names: Sequence[str],
+                     source: str) -> LoadedWeights:
     """``weights`` carrying ``class_names``; their count must match fc8."""
     from c3d_extract.errors import LabelsError
 

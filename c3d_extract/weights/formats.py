@@ -329,8 +329,8 @@ def torch_state_dict(loaded: object, source: str) -> ConvertedWeights:
         if unknown:
             raise WeightsError(f"{source} looks like DavideA's c3d.pickle but has unexpected keys "
                                f"{', '.join(unknown[:6])}")
-        return ConvertedWeights({layouts.pickle_key(k): v for k, v in state.items()},  # type: ignore[misc]
-                                "c3d-pytorch-pickle", (PICKLE_NOTE,))
+        renamed = {str(layouts.pickle_key(k)): v for k, v in state.items()}
+        return ConvertedWeights(renamed, "c3d-pytorch-pickle", (PICKLE_NOTE,))
     return ConvertedWeights(state, "pytorch")
 
 
