@@ -1,27 +1,34 @@
 """Caffe-faithful C3D (Sports-1M) video descriptors.
 
-The pipeline, one module per step:
-read videos (``sources``, ``decoders``, ``workers``) -> make clips (``clips``,
-``batching``) -> run the network (``model``, ``weights``) -> pool (``pooling``)
--> store (``store``) -> evaluate (``evaluation``).
+The pipeline, one module per step: read videos (``sources``, ``decoders``,
+``workers``) -> make clips (``clips``, ``batching``) -> run the network
+(``model``, ``weights``, ``runner``) -> pool (``pooling``) -> store
+(``store``) -> evaluate (``evaluation``).
+
+Names are imported lazily so that decode worker processes, which import this
+package, never load torch.
 """
 
 __version__ = "0.1.0"
 
-from c3d_extract.errors import C3DError  # noqa: E402
-from c3d_extract.model import C3D, build_c3d  # noqa: E402
-from c3d_extract.preprocess import Preprocessing  # noqa: E402
+_EXPORTS = {
+    "C3D": "c3d_extract.model",
+    "build_c3d": "c3d_extract.model",
+    "C3DError": "c3d_extract.errors",
+    "Preprocessing": "c3d_extract.preprocess",
+    "ExtractOptions": "c3d_extract.extractor",
+    "extract": "c3d_extract.extractor",
+    "iter_records": "c3d_extract.extractor",
+    "read_features": "c3d_extract.store",
+    "resolve_weights": "c3d_extract.weights.loading",
+    "load_network": "c3d_extract.weights.loading",
+}
 
-__all__ = ["C3D", "C3DError", "Preprocessing", "build_c3d", "extract", "read_features",
-           "__version__"]
+__all__ = sorted(_EXPORTS) + ["__version__"]
 
 
 def __getattr__(name: str):
-    # The extractor and the store pull in h5py and the decoders; load them lazily.
-    if name == "extract":
-        from c3d_extract.extractor import extract
-        return extract
-    if name == "read_features":
-        from c3d_extract.store import read_features
-        return read_features
-    raise AttributeError(name)
+    if name in _EXPORTS:
+        import importlib
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'c3d_extract' has no attribute {name!r}")

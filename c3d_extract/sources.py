@@ -1,0 +1,103 @@
+"""Which videos a run covers, and their ids.
+
+A video's id is its path relative to the input root (the directory given, or
+the folder of a ``--list`` file), with POSIX separators. Ids are unique and
+the same on every run with the same inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from c3d_extract.errors import InputNotFoundError, UsageError
+
+VIDEO_EXTENSIONS = frozenset({
+    ".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv", ".3gp",
+})
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    id: str
+    path: str
+
+
+def is_video_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
+def _as_id(relative_path: str) -> str:
+    """POSIX separators, and valid UTF-8 even for file names that are not."""
+    posix = relative_path.replace(os.sep, "/")
+    return posix.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def scan_directory(root: str) -> List[VideoSource]:
+    """Every file under ``root`` (recursively) with a video extension, sorted by id.
+
+    Directories named like videos are not videos; symbolic links to files are followed.
+    """
+    found = []
+    for directory, subdirectories, files in os.walk(root, onerror=_raise_walk_error):
+        subdirectories.sort()
+        for name in sorted(files):
+            if is_video_name(name):
+                path = os.path.join(directory, name)
+                found.append(VideoSource(_as_id(os.path.relpath(path, root)), path))
+    return found
+
+
+def _raise_walk_error(error: OSError) -> None:
+    raise InputNotFoundError(f"cannot read the directory {error.filename}: {error.strerror}")
+
+
+def read_list_file(list_file: str) -> List[VideoSource]:
+    """One path per line (blank lines and ``#`` comments ignored); relative paths are taken
+    from the list file's folder, and the id is the path as written."""
+    try:
+        with open(list_file, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        raise InputNotFoundError(f"no such list file: {list_file}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read the list file {list_file}: {error}") from None
+    base = os.path.dirname(os.path.abspath(list_file))
+    sources = []
+    for line in lines:
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        path = entry if os.path.isabs(entry) else os.path.join(base, entry)
+        sources.append(VideoSource(_as_id(os.path.normpath(entry)), path))
+    return sources
+
+
+def discover(inputs: Sequence[str], list_file: Optional[str] = None) -> List[VideoSource]:
+    """The videos named by directories, files and a list file, each id once."""
+    if not inputs and list_file is None:
+        raise UsageError("give at least one video, directory or --list FILE")
+    collected: List[VideoSource] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            collected.extend(scan_directory(item))
+        elif os.path.exists(item) or os.path.islink(item):
+            collected.append(VideoSource(_as_id(os.path.normpath(item)), item))
+        else:
+            raise InputNotFoundError(f"no such file or directory: {item}")
+    if list_file is not None:
+        collected.extend(read_list_file(list_file))
+    return _unique(collected)
+
+
+def _unique(sources: Iterable[VideoSource]) -> List[VideoSource]:
+    by_id: Dict[str, VideoSource] = {}
+    for source in sources:
+        earlier = by_id.get(source.id)
+        if earlier is None:
+            by_id[source.id] = source
+        elif os.path.realpath(earlier.path) != os.path.realpath(source.path):
+            raise UsageError(f"two different inputs have the same id {source.id!r}: "
+                             f"{earlier.path} and {source.path}; give them from one root")
+    return list(by_id.values())

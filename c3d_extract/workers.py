@@ -1,0 +1,279 @@
+"""Decode worker processes, one video at a time each, watched by the parent.
+
+Native decoder code can hang or abort the process (SPEC section 7), so
+decoding never runs in the process that holds the model and the output. A
+worker that dies is reported as that video's error; one that produces no
+frame for ``timeout`` seconds is killed. Either way a fresh worker takes its
+place and the run goes on.
+
+This module must not import torch: spawned workers import it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, List, Optional, Tuple
+
+import numpy as np
+
+from c3d_extract.decoders import open_decoder
+from c3d_extract.errors import VideoReadError
+from c3d_extract.preprocess import Preprocessing, prepare_frame
+
+FRAMES_PER_MESSAGE = 16
+
+
+# ---------------------------------------------------------------- events seen by the parent
+
+@dataclass(frozen=True)
+class Started:
+    slot: int
+    fps: float
+
+
+@dataclass(frozen=True)
+class Frames:
+    slot: int
+    frames: np.ndarray  # (k, crop, crop, 3) uint8 in the preset's channel order
+
+
+@dataclass(frozen=True)
+class Finished:
+    slot: int
+    n_frames: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    slot: int
+    message: str
+
+
+Event = Any  # Started | Frames | Finished | Failed
+
+
+# ---------------------------------------------------------------- inside a worker
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when the parent dies (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def decode_video(decoder: str, path: str, preprocessing: Preprocessing, send) -> None:
+    """Decode one video, sending ``("start", fps)``, ``("frames", array)``... and
+    ``("end", n, width, height)``, or ``("error", message)``."""
+    n_frames, width, height = 0, 0, 0
+    try:
+        with open_decoder(decoder, path) as video:
+            send(("start", video.fps()))
+            chunk: List[np.ndarray] = []
+            for frame in video.frames():
+                if n_frames == 0:
+                    height, width = frame.shape[:2]
+                chunk.append(prepare_frame(frame, preprocessing))
+                n_frames += 1
+                if len(chunk) == FRAMES_PER_MESSAGE:
+                    send(("frames", np.stack(chunk)))
+                    chunk = []
+            if chunk:
+                send(("frames", np.stack(chunk)))
+    except VideoReadError as error:
+        send(("error", _with_position(str(error), n_frames)))
+        return
+    except (OSError, ValueError, MemoryError) as error:
+        send(("error", _with_position(f"{type(error).__name__}: {error}", n_frames)))
+        return
+    if n_frames == 0:
+        send(("error", "no frames could be decoded"))
+        return
+    send(("end", n_frames, width, height))
+
+
+def _with_position(message: str, n_frames: int) -> str:
+    return f"{message} (after {n_frames} decoded frames)" if n_frames else message
+
+
+def _silence_native_logs() -> None:
+    """FFmpeg inside the decoders logs to fd 2 and would tear the parent's progress bar;
+    every failure reaches the parent as a message instead."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
+def worker_main(connection: Connection, decoder: str, preprocessing: Preprocessing,
+                native_logs: bool = False) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    _die_with_parent()
+    if not native_logs:
+        _silence_native_logs()
+    try:
+        import cv2
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+    while True:
+        try:
+            task = connection.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        slot, path = task
+        try:
+            decode_video(decoder, path, preprocessing, lambda message: connection.send((slot, message)))
+        except (BrokenPipeError, EOFError):
+            return
+
+
+# ---------------------------------------------------------------- the parent's side
+
+class _Worker:
+    def __init__(self, context, decoder: str, preprocessing: Preprocessing,
+                 native_logs: bool) -> None:
+        self.connection, child = context.Pipe(duplex=True)
+        self.process = context.Process(target=worker_main,
+                                       args=(child, decoder, preprocessing, native_logs),
+                                       daemon=True, name="c3d-decode")
+        self.process.start()
+        child.close()
+        self.slot: Optional[int] = None
+        self.last_progress = time.monotonic()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.connection.close()
+
+
+class DecodePool:
+    """``workers`` decode processes; ``submit`` a video, ``poll`` for events."""
+
+    def __init__(self, workers: int, decoder: str, preprocessing: Preprocessing,
+                 timeout: float) -> None:
+        self.decoder = decoder
+        self.native_logs = bool(os.environ.get("C3D_EXTRACT_DECODER_LOGS"))
+        # Workers need the geometry only; the mean volume stays in the parent.
+        self.preprocessing = Preprocessing(resize=preprocessing.resize, crop=preprocessing.crop,
+                                           channel_order=preprocessing.channel_order)
+        self.timeout = timeout
+        self._context = multiprocessing.get_context("spawn")
+        self._workers = [self._start() for _ in range(workers)]
+
+    def _start(self) -> _Worker:
+        return _Worker(self._context, self.decoder, self.preprocessing, self.native_logs)
+
+    @property
+    def idle(self) -> int:
+        return sum(worker.slot is None for worker in self._workers)
+
+    @property
+    def busy(self) -> int:
+        return len(self._workers) - self.idle
+
+    def submit(self, slot: int, path: str) -> None:
+        worker = next(w for w in self._workers if w.slot is None)
+        worker.slot = slot
+        worker.last_progress = time.monotonic()
+        try:
+            worker.connection.send((slot, path))
+        except (BrokenPipeError, OSError):
+            self._replace(worker)
+            raise RuntimeError("a decode worker could not be started") from None
+
+    def poll(self, wait_seconds: float, max_messages: int = 64) -> List[Event]:
+        """Events from busy workers, waiting up to ``wait_seconds`` for the first."""
+        busy = [w for w in self._workers if w.slot is not None]
+        if not busy:
+            return []
+        ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy],
+                     timeout=wait_seconds)
+        events: List[Event] = []
+        for worker in busy:
+            if worker.connection in ready or worker.process.sentinel in ready:
+                events.extend(self._drain(worker, max_messages))
+        now = time.monotonic()
+        for worker in busy:
+            if worker.slot is not None and now - worker.last_progress > self.timeout \
+                    and not worker.connection.poll():
+                events.append(Failed(worker.slot, f"the decoder made no progress for "
+                                                  f"{self.timeout:g} s and was stopped"))
+                self._replace(worker)
+        return events
+
+    def _drain(self, worker: _Worker, max_messages: int) -> List[Event]:
+        events: List[Event] = []
+        for _ in range(max_messages):
+            try:
+                if not worker.connection.poll():
+                    break
+                slot, message = worker.connection.recv()
+            except (EOFError, OSError):
+                break
+            worker.last_progress = time.monotonic()
+            events.append(_event(slot, message))
+            if message[0] in ("end", "error"):
+                worker.slot = None
+                return events
+        if not worker.process.is_alive() and not worker.connection.poll():
+            code = worker.process.exitcode
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            events.append(Failed(worker.slot, f"the decoder crashed ({how})"))  # type: ignore[arg-type]
+            self._replace(worker)
+        return events
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        index = self._workers.index(worker)
+        self._workers[index] = self._start()
+
+    def close(self) -> None:
+        for worker in self._workers:
+            if worker.slot is None and worker.process.is_alive():
+                try:
+                    worker.connection.send(None)
+                except (BrokenPipeError, OSError):
+                    pass
+        deadline = time.monotonic() + 2
+        for worker in self._workers:
+            if worker.slot is None:
+                worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            worker.kill()
+        self._workers = []
+
+    def __enter__(self) -> "DecodePool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _event(slot: int, message: Tuple[Any, ...]) -> Event:
+    kind = message[0]
+    if kind == "start":
+        return Started(slot, float(message[1]))
+    if kind == "frames":
+        return Frames(slot, message[1])
+    if kind == "end":
+        return Finished(slot, int(message[1]), int(message[2]), int(message[3]))
+    return Failed(slot, str(message[1]))
+
+
+def default_workers(device_type: str) -> int:
+    """Decoding is cheap next to the network on a CPU; a GPU needs many decoders."""
+    cores = os.cpu_count() or 1
+    return 1 if device_type == "cpu" else max(1, min(cores - 1, 12))
