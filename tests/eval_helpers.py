@@ -61,3 +61,31 @@ def write_labels_csv(path: str, rows: Sequence[Sequence[str]],
         for row in rows:
             handle.write(",".join(str(cell) for cell in row) + "\n")
     return os.fspath(path)
+
+
+MOTIONS = ("left", "right", "static")
+
+
+def write_motion_video(path: str, motion: str, seed: int, *, n_frames: int = 20,
+                       size: int = 64, speed: int = 2) -> str:
+    """A real MPEG-4 file of a coloured vertical grating drifting left, right or standing still."""
+    import av
+    rng = np.random.default_rng(seed)
+    period, phase = rng.uniform(10, 16), rng.uniform(0, 2 * np.pi)
+    colour = rng.uniform(0.3, 1.0, 3)
+    columns = np.arange(size)
+    shift_per_frame = {"left": speed, "right": -speed, "static": 0}[motion]
+    with av.open(os.fspath(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=24)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for t in range(n_frames):
+            wave = 0.5 + 0.5 * np.sin(2 * np.pi * (columns + shift_per_frame * t) / period + phase)
+            image = np.repeat(255 * wave[None, :, None] * colour[None, None, :], size, axis=0)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image.astype(np.uint8)),
+                                               format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return os.fspath(path)
