@@ -212,3 +212,17 @@ def test_cv_cli(tmp_path):
     assert "3-fold cross-validated accuracy 100.0%" in result.output
     result = CliRunner().invoke(svm_main, ["cv", h5, labels_path, "--C", "auto"])
     assert result.exit_code == 2
+
+
+def test_scoring_another_layer_of_the_same_width_warns(tmp_path):
+    features, codes = blobs(8, 2, 16)
+    ids = [f"v{i}" for i in range(16)]
+    h5 = write_features(str(tmp_path / "f.h5"), ids, {"fc6": features, "fc7": features[::-1]})
+    labels = write_labels_csv(str(tmp_path / "l.csv"), [(v, f"c{c}") for v, c in zip(ids, codes)],
+                              ("video", "label"))
+    runner = CliRunner()
+    model = str(tmp_path / "m.skops")
+    assert runner.invoke(svm_main, ["train", h5, labels, "-o", model]).exit_code == 0
+    result = runner.invoke(svm_main, ["eval", model, h5, labels, "--layer", "fc7"])
+    assert result.exit_code == 0
+    assert "Warning: the model was trained on fc6 features, these are fc7" in result.stderr

@@ -1,4 +1,4 @@
-"""``c3d-svm``: linear SVMs on stored descriptors (train, eval, predict, cv) and action similarity."""
+"""``c3d-svm``: linear SVMs on stored descriptors (train, eval, predict, cv), action similarity."""
 
 from __future__ import annotations
 

@@ -79,9 +79,14 @@ def read_rows(path: str, layer: str, rows: Sequence[int],
 
 
 def load_labelled(path: str, labels: Labels, *, layer: str = "fc6", split: Optional[str] = None,
-                  allow_missing: bool = False, chunk_rows: int = CHUNK_ROWS) -> LabelledFeatures:
-    """The labelled descriptors for ``split`` (see ``split_rows``) as one float32 matrix."""
-    match = match_feature_file(path, labels, allow_missing=allow_missing)
+                  allow_missing: bool = False, chunk_rows: int = CHUNK_ROWS,
+                  match: Optional[Match] = None) -> LabelledFeatures:
+    """The labelled descriptors for ``split`` (see ``split_rows``) as one float32 matrix.
+
+    ``match`` skips matching again when the caller has matched the file already.
+    """
+    if match is None:
+        match = match_feature_file(path, labels, allow_missing=allow_missing)
     chosen, note = split_rows(match, split)
     if not len(chosen):
         raise LabelsError(f"no labelled video of {labels.source} has features in {path}")

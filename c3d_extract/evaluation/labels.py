@@ -242,7 +242,7 @@ _HMDB_SPLIT = {"0": "unused", "1": "train", "2": "test"}
 
 
 def read_hmdb51(directory: str, fold: int = 1) -> Labels:
-    """HMDB51's ``<action>_test_split<fold>.txt`` files: ``<video> <id>``, 1 train, 2 test, 0 unused.
+    """HMDB51's ``<action>_test_split<fold>.txt``: ``<video> <id>``, 1 train, 2 test, 0 unused.
 
     ``directory`` is the folder holding them or its parent
     (``testTrainMulti_7030_splits/``). Unused videos keep their label with split

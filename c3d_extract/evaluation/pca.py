@@ -194,7 +194,7 @@ def _atomic_h5(path: str, overwrite: bool, write: Callable[[object], None]) -> N
 
 
 def save_pca(model: PCAModel, path: str, *, overwrite: bool = False) -> None:
-    """Write ``data/x_mean``, ``data/U``, ``data/S`` (ActivityNet's names) and what they came from."""
+    """Write ``data/x_mean``, ``data/U``, ``data/S`` (ActivityNet's names) and their origin."""
 
     def write(handle) -> None:
         data = handle.create_group("data")
@@ -378,12 +378,12 @@ def compactness(path: str, labels: Labels, dims: Sequence[int], *, layer: str = 
     if not 0 < holdout < 1:
         raise UsageError(f"holdout must be between 0 and 1, not {holdout}")
     options = replace(options, layer=layer)
-    labels_have_split = labels.has_split
-    if labels_have_split:
+    if labels.has_split:
+        match = match_feature_file(path, labels, allow_missing=allow_missing)
         train = load_labelled(path, labels, layer=layer, split="train",
-                              allow_missing=allow_missing, chunk_rows=options.chunk_rows)
+                              chunk_rows=options.chunk_rows, match=match)
         test = load_labelled(path, labels, layer=layer, split="test",
-                             allow_missing=allow_missing, chunk_rows=options.chunk_rows)
+                             chunk_rows=options.chunk_rows, match=match)
         x_train, y_train, x_test, y_test = (train.features, train.codes, test.features,
                                             test.codes)
         note = f"train split ({len(y_train)} videos), test split ({len(y_test)} videos)"

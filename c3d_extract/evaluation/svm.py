@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -249,8 +249,6 @@ def train(path: str, labels: Labels, options: SVMOptions = SVMOptions(), *,
           allow_missing: bool = False) -> TrainResult:
     """Train on the ``train`` split of ``labels`` (all labelled videos when there is no split)."""
     attrs = read_attributes(path)
-    match = match_feature_file(path, labels, allow_missing=allow_missing)
-    chosen, note = split_rows(match, "train")
     collected = _CollectWarnings()
     grid = None
     if options.solver == "linear":
@@ -258,15 +256,19 @@ def train(path: str, labels: Labels, options: SVMOptions = SVMOptions(), *,
                              allow_missing=allow_missing, chunk_rows=options.chunk_rows)
         with collected:
             estimator, grid, C = fit_in_memory(data.features, data.codes, options)
-        dim = data.features.shape[1]
+        dim, n_train, note, report = data.features.shape[1], len(data.codes), data.note, \
+            data.report
     else:
+        match = match_feature_file(path, labels, allow_missing=allow_missing)
+        chosen, note = split_rows(match, "train")
         C = float(options.C)  # type: ignore[arg-type]
         with collected:
             estimator, dim = _fit_sgd(path, match, chosen, C, options)
-    model = SVMModel(estimator, options.layer, tuple(match.classes), C, options.solver,
+        n_train, report = len(chosen), match.report
+    model = SVMModel(estimator, options.layer, tuple(labels.classes), C, options.solver,
                      str(attrs.get("weights", "")), str(attrs.get("weights_sha256", "")),
-                     len(chosen), dim)
-    return TrainResult(model, grid, note, match.report, tuple(collected.messages))
+                     n_train, dim)
+    return TrainResult(model, grid, note, report, tuple(collected.messages))
 
 
 def _fit_sgd(path: str, match, chosen: np.ndarray, C: float, options: SVMOptions):
@@ -316,7 +318,7 @@ def cross_validate(path: str, labels: Labels, options: SVMOptions = SVMOptions()
 # ---------------------------------------------------------------- using a model
 
 def compatibility_warnings(model: SVMModel, path: str, layer: str) -> List[str]:
-    """Why the model's scores on ``path``'s ``layer`` features may be meaningless (empty if fine)."""
+    """Why the model's scores on ``path``'s ``layer`` may be meaningless (empty if fine)."""
     attrs = read_attributes(path)
     messages = []
     if layer != model.layer:
@@ -428,6 +430,3 @@ def load_model(path: str) -> SVMModel:
                     str(payload["weights_sha256"]), int(payload["n_train"]),
                     int(payload["dim"]))
 
-
-def class_names(model: SVMModel) -> Sequence[str]:
-    return model.classes
