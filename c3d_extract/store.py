@@ -279,7 +279,7 @@ class FeatureStore:
     def close(self) -> None:
         self.journal.close()
         if os.path.exists(self.journal.path) and self._added_since_commit == 0 \
-                and not any(True for _ in self._journal_videos()):
+                and not self._journal_holds_videos():
             self.journal.remove()
         self.lock.release()
 
@@ -327,6 +327,9 @@ class FeatureStore:
                              "replaces_output": self.overwrite}, {})
         self.journal.sync()
 
+    def _journal_holds_videos(self) -> bool:
+        return any(meta.get("kind") != "header" for meta, _ in self.journal.records())
+
     def _journal_videos(self) -> Iterator[VideoRecord]:
         for meta, arrays in self.journal.records():
             if meta.get("kind") != "header":
@@ -352,6 +355,11 @@ class FeatureStore:
     def commit(self, *, complete: bool, n_inputs: int) -> None:
         """Fold the journal into the output file atomically."""
         self.journal.sync()
+        if self._base_exists and not self.overwrite and self._added_since_commit == 0 \
+                and not self._journal_holds_videos():
+            attrs = read_attributes(self.path)
+            if attrs.get("complete") == complete and attrs.get("n_inputs") == n_inputs:
+                return  # nothing new: leave the file as it is
         temporary = f"{self.path}.tmp-{os.getpid()}"
         h5py = _h5py()
         try:

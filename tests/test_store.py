@@ -184,3 +184,28 @@ def test_a_killed_writer_leaves_no_stale_lock(tmp_path):
         child.wait()
     write(out, [record("a")])
     assert read_features(str(out))[0] == ["a"]
+
+
+def test_a_rerun_that_adds_nothing_leaves_the_file_alone(tmp_path):
+    out = tmp_path / "f.h5"
+    write(out, [record("a")])
+    before = (out.read_bytes(), os.stat(out).st_ino)
+    with FeatureStore(str(out), params(), DIMS) as store:
+        store.commit(complete=True, n_inputs=1)
+    assert (out.read_bytes(), os.stat(out).st_ino) == before
+
+
+def test_a_record_survives_the_process_without_sync(tmp_path):
+    out = tmp_path / "f.h5"
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {os.getcwd()!r})
+        from tests.test_store import params, DIMS, record
+        from c3d_extract.store import FeatureStore
+        store = FeatureStore({str(out)!r}, params(), DIMS).open()
+        store.add(record("a", seed=1))
+        os.kill(os.getpid(), 9)
+    """)
+    subprocess.run([sys.executable, "-c", script])
+    with FeatureStore(str(out), params(), DIMS) as store:
+        assert store.done == {"a": "ok"}
