@@ -10,6 +10,7 @@ Layout (other commands read these names)::
     videos/status    ok | padded | looped | skipped | error
     videos/error     message, empty unless status is error
     videos/n_frames, n_clips, fps, width, height
+    videos/zero_descriptor  1 where every clip feature was zero (the row stays zero)
     features/<layer> float32 (n_videos, dim), L2-normalised; zeros without features
     clips/<layer>    float32 (n_clips, dim), raw per-clip features (--per-clip)
     clips/video      row in videos/id of each clip; clips/start_frame
@@ -39,7 +40,7 @@ FORMAT = "c3d-features"
 FORMAT_VERSION = 1
 _VIDEO_COLUMNS: Dict[str, Any] = {
     "n_frames": np.int64, "n_clips": np.int64, "fps": np.float64,
-    "width": np.int32, "height": np.int32,
+    "width": np.int32, "height": np.int32, "zero_descriptor": np.uint8,
 }
 _ROWS_PER_WRITE = 256
 

@@ -68,6 +68,7 @@ def test_round_trip(tmp_path):
     assert list(table["status"]) == ["ok", "padded", "error", "ok"]
     assert list(table["error"]) == ["", "", "broken", ""]
     assert list(table["n_clips"]) == [2, 1, 0, 2]
+    assert list(table["zero_descriptor"]) == [0, 0, 0, 0]
     video_row, starts, clip_fc6 = read_clip_features(str(out), "fc6")
     assert list(video_row) == [0, 0, 1, 3, 3] and list(starts) == [0, 8, 0, 0, 8]
     assert np.allclose(clip_fc6[:2], records[0].clip_features["fc6"])
@@ -209,3 +210,12 @@ def test_a_record_survives_the_process_without_sync(tmp_path):
     subprocess.run([sys.executable, "-c", script])
     with FeatureStore(str(out), params(), DIMS) as store:
         assert store.done == {"a": "ok"}
+
+
+def test_a_zero_descriptor_is_flagged(tmp_path):
+    out = tmp_path / "f.h5"
+    zero = record("z")
+    zero.features = {"fc6": np.zeros(6, np.float32), "prob": np.zeros(3, np.float32)}
+    zero.zero_descriptor = True
+    write(out, [zero, record("a")])
+    assert list(read_video_table(str(out))["zero_descriptor"]) == [1, 0]
