@@ -40,16 +40,18 @@ class _VideoFrames:
     frames: List[np.ndarray] = field(default_factory=list)
     next_start: int = 0
     n_seen: int = 0
-    pending: int = 0                  # clips queued but not yet batched
+    pending: Deque[int] = field(default_factory=deque)  # first frame of each queued clip
     finished: bool = False            # the decoder has delivered every frame
 
     def get(self, index: int) -> np.ndarray:
         return self.frames[index - self.first]
 
-    def drop_before(self, index: int) -> None:
-        if index > self.first:
-            del self.frames[:index - self.first]
-            self.first = index
+    def drop_unneeded(self) -> None:
+        """Forget frames that neither a queued clip nor a future clip will use."""
+        keep_from = min(self.pending[0] if self.pending else self.next_start, self.n_seen)
+        if keep_from > self.first:
+            del self.frames[:keep_from - self.first]
+            self.first = keep_from
 
 
 class ClipBatcher:
@@ -73,7 +75,7 @@ class ClipBatcher:
 
     def pending_for(self, slot: int) -> int:
         video = self._videos.get(slot)
-        return 0 if video is None else video.pending
+        return 0 if video is None else len(video.pending)
 
     def add_frames(self, slot: int, frames: np.ndarray) -> None:
         video = self._videos.setdefault(slot, _VideoFrames())
@@ -83,9 +85,7 @@ class ClipBatcher:
             start = video.next_start
             self._enqueue(slot, video, start, tuple(range(start, start + self.clip_len)))
             video.next_start += self.stride
-        # Frames before the next clip's start are needed only by queued clips.
-        if video.pending == 0:
-            video.drop_before(min(video.next_start, video.n_seen))
+        video.drop_unneeded()
 
     def finish_video(self, slot: int, n_frames: int) -> str:
         """The video ended after ``n_frames``; returns the status its clips get."""
@@ -96,7 +96,7 @@ class ClipBatcher:
             for start, frames in zip(plan.starts, plan.frames):
                 self._enqueue(slot, video, int(start), tuple(int(f) for f in frames))
         video.finished = True
-        if video.pending == 0:
+        if not video.pending:
             del self._videos[slot]
         return plan.status
 
@@ -107,7 +107,7 @@ class ClipBatcher:
 
     def _enqueue(self, slot: int, video: _VideoFrames, start: int, frames: Tuple[int, ...]) -> None:
         self._queue.append(Clip(slot, start, frames))
-        video.pending += 1
+        video.pending.append(min(frames))
 
     def batches(self, flush: bool = False) -> Iterator[Batch]:
         """Full batches; with ``flush`` also a last partial one."""
@@ -133,10 +133,8 @@ class ClipBatcher:
 
     def _release(self, clip: Clip) -> None:
         video = self._videos[clip.slot]
-        video.pending -= 1
-        if video.pending:
-            return
-        if video.finished:
+        video.pending.popleft()  # a video's clips leave the queue in the order they entered
+        if video.finished and not video.pending:
             del self._videos[clip.slot]
         else:
-            video.drop_before(min(video.next_start, video.n_seen))
+            video.drop_unneeded()

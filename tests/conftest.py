@@ -1,0 +1,31 @@
+import os
+
+import pytest
+
+# Subprocesses started by the tests (the CLI, torchrun) import this checkout, whatever
+# their working directory, also when the package is not installed.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+
+
+def pytest_collection_modifyitems(config, items):
+    markexpr = config.getoption("-m") or ""
+    skip_soak = pytest.mark.skip(reason="soak test: run with `make soak`")
+    for item in items:
+        if "soak" in item.keywords and "soak" not in markexpr:
+            item.add_marker(skip_soak)
+
+
+@pytest.fixture(scope="session")
+def random_weights():
+    from c3d_extract.weights.loading import random_weights as make
+
+    return make()
+
+
+@pytest.fixture(scope="session")
+def random_network(random_weights):
+    from c3d_extract.weights.loading import load_network
+
+    return load_network(random_weights)
