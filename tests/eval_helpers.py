@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -69,23 +70,19 @@ MOTIONS = ("left", "right", "static")
 def write_motion_video(path: str, motion: str, seed: int, *, n_frames: int = 20,
                        size: int = 64, speed: int = 2) -> str:
     """A real MPEG-4 file of a coloured vertical grating drifting left, right or standing still."""
-    import av
+    from tests.videos import write_video
+
     rng = np.random.default_rng(seed)
     period, phase = rng.uniform(10, 16), rng.uniform(0, 2 * np.pi)
     colour = rng.uniform(0.3, 1.0, 3)
-    columns = np.arange(size)
     shift_per_frame = {"left": speed, "right": -speed, "static": 0}[motion]
-    with av.open(os.fspath(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=24)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for t in range(n_frames):
-            wave = 0.5 + 0.5 * np.sin(2 * np.pi * (columns + shift_per_frame * t) / period + phase)
-            image = np.repeat(255 * wave[None, :, None] * colour[None, None, :], size, axis=0)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image.astype(np.uint8)),
-                                               format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+
+    def grating(index: int, width: int, height: int) -> np.ndarray:
+        columns = np.arange(width) + shift_per_frame * index
+        wave = 0.5 + 0.5 * np.sin(2 * np.pi * columns / period + phase)
+        image = np.repeat(255 * wave[None, :, None] * colour[None, None, :], height, axis=0)
+        return np.ascontiguousarray(image.astype(np.uint8))
+
+    write_video(Path(path), n_frames, width=size, height=size, codec="mpeg4", fps=24,
+                frame_fn=grating)
     return os.fspath(path)

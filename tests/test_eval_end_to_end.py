@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from c3d_extract.cli.pca import main as pca_main
 from c3d_extract.cli.svm import main as svm_main
 from c3d_extract.store import read_video_table
-from eval_helpers import MOTIONS, write_labels_csv, write_motion_video
+from tests.eval_helpers import MOTIONS, write_labels_csv, write_motion_video
 
 VIDEOS_PER_CLASS = 4
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,7 +12,7 @@ from c3d_extract.cli.svm import main as svm_main
 from c3d_extract.errors import InputNotFoundError, LabelsError
 from c3d_extract.evaluation.labels import (class_order, match_labels, parse_csv_table,
                                            read_hmdb51, read_labels_csv, read_ucf101)
-from eval_helpers import blobs, write_features, write_labels_csv
+from tests.eval_helpers import blobs, write_features, write_labels_csv
 
 
 # ---------------------------------------------------------------- labels.csv

@@ -13,7 +13,7 @@ from c3d_extract.errors import UsageError
 from c3d_extract.evaluation.labels import read_labels_csv
 from c3d_extract.evaluation.pca import compactness, fit_file, fit_matrix, load_pca, save_pca
 from c3d_extract.store import read_attributes, read_features, read_video_table
-from eval_helpers import blobs, write_features, write_labels_csv
+from tests.eval_helpers import blobs, write_features, write_labels_csv
 
 
 def _same_up_to_sign(actual, expected, atol=1e-4):

@@ -9,7 +9,7 @@ from c3d_extract.cli.svm import main as svm_main
 from c3d_extract.errors import LabelsError
 from c3d_extract.evaluation.similarity import (DISTANCES, evaluate_pairs, pair_distances,
                                                read_pairs_csv)
-from eval_helpers import l2_normalise, write_features, write_labels_csv
+from tests.eval_helpers import l2_normalise, write_features, write_labels_csv
 
 
 def _reference(a, b):

@@ -12,7 +12,7 @@ from c3d_extract.errors import LabelsError, StoreError, UsageError
 from c3d_extract.evaluation.labels import read_labels_csv
 from c3d_extract.evaluation.svm import (SVMOptions, cross_validate, evaluate, load_model,
                                         predict, save_model, train)
-from eval_helpers import blobs, write_features, write_labels_csv
+from tests.eval_helpers import blobs, write_features, write_labels_csv
 
 
 def _dataset(tmp_path, n_per_class=20, n_classes=3, dim=32, *, shuffle_labels=False, seed=0,
