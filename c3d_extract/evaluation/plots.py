@@ -43,7 +43,7 @@ def confusion_matrix(path: str, confusion: np.ndarray, classes: Sequence[str], *
     rates = np.divide(confusion, totals, out=np.zeros(confusion.shape, float), where=totals > 0)
     image = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="fraction of the true class")
-    font = float(np.clip(14 - 0.12 * k, 4, 10))
+    font = float(np.clip(0.4 * size * 72 / k, 4, 10))  # about 40% of the cell pitch
     axes.set_xticks(range(k), labels=list(classes), rotation=90, fontsize=font)
     axes.set_yticks(range(k), labels=list(classes), fontsize=font)
     axes.set_xlabel("predicted")
