@@ -4,9 +4,11 @@ with h5py directly from the documented transforms."""
 import shutil
 
 import h5py
+from click.testing import CliRunner
 import pytest
 import torch
 
+from c3d_extract.cli.weights import cli
 from c3d_extract.errors import WeightsError
 from c3d_extract.weights.convert import convert_file
 from c3d_extract.weights.formats import KERAS_LAYOUTS, detect_format, read_keras_h5
@@ -84,6 +86,8 @@ def test_undecidable_file_needs_an_explicit_layout(keras_files, clip, reference_
             group.attrs["weight_names"] = [f"param_{i}".encode() for i in range(len(names))]
     with pytest.raises(WeightsError, match="--keras-layout theano"):
         load_state_dict(path, use_cache=False)
+    result = CliRunner().invoke(cli, ["info", path], prog_name="c3d-weights")
+    assert result.exit_code == 1 and "--keras-layout" in result.output
     out = str(tmp_path / "converted.safetensors")
     weights = convert_file(path, out, keras_layout="theano")
     assert weights.source_format == "keras-theano"

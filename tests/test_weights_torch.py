@@ -136,6 +136,10 @@ def test_unknown_bytes_are_refused(tmp_path):
     path.write_bytes(b"GIF89a" + bytes(100))
     with pytest.raises(WeightsError, match="cannot tell the format"):
         load_state_dict(str(path), use_cache=False)
+    # A '{' at byte 8 alone does not make safetensors: the header length must fit the file.
+    path.write_bytes((10**9).to_bytes(8, "little") + b"{}" + bytes(20))
+    with pytest.raises(WeightsError, match="cannot tell the format"):
+        load_state_dict(str(path), use_cache=False)
     empty = tmp_path / "empty.bin"
     empty.write_bytes(b"")
     with pytest.raises(WeightsError, match="empty"):

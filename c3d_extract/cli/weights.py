@@ -39,7 +39,8 @@ def cli() -> None:
               help="Layout of a Keras file whose backend cannot be told from the file "
                    "(theano: kernels flipped). Ignored for other formats.")
 @library_errors
-def convert(source: str, output: str, labels: Optional[str], keras_layout: Optional[str]) -> None:
+def convert(source: str, output: str, labels: Optional[str],
+            keras_layout: Optional[str]) -> None:
     """Convert SOURCE (any supported format) to a checked safetensors file.
 
     The output records the source format, the source's sha256, the input
@@ -60,15 +61,17 @@ def convert(source: str, output: str, labels: Optional[str], keras_layout: Optio
 
 @cli.command()
 @click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--keras-layout", type=click.Choice(list(KERAS_LAYOUTS)),
+              help="Layout of a Keras file whose backend cannot be told from the file.")
 @library_errors
-def info(path: str) -> None:
+def info(path: str, keras_layout: Optional[str]) -> None:
     """Show a weights file's format, layers with shapes, parameter count and sha256.
 
     \b
     Example:
       c3d-weights info c3d.pickle
     """
-    described = convert_lib.describe(path)
+    described = convert_lib.describe(path, keras_layout=keras_layout)
     click.echo(f"file: {described.path}")
     click.echo(f"format: {described.source_format}")
     click.echo(f"sha256: {described.sha256}")

@@ -14,11 +14,14 @@ import os
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Sequence, Tuple
 
 from c3d_extract.errors import UsageError, WeightsError
 from c3d_extract.model import C3D
 from c3d_extract.weights.loading import LoadedWeights, load_state_dict
+
+if TYPE_CHECKING:
+    from c3d_extract.weights.formats import KerasLayout
 
 METADATA_FORMAT = "c3d-extract-weights/1"
 
@@ -92,25 +95,28 @@ def with_class_names(weights: LoadedWeights, class_names: Sequence[str],
     return replace(weights, class_names=tuple(class_names))
 
 
+def _keras_layout(name: Optional[str]) -> Optional[KerasLayout]:
+    from c3d_extract.weights.formats import KERAS_LAYOUTS
+
+    if name is None:
+        return None
+    if name not in KERAS_LAYOUTS:
+        raise UsageError(f"unknown Keras layout {name!r}; choose from {', '.join(KERAS_LAYOUTS)}")
+    return KERAS_LAYOUTS[name]
+
+
 def convert_file(source: str, out: str, *, labels: Optional[str] = None,
                  keras_layout: Optional[str] = None) -> LoadedWeights:
     """Convert any supported weights file to a checked safetensors file at ``out``."""
-    from c3d_extract.weights.formats import KERAS_LAYOUTS
-
-    layout = None
-    if keras_layout is not None:
-        if keras_layout not in KERAS_LAYOUTS:
-            raise UsageError(f"unknown Keras layout {keras_layout!r}; choose from "
-                             f"{', '.join(KERAS_LAYOUTS)}")
-        layout = KERAS_LAYOUTS[keras_layout]
+    layout = _keras_layout(keras_layout)
     if not os.path.isfile(source):
         from c3d_extract.errors import InputNotFoundError
         raise InputNotFoundError(f"no weights file at {source}")
+    if os.path.abspath(out) == os.path.abspath(source):
+        raise UsageError("the output would overwrite the source file")
     weights = load_state_dict(source, keras_layout=layout, use_cache=False)
     if labels is not None:
         weights = with_class_names(weights, read_class_names(labels), labels)
-    if os.path.abspath(out) == os.path.abspath(source):
-        raise UsageError("the output would overwrite the source file")
     write_safetensors(weights, out)
     return weights
 
@@ -130,13 +136,14 @@ class WeightsInfo:
     conversion_notes: Tuple[str, ...]
 
 
-def describe(path: str) -> WeightsInfo:
+def describe(path: str, *, keras_layout: Optional[str] = None) -> WeightsInfo:
     """Read and check a weights file of any supported format (nothing is written)."""
-    if not os.path.isfile(path):
-        raise WeightsError(f"no weights file at {path}")
     import torch
 
-    weights = load_state_dict(path, use_cache=False)
+    layout = _keras_layout(keras_layout)
+    if not os.path.isfile(path):
+        raise WeightsError(f"no weights file at {path}")
+    weights = load_state_dict(path, keras_layout=layout, use_cache=False)
     with torch.device("meta"):  # the architecture only, without allocating parameters
         model = C3D(weights.num_classes)
     return WeightsInfo(path=path, source_format=weights.source_format, sha256=weights.sha256,

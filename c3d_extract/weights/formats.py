@@ -10,6 +10,7 @@ built from the transforms in ``layouts``; nothing here runs code from a file.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,9 @@ def detect_format(path: str) -> str:
             head = handle.read(4096)
     except OSError as error:
         raise WeightsError(f"cannot read {path}: {error}") from None
-    if len(head) >= 9 and head[8:9] == b"{":
+    from c3d_extract.weights.loading import looks_like_safetensors
+
+    if looks_like_safetensors(head, os.path.getsize(path)):
         return "safetensors"
     if head.startswith(HDF5_MAGIC):
         return "hdf5"

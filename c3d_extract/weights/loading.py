@@ -128,10 +128,19 @@ def read_torch_file(path: str) -> object:
                            f"{error}") from None
 
 
+def looks_like_safetensors(head: bytes, size: int) -> bool:
+    """Whether a file of ``size`` bytes starting with ``head`` is safetensors: an 8-byte
+    little-endian header length that fits in the file, then a JSON object."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    header_length = int.from_bytes(head[:8], "little")
+    return 2 <= header_length <= size - 8
+
+
 def _looks_like_safetensors(path: str) -> bool:
     with open(path, "rb") as handle:
         head = handle.read(9)
-    return len(head) == 9 and head[8:9] == b"{"
+    return looks_like_safetensors(head, os.path.getsize(path))
 
 
 CONVERTED_DIR = "converted"
