@@ -5,13 +5,12 @@ from __future__ import annotations
 import signal
 import sys
 import time
-import warnings
 from typing import Optional, Sequence
 
 import click
 
 from c3d_extract.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
-                                    library_errors, split_list)
+                                    library_errors, show_warnings_plainly, split_list)
 from c3d_extract.clips import SHORT_POLICIES
 from c3d_extract.decoders import DECODERS
 from c3d_extract.records import VideoRecord
@@ -75,10 +74,6 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    click.echo(click.style(f"WARNING: {message}", fg="yellow", bold=True), err=True)
-
-
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -139,7 +134,7 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
         decoder=decoder, workers=workers, timeout=timeout, per_clip=per_clip)
     progress = BarProgress(quiet)
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
-    warnings.showwarning = _show_warning
+    show_warnings_plainly()
     try:
         summary = extract(list(inputs), output, weights=weights, options=options,
                           list_file=list_file, mean=mean, overwrite=overwrite,

@@ -8,7 +8,8 @@ from typing import List, Optional, Sequence
 
 import click
 
-from c3d_extract.cli.common import EXIT_OK, EXIT_SOME_FAILED, library_errors
+from c3d_extract.cli.common import (EXIT_OK, EXIT_SOME_FAILED, library_errors,
+                                    show_warnings_plainly)
 from c3d_extract.decoders import DECODERS
 from c3d_extract.predict import Prediction
 
@@ -55,6 +56,7 @@ def cli(videos: Sequence[str], weights: Optional[str], labels: Optional[str], to
     from c3d_extract.weights.convert import read_class_names
     from c3d_extract.weights.loading import resolve_weights
 
+    show_warnings_plainly()
     sources = discover(list(videos))
     loaded = resolve_weights(weights)
     names = class_names_for(loaded, read_class_names(labels) if labels else None)
