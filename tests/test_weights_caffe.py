@@ -14,8 +14,7 @@ from c3d_extract.weights.formats import detect_format
 from c3d_extract.weights.loading import converted_cache_path, load_state_dict, resolve_weights
 from tests.weights_support import (
     assert_same_fc6, blob_bvlc, blob_c3d_v10, caffe_bvlc_net, caffe_c3d_v10_net, f_bytes,
-    f_unpacked_floats, f_varint, fc6_of, numpy_params, shared_clip, shared_reference_fc6,
-    shared_source, source_model, varint,
+    f_unpacked_floats, f_varint, fc6_of, numpy_params, source_model, varint,
 )
 
 
@@ -102,20 +101,6 @@ def test_mean_binaryproto_damaged(tmp_path):
 
 
 # ------------------------------------------------------------------ whole networks
-
-@pytest.fixture(scope="module")
-def clip():
-    return shared_clip()
-
-
-@pytest.fixture(scope="module")
-def source():
-    return shared_source()
-
-
-@pytest.fixture(scope="module")
-def reference_fc6():
-    return shared_reference_fc6()
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,7 @@ from safetensors.torch import load_file
 from c3d_extract.cli.weights import cli
 from c3d_extract.weights import registry
 from tests.test_weights_registry import _QuietHandler, _serve
-from tests.weights_support import NUM_CLASSES, numpy_params, pickle_state_dict, shared_source
-
-
-@pytest.fixture(scope="module")
-def source():
-    return shared_source()
+from tests.weights_support import NUM_CLASSES, numpy_params, pickle_state_dict
 
 
 @pytest.fixture(scope="module")

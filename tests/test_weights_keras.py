@@ -14,24 +14,8 @@ from c3d_extract.weights.convert import convert_file
 from c3d_extract.weights.formats import KERAS_LAYOUTS, detect_format, read_keras_h5
 from c3d_extract.weights.loading import load_state_dict
 from tests.weights_support import (
-    assert_same_fc6, fc6_of, keras_arrays, numpy_params, relative_difference, shared_clip,
-    shared_reference_fc6, shared_source, write_keras1, write_keras2,
+    assert_same_fc6, fc6_of, keras_arrays, numpy_params, relative_difference, write_keras1, write_keras2,
 )
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return shared_clip()
-
-
-@pytest.fixture(scope="module")
-def source():
-    return shared_source()
-
-
-@pytest.fixture(scope="module")
-def reference_fc6():
-    return shared_reference_fc6()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 from c3d_extract.errors import ChecksumError, DownloadError, WeightsNotFoundError
 from c3d_extract.weights import registry
 from c3d_extract.weights.loading import resolve_weights
-from tests.weights_support import numpy_params, pickle_state_dict, shared_source
+from tests.weights_support import numpy_params, pickle_state_dict
 
 PICKLE = registry.REGISTRY["sports1m-pytorch"].filename
 
@@ -65,11 +65,6 @@ def mirror(tmp_path):
     yield folder, url
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(scope="module")
-def source():
-    return shared_source()
 
 
 def test_registry_entries_are_data():

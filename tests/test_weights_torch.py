@@ -12,24 +12,8 @@ from c3d_extract.model import build_c3d
 from c3d_extract.weights.formats import MMACTION2_NOTE, detect_format
 from c3d_extract.weights.loading import load_network, load_state_dict, resolve_weights
 from tests.weights_support import (
-    assert_same_fc6, fc6_of, mmaction2_checkpoint, numpy_params, pickle_state_dict, shared_clip,
-    shared_reference_fc6, shared_source,
+    assert_same_fc6, fc6_of, mmaction2_checkpoint, numpy_params, pickle_state_dict,
 )
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return shared_clip()
-
-
-@pytest.fixture(scope="module")
-def source():
-    return shared_source()
-
-
-@pytest.fixture(scope="module")
-def reference_fc6():
-    return shared_reference_fc6()
 
 
 @pytest.fixture(scope="module")
