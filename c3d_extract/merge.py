@@ -260,18 +260,24 @@ def _check_ids(plan: MergePlan) -> None:
 # ---------------------------------------------------------------- the merge
 
 def merge_shards(output: str, shards: Optional[Sequence[str]] = None, *,
-                 allow_incomplete: bool = False) -> MergeSummary:
+                 allow_incomplete: bool = False,
+                 shard_count: Optional[int] = None) -> MergeSummary:
     """Merge the shard files of ``output`` (found next to it, or the given ``shards``).
 
     Raises ``MergeError`` listing every problem unless all shards are there,
     finished and compatible; ``allow_incomplete`` merges what there is and
-    records what is missing.
+    records what is missing. ``shard_count``, if given, is the count the
+    shards must have.
     """
     output = os.path.abspath(output)
-    expected_count = None
+    expected_count = shard_count
     if shards is None:
         paths = find_shards(output)
-        expected_count = _output_of(paths[0])[1].count  # type: ignore[union-attr]
+        named_count = _output_of(paths[0])[1].count  # type: ignore[union-attr]
+        if expected_count is not None and named_count != expected_count:
+            raise MergeError(f"the shard files next to {output} are {named_count} shards, "
+                             f"not {expected_count}")
+        expected_count = named_count
     else:
         paths = list(shards)
         if not paths:
