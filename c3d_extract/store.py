@@ -13,6 +13,7 @@ Layout (other commands read these names)::
     videos/status    ok | padded | looped | skipped | error
     videos/error     message, empty unless status is error
     videos/n_frames, n_clips, fps, width, height
+    videos/zero_descriptor  1 where every clip feature was zero (the row stays zero)
     features/<layer> float32 (n_videos, dim), L2-normalised; zeros without features
     clips/<layer>    float32 (n_clips, dim), raw per-clip features (--per-clip)
     clips/video      row in videos/id of each clip; clips/start_frame
@@ -43,7 +44,7 @@ FORMAT = "c3d-features"
 FORMAT_VERSION = 1
 _VIDEO_COLUMNS: Dict[str, Any] = {
     "n_frames": np.int64, "n_clips": np.int64, "fps": np.float64,
-    "width": np.int32, "height": np.int32,
+    "width": np.int32, "height": np.int32, "zero_descriptor": np.uint8,
 }
 _ROWS_PER_WRITE = 256
 
@@ -296,7 +297,7 @@ class FeatureStore:
     def close(self) -> None:
         self.journal.close()
         if os.path.exists(self.journal.path) and self._added_since_commit == 0 \
-                and not any(True for _ in self._journal_videos()):
+                and not self._journal_holds_videos():
             self.journal.remove()
         self.lock.release()
 
@@ -357,6 +358,9 @@ class FeatureStore:
                              "replaces_output": self.overwrite, "shard": shard}, {})
         self.journal.sync()
 
+    def _journal_holds_videos(self) -> bool:
+        return any(meta.get("kind") != "header" for meta, _ in self.journal.records())
+
     def _journal_videos(self) -> Iterator[VideoRecord]:
         for meta, arrays in self.journal.records():
             if meta.get("kind") != "header":
@@ -379,6 +383,11 @@ class FeatureStore:
     def commit(self, *, complete: bool, n_inputs: int) -> None:
         """Fold the journal into the output file atomically."""
         self.journal.sync()
+        if self._base_exists and not self.overwrite and self._added_since_commit == 0 \
+                and not self._journal_holds_videos():
+            attrs = read_attributes(self.path)
+            if attrs.get("complete") == complete and attrs.get("n_inputs") == n_inputs:
+                return  # nothing new: leave the file as it is
         temporary = temporary_path(self.path)
         h5py = _h5py()
         try:
