@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from c3d_extract.errors import MergeError, OutputLockedError, StoreError
 from c3d_extract.journal import Journal
 from c3d_extract.locking import OutputLock
 from c3d_extract.records import RunParameters
-from c3d_extract.sharding import Shard, shard_files, shard_of, shard_path
+from c3d_extract.sharding import Shard, parse_shard_path, shard_files, shard_of, shard_path
 from c3d_extract.store import (_fsync_path, _open_for_reading, _remove_quietly,
                                recorded_shard, remove_stale_temporaries, temporary_path)
 
@@ -190,8 +190,11 @@ def _check_coverage(plan: MergePlan) -> None:
         shard_file = plan.shards.get(index)
         if shard_file is None:
             plan.missing.append(index)
+            expected = _expected_name(plan, index)
+            interrupted = (" (an interrupted run left its journal: rerun it)"
+                           if os.path.exists(expected + ".journal") else "")
             plan.gaps.append(f"shard {index} of {plan.count} is missing (expected a file like "
-                             f"{os.path.basename(_expected_name(plan, index))})")
+                             f"{os.path.basename(expected)}){interrupted}")
         elif shard_file.unfinished:
             plan.incomplete.append(index)
             plan.gaps.append(f"shard {index} ({shard_file.path}) is unfinished: "
@@ -204,14 +207,13 @@ def _check_coverage(plan: MergePlan) -> None:
 
 
 def _expected_name(plan: MergePlan, index: int) -> str:
-    some = next(iter(plan.shards.values()))
-    output, _ = _output_of(some.path)
+    if not plan.shards:
+        return f"*.shard-{index:05d}-of-{plan.count:05d}.*"
+    output, _ = _output_of(next(iter(plan.shards.values())).path)
     return shard_path(output, Shard(index, plan.count))
 
 
 def _output_of(path: str) -> Tuple[str, Optional[Shard]]:
-    from c3d_extract.sharding import parse_shard_path
-
     parsed = parse_shard_path(path)
     return (parsed[0], parsed[1]) if parsed else (path, None)
 

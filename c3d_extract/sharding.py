@@ -17,7 +17,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from c3d_extract.errors import UsageError
 
@@ -63,7 +63,8 @@ def parse_shard(text: str) -> Shard:
     return Shard(int(match.group(1)), int(match.group(2)))
 
 
-def select(videos: Sequence[T], shard: Shard, id_of=lambda video: video.id) -> List[T]:
+def select(videos: Sequence[T], shard: Shard,
+           id_of: Callable[[T], str] = lambda video: video.id) -> List[T]:
     """The videos of ``shard``, in their input order."""
     return [video for video in videos if shard_of(id_of(video), shard.count) == shard.index]
 

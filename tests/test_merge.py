@@ -150,6 +150,15 @@ def test_a_missing_shard_is_named_and_allow_incomplete_records_it(tmp_path):
     assert sorted(ids) == sorted(i for i in RECORDS if owner(i) != 1)
 
 
+def test_a_shard_interrupted_before_its_first_commit_is_missing(tmp_path):
+    write_shard(tmp_path, 0)
+    write_shard(tmp_path, 2)
+    write_shard(tmp_path, 1, commit=False)
+    assert not shard_name(tmp_path, 1).exists()
+    message = refusal(tmp_path / "feats.h5")
+    assert "shard 1 of 3 is missing" in message and "left its journal" in message
+
+
 def test_an_incomplete_shard_is_refused(tmp_path):
     write_all(tmp_path)
     share = [i for i in RECORDS if owner(i) == 1]

@@ -121,3 +121,38 @@ def test_resolve_device_under_torchrun_on_cpu(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
     assert str(resolve_device("auto")) == "cuda:1"
+
+
+def test_a_shard_file_resumes_only_as_the_same_shard(tmp_path):
+    import numpy as np
+
+    from c3d_extract.errors import ParameterMismatchError
+    from c3d_extract.records import RunParameters, VideoRecord
+    from c3d_extract.store import FeatureStore, read_attributes
+
+    params = RunParameters(layers=("fc6",), clip_len=16, stride=8, short_policy="pad",
+                           weights="w", weights_sha256="abc", preprocessing="{}",
+                           precision="fp32", per_clip=False)
+    path = str(tmp_path / "f.shard-00001-of-00004.h5")
+    record = VideoRecord(id="v.mp4", status="ok", n_clips=1,
+                         features={"fc6": np.ones(4, np.float32) / 2})
+    with FeatureStore(path, params, {"fc6": 4}, shard=Shard(1, 4)) as store:
+        store.add(record)
+        store.commit(complete=True, n_inputs=1)
+    attrs = read_attributes(path)
+    assert (attrs["shard_index"], attrs["shard_count"]) == (1, 4)
+    with FeatureStore(path, params, {"fc6": 4}, shard=Shard(1, 4)) as store:
+        assert store.done == {"v.mp4": "ok"}
+    for other, words in ((Shard(2, 4), "holds shard 1/4, this run shard 2/4"),
+                         (None, "holds shard 1/4, this run all videos")):
+        with pytest.raises(ParameterMismatchError, match=words):
+            FeatureStore(path, params, {"fc6": 4}, shard=other).open()
+    # The journal of an interrupted run records its shard too.
+    journal_only = str(tmp_path / "g.h5")
+    store = FeatureStore(journal_only, params, {"fc6": 4}, shard=Shard(0, 2)).open()
+    store.add(record)
+    store.sync()
+    store.journal.close()
+    store.lock.release()
+    with pytest.raises(ParameterMismatchError, match="journal .* holds shard 0/2"):
+        FeatureStore(journal_only, params, {"fc6": 4}, shard=Shard(1, 2)).open()
