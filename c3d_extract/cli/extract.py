@@ -6,13 +6,12 @@ import os
 import signal
 import sys
 import time
-import warnings
 from typing import Optional, Sequence
 
 import click
 
 from c3d_extract.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
-                                    library_errors, split_list)
+                                    library_errors, show_warnings_plainly, split_list)
 from c3d_extract.clips import SHORT_POLICIES
 from c3d_extract.decoders import DECODERS
 from c3d_extract.records import VideoRecord
@@ -81,10 +80,6 @@ class BarProgress:
 
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    click.echo(click.style(f"WARNING: {message}", fg="yellow", bold=True), err=True)
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -160,7 +155,7 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
     shard = parse_shard(shard_text) if shard_text is not None else launched
     progress = BarProgress(quiet)
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
-    warnings.showwarning = _show_warning
+    show_warnings_plainly()
     try:
         summary = extract(list(inputs), output, weights=weights, options=options,
                           list_file=list_file, mean=mean, overwrite=overwrite,
