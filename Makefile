@@ -36,9 +36,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-## Throughput benchmark: JSON in bench-results/, a table on stdout.
+## Throughput benchmark: JSON in bench-results/, a table on stdout (BENCHMARKS.md).
+## About 10 minutes on a 2-core CPU; `make bench BENCH_ARGS=--quick` takes a few.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run --out bench-results
+	$(BIN)/python -m benchmarks.run --out bench-results $(BENCH_ARGS)
 
 ## Long leak test over 1,000 short videos.
 soak: $(STAMP)

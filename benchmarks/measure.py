@@ -81,7 +81,9 @@ class ChildrenPeak:
             for pid in _children(me):
                 kib = _status_kib(pid, "VmHWM")
                 if kib:
-                    self.peaks[int(pid)] = max(self.peaks.get(int(pid), 0.0), kib / 1024)
+                    # The latest reading, not the largest: one taken between fork and
+                    # exec would show the parent's memory.
+                    self.peaks[int(pid)] = kib / 1024
 
     @property
     def largest_mib(self) -> float:

@@ -75,10 +75,11 @@ class C3D(nn.Module):
         """Convolutions and pools: N x 3 x 16 x 112 x 112 -> N x 512 x 1 x 4 x 4."""
         x = clips
         for name, _, _ in CONV_LAYERS:
-            x = F.relu(getattr(self, name)(x))
+            # In place: the convolution's output is a fresh tensor that nothing else reads.
+            x = F.relu(getattr(self, name)(x), inplace=True)
             if name in POOL_AFTER:
                 kernel, ceil = POOL_AFTER[name]
-                x = F.max_pool3d(x, kernel, kernel, ceil_mode=ceil)
+                x = max_pool_pairs(x, kernel, ceil)
         return x
 
     def extract(self, clips: torch.Tensor, layers: Iterable[str]) -> Dict[str, torch.Tensor]:
@@ -115,6 +116,32 @@ class C3D(nn.Module):
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         """Class probabilities (Caffe's ``prob``)."""
         return self.extract(clips, ["prob"])["prob"]
+
+
+def max_pool_pairs(x: torch.Tensor, kernel: Tuple[int, int, int], ceil: bool) -> torch.Tensor:
+    """``F.max_pool3d(x, kernel, kernel, ceil_mode=ceil)`` for kernels of 1s and 2s, as
+    element-wise maxima of neighbouring slices.
+
+    The result is identical (a maximum is exact); on a CPU it is several times faster
+    than ``max_pool3d``, which computes indices and, for bf16 in channels-last
+    layout, copies its input first (C3D spends ~25 % of a bf16 pass there). With
+    ``ceil`` an odd last slice is its own window, as Caffe clips the last window.
+    """
+    sizes = x.shape[2:]
+    if any(k not in (1, 2) for k in kernel) or (
+            not ceil and any(k == 2 and n < 2 for k, n in zip(kernel, sizes))):
+        return F.max_pool3d(x, kernel, kernel, ceil_mode=ceil)
+    for dim, k in zip((2, 3, 4), kernel):
+        if k == 1:
+            continue
+        n = x.shape[dim]
+        if n % 2:
+            x = torch.cat([x, x.narrow(dim, n - 1, 1)], dim) if ceil else x.narrow(dim, 0, n - 1)
+        even = [slice(None)] * x.dim()
+        odd = list(even)
+        even[dim], odd[dim] = slice(0, None, 2), slice(1, None, 2)
+        x = torch.maximum(x[tuple(even)], x[tuple(odd)])
+    return x
 
 
 def build_c3d(*, num_classes: int = SPORTS1M_CLASSES, seed: Optional[int] = None) -> C3D:
