@@ -7,6 +7,7 @@ weights, and the crash-safe store.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections import Counter, deque
@@ -91,9 +92,9 @@ class PreparedNetwork:
 def prepare_network(weights: Union[LoadedWeights, str, None], options: ExtractOptions,
                     mean: Optional[str] = None) -> PreparedNetwork:
     """Resolve weights, device and precision; build the network and its runner."""
+    options.validate()  # before torch is imported: a usage error comes at once
     from c3d_extract.runner import ClipRunner, resolve_device, resolve_precision
 
-    options.validate()
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device)
     loaded = weights if isinstance(weights, LoadedWeights) else resolve_weights(weights)
@@ -264,10 +265,12 @@ def extract(inputs: Union[str, Sequence[str]], output: str, *,
     skipped; failed ones are retried with ``retry_errors``. On Ctrl-C the work
     done so far is committed before ``KeyboardInterrupt`` propagates.
     """
-    from c3d_extract.store import FeatureStore, feature_dims
+    from c3d_extract.store import FeatureStore, check_output_location, feature_dims
 
     progress = progress or Progress()
     videos = discover([inputs] if isinstance(inputs, str) else list(inputs), list_file)
+    options.validate()
+    check_output_location(output)
     prepared = prepare_network(weights, options, mean)
     params = RunParameters(
         layers=tuple(options.layers), clip_len=options.clip_len, stride=options.stride,
@@ -285,17 +288,21 @@ def extract(inputs: Union[str, Sequence[str]], output: str, *,
         summary.n_skipped_existing = len(videos) - len(todo)
         progress.start(len(videos), summary.n_skipped_existing)
         last_sync = time.monotonic()
-        try:
-            for record in iter_records(todo, prepared, options, on_batch=progress.clips_done):
-                store.add(record)
-                _count(summary, record)
-                progress.video_done(record)
-                if time.monotonic() - last_sync > SYNC_INTERVAL:
-                    store.sync()
-                    last_sync = time.monotonic()
-        except KeyboardInterrupt:
-            _finish(store, summary, videos, started)
-            raise
+        records = iter_records(todo, prepared, options, on_batch=progress.clips_done)
+        # closing(): whatever stops the loop, the decode workers are stopped right away.
+        with contextlib.closing(records):
+            try:
+                for record in records:
+                    store.add(record)
+                    _count(summary, record)
+                    progress.video_done(record)
+                    if time.monotonic() - last_sync > SYNC_INTERVAL:
+                        store.sync()
+                        last_sync = time.monotonic()
+            except KeyboardInterrupt:
+                records.close()
+                _finish(store, summary, videos, started)
+                raise
         _finish(store, summary, videos, started)
     return summary
 
