@@ -1,5 +1,7 @@
 """Typed errors raised by the library; the CLI turns them into messages and exit codes."""
 
+from typing import Sequence
+
 
 class C3DError(Exception):
     """Base class of every error the library raises on purpose."""
@@ -47,3 +49,14 @@ class ParameterMismatchError(StoreError):
 
 class LabelsError(C3DError):
     """A labels or split file is malformed or does not match the features."""
+
+
+class MergeError(C3DError):
+    """Shard files cannot be merged: some are missing, unfinished or do not belong together.
+
+    ``problems`` lists each reason, one line each.
+    """
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)

@@ -22,6 +22,7 @@ from c3d_extract.model import FEATURE_LAYERS, C3D
 from c3d_extract.pooling import ClipAccumulator
 from c3d_extract.preprocess import Preprocessing, load_mean, preprocessing_with_mean
 from c3d_extract.records import RunParameters, VideoRecord
+from c3d_extract.sharding import Shard, select, shard_path
 from c3d_extract.sources import VideoSource, discover
 from c3d_extract.weights.loading import LoadedWeights, load_network, resolve_weights
 from c3d_extract.workers import DecodePool, Failed, Finished, Frames, Started, default_workers
@@ -212,7 +213,7 @@ class ExtractSummary:
     """What a run did, and the state of every input video in the output file."""
 
     output: str
-    n_inputs: int
+    n_inputs: int  # of this run's share (its shard) of the videos
     n_skipped_existing: int
     status_counts: Counter = field(default_factory=Counter)  # over all inputs
     failures: List[Tuple[str, str]] = field(default_factory=list)  # (id, message), this run
@@ -223,6 +224,7 @@ class ExtractSummary:
     zero_descriptors: int = 0
     weights: str = ""
     random_weights: bool = False
+    shard: Optional[Shard] = None
 
     @property
     def n_failed(self) -> int:
@@ -254,24 +256,48 @@ class Progress:
 
 
 def extract(inputs: Union[str, Sequence[str]], output: str, *,
-            weights: Union[LoadedWeights, str, None] = None,
+            weights: Union[LoadedWeights, str, None, PreparedNetwork] = None,
             options: ExtractOptions = ExtractOptions(),
             list_file: Optional[str] = None, mean: Optional[str] = None,
             overwrite: bool = False, retry_errors: bool = False,
-            progress: Optional[Progress] = None) -> ExtractSummary:
+            progress: Optional[Progress] = None, shard: Optional[Shard] = None) -> ExtractSummary:
     """Extract every video under ``inputs`` into the HDF5 file ``output``, resumably.
 
     Videos already in ``output`` (or in the journal of an interrupted run) are
     skipped; failed ones are retried with ``retry_errors``. On Ctrl-C the work
-    done so far is committed before ``KeyboardInterrupt`` propagates.
+    done so far is committed before ``KeyboardInterrupt`` propagates. With a
+    ``shard``, only that shard's videos are extracted, into the shard's own file
+    next to ``output`` (``sharding.shard_path``).
     """
+    videos = discover([inputs] if isinstance(inputs, str) else list(inputs), list_file)
+    return extract_videos(videos, output, weights=weights, options=options, mean=mean,
+                          overwrite=overwrite, retry_errors=retry_errors, progress=progress,
+                          shard=shard)
+
+
+def extract_videos(videos: Sequence[VideoSource], output: str, *,
+                   weights: Union[LoadedWeights, str, None, PreparedNetwork] = None,
+                   options: ExtractOptions = ExtractOptions(), mean: Optional[str] = None,
+                   overwrite: bool = False, retry_errors: bool = False,
+                   progress: Optional[Progress] = None,
+                   shard: Optional[Shard] = None) -> ExtractSummary:
+    """``extract`` for videos already discovered; ``weights`` may be a network already
+    prepared (``prepare_network``), which then serves several calls."""
     from c3d_extract.store import FeatureStore, check_output_location, feature_dims
 
     progress = progress or Progress()
-    videos = discover([inputs] if isinstance(inputs, str) else list(inputs), list_file)
+    if shard is not None:
+        videos = select(videos, shard)
+        output = shard_path(output, shard)
     options.validate()
-    check_output_location(output)
-    prepared = prepare_network(weights, options, mean)
+    check_output_location(output)  # before the network is built: a typo fails at once
+    if isinstance(weights, PreparedNetwork):
+        if mean is not None:
+            raise UsageError("a prepared network already has its mean; give the mean to "
+                             "prepare_network")
+        prepared = weights
+    else:
+        prepared = prepare_network(weights, options, mean)
     params = RunParameters(
         layers=tuple(options.layers), clip_len=options.clip_len, stride=options.stride,
         short_policy=options.short_policy, weights=prepared.weights.name,
@@ -280,9 +306,9 @@ def extract(inputs: Union[str, Sequence[str]], output: str, *,
     dims = feature_dims(options.layers, prepared.model.feature_dim)
     summary = ExtractSummary(output=output, n_inputs=len(videos), n_skipped_existing=0,
                              weights=prepared.weights.name,
-                             random_weights=prepared.weights.is_random)
+                             random_weights=prepared.weights.is_random, shard=shard)
     started = time.monotonic()
-    with FeatureStore(output, params, dims, overwrite=overwrite) as store:
+    with FeatureStore(output, params, dims, overwrite=overwrite, shard=shard) as store:
         todo = [v for v in videos if v.id not in store.done
                 or (retry_errors and store.done[v.id] == "error")]
         summary.n_skipped_existing = len(videos) - len(todo)

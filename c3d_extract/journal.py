@@ -106,9 +106,12 @@ class Journal:
             raise StoreError(f"cannot open the journal {self.path}: {error.strerror}") from None
 
     def append(self, meta: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
+        """Append one record; it survives the process being killed once this returns."""
         assert self._handle is not None, "open_for_append first"
         try:
             self._handle.write(encode_record(meta, arrays))
+            # Into the OS at once: a killed process loses nothing; ``sync`` adds power loss.
+            self._handle.flush()
         except OSError as error:
             raise StoreError(f"cannot write the journal {self.path}: {error.strerror}") from None
 

@@ -8,6 +8,7 @@ bytes than float32 clips and each frame once instead of twice.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Dict, Sequence
@@ -17,6 +18,7 @@ import torch
 
 from c3d_extract.batching import Batch
 from c3d_extract.errors import UsageError
+from c3d_extract.launch import auto_device, local_rank
 from c3d_extract.model import C3D
 from c3d_extract.preprocess import Preprocessing
 
@@ -27,9 +29,11 @@ _SLOW_CUDNN = range(90800, 91500)
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available, else cpu; ``cuda[:N]`` is checked to exist."""
+    """``auto`` -> cuda if available (under torchrun the GPU ``LOCAL_RANK``), else cpu;
+    ``cuda[:N]`` is checked to exist."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        name = auto_device(cuda_devices, local_rank(os.environ))
     try:
         device = torch.device(name)
     except RuntimeError:

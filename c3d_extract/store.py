@@ -5,11 +5,15 @@ Layout (other commands read these names)::
     /                attrs: format, format_version, c3d_extract_version, the run
                      parameters (layers, clip_len, stride, short_policy, weights,
                      weights_sha256, preprocessing JSON, precision, per_clip),
-                     complete, n_inputs
+                     complete, n_inputs; shard files (``--shard I/N``) also
+                     shard_index, shard_count (see ``sharding``); merged files
+                     merged_shard_count, missing_shards, incomplete_shards
+                     (see ``merge``)
     videos/id        variable-length UTF-8, one row per video
     videos/status    ok | padded | looped | skipped | error
     videos/error     message, empty unless status is error
     videos/n_frames, n_clips, fps, width, height
+    videos/zero_descriptor  1 where every clip feature was zero (the row stays zero)
     features/<layer> float32 (n_videos, dim), L2-normalised; zeros without features
     clips/<layer>    float32 (n_clips, dim), raw per-clip features (--per-clip)
     clips/video      row in videos/id of each clip; clips/start_frame
@@ -35,12 +39,13 @@ from c3d_extract.errors import ParameterMismatchError, StoreError
 from c3d_extract.journal import Journal
 from c3d_extract.locking import OutputLock
 from c3d_extract.records import WITH_FEATURES, RunParameters, VideoRecord
+from c3d_extract.sharding import Shard
 
 FORMAT = "c3d-features"
 FORMAT_VERSION = 1
 _VIDEO_COLUMNS: Dict[str, Any] = {
     "n_frames": np.int64, "n_clips": np.int64, "fps": np.float64,
-    "width": np.int32, "height": np.int32,
+    "width": np.int32, "height": np.int32, "zero_descriptor": np.uint8,
 }
 _ROWS_PER_WRITE = 256
 
@@ -159,6 +164,17 @@ def _check_rows(path: str, name: str, dataset, n_videos: int) -> None:
     if len(dataset.shape) != expected_ndim or dataset.shape[0] != n_videos:
         raise StoreError(f"{path} is damaged: {name} has shape {tuple(dataset.shape)} for "
                          f"{n_videos} videos")
+
+
+def recorded_shard(attrs: Dict[str, Any]) -> Optional[Shard]:
+    """The shard a file's root attributes say it holds, or None for a whole run."""
+    if "shard_index" not in attrs or "shard_count" not in attrs:
+        return None
+    return Shard(int(attrs["shard_index"]), int(attrs["shard_count"]))
+
+
+def _describe_shard(shard: Optional[Shard]) -> str:
+    return "all videos" if shard is None else f"shard {shard}"
 
 
 def _plain(value: Any) -> Any:
@@ -281,13 +297,15 @@ class FeatureStore:
     """The writer of one output file: lock, resume, journal, atomic commit.
 
     Use as a context manager; ``done`` maps ids already in the file or journal
-    to their status, so a rerun skips them.
+    to their status, so a rerun skips them. A ``shard`` is recorded in the file
+    and must match when it is resumed.
     """
 
     def __init__(self, path: str, params: RunParameters, dims: Dict[str, int], *,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, shard: Optional[Shard] = None) -> None:
         self.path = os.path.abspath(path)
         self.params = params
+        self.shard = shard
         self.dims = dims
         self.overwrite = overwrite
         self.journal = Journal(self.path + ".journal")
@@ -319,7 +337,7 @@ class FeatureStore:
     def close(self) -> None:
         self.journal.close()
         if os.path.exists(self.journal.path) and self._added_since_commit == 0 \
-                and not any(True for _ in self._journal_videos()):
+                and not self._journal_holds_videos():
             self.journal.remove()
         self.lock.release()
 
@@ -336,12 +354,17 @@ class FeatureStore:
         if header is not None:
             self._check_parameters(RunParameters.from_attrs(header["params"]),
                                    f"the unfinished run's journal {self.journal.path}")
+            shard = header.get("shard")
+            self._check_shard(Shard(*shard) if shard else None,
+                              f"the unfinished run's journal {self.journal.path}")
             # An interrupted --overwrite run: its journal replaces the old output.
             self.overwrite = bool(header.get("replaces_output", False))
         if os.path.exists(self.path) and not self.overwrite:
             with _open_for_reading(self.path) as handle:
                 self._check_parameters(RunParameters.from_attrs(dict(handle.attrs)),
                                        f"the existing output {self.path}")
+                self._check_shard(recorded_shard(dict(handle.attrs)),
+                                  f"the existing output {self.path}")
                 table = handle["videos"]
                 self.done.update(zip(table["id"].asstr()[...], table["status"].asstr()[...]))
             self._base_exists = True
@@ -356,6 +379,13 @@ class FeatureStore:
                 "rerun with the same options, choose another output, or pass --overwrite "
                 "to replace it")
 
+    def _check_shard(self, recorded: Optional[Shard], where: str) -> None:
+        if recorded != self.shard:
+            raise ParameterMismatchError(
+                f"{where} holds {_describe_shard(recorded)}, this run "
+                f"{_describe_shard(self.shard)}; rerun with the same --shard, choose another "
+                "output, or pass --overwrite to replace it")
+
     def _journal_header(self) -> Optional[Dict[str, Any]]:
         for meta, _ in self.journal.records():
             if meta.get("kind") == "header":
@@ -363,9 +393,13 @@ class FeatureStore:
         return None
 
     def _write_journal_header(self) -> None:
+        shard = None if self.shard is None else [self.shard.index, self.shard.count]
         self.journal.append({"kind": "header", "params": self.params.to_attrs(),
-                             "replaces_output": self.overwrite}, {})
+                             "replaces_output": self.overwrite, "shard": shard}, {})
         self.journal.sync()
+
+    def _journal_holds_videos(self) -> bool:
+        return any(meta.get("kind") != "header" for meta, _ in self.journal.records())
 
     def _journal_videos(self) -> Iterator[VideoRecord]:
         for meta, arrays in self.journal.records():
@@ -373,10 +407,7 @@ class FeatureStore:
                 yield VideoRecord.from_parts(meta, arrays)
 
     def _remove_stale_temporaries(self) -> None:
-        directory, name = os.path.split(self.path)
-        for entry in os.listdir(directory):
-            if entry.startswith(name + ".tmp-"):
-                os.unlink(os.path.join(directory, entry))
+        remove_stale_temporaries(self.path)
 
     # -- writing
 
@@ -402,7 +433,12 @@ class FeatureStore:
     def commit(self, *, complete: bool, n_inputs: int) -> None:
         """Fold the journal into the output file atomically."""
         self.journal.sync()
-        temporary = f"{self.path}.tmp-{os.getpid()}"
+        if self._base_exists and not self.overwrite and self._added_since_commit == 0 \
+                and not self._journal_holds_videos():
+            attrs = read_attributes(self.path)
+            if attrs.get("complete") == complete and attrs.get("n_inputs") == n_inputs:
+                return  # nothing new: leave the file as it is
+        temporary = temporary_path(self.path)
         h5py = _h5py()
         try:
             if self._base_exists and not self.overwrite:
@@ -426,6 +462,9 @@ class FeatureStore:
                 handle.attrs["n_inputs"] = n_inputs
                 handle.attrs["c3d_extract_version"] = __version__
                 handle.attrs["weights"] = self.params.weights
+                if self.shard is not None:
+                    handle.attrs["shard_index"] = self.shard.index
+                    handle.attrs["shard_count"] = self.shard.count
             _fsync_path(temporary)
             os.replace(temporary, self.path)
             _fsync_path(os.path.dirname(self.path), directory=True)
@@ -460,6 +499,19 @@ def _one_line(error: BaseException) -> str:
     if reason and reason not in text:
         text = f"{reason} ({text})"
     return text[:400]
+
+
+def temporary_path(path: str) -> str:
+    """Where a new version of ``path`` is written before it is renamed over it."""
+    return f"{path}.tmp-{os.getpid()}"
+
+
+def remove_stale_temporaries(path: str) -> None:
+    """Remove the temporaries of ``path`` left by killed writers; call with its lock held."""
+    directory, name = os.path.split(path)
+    for entry in os.listdir(directory):
+        if entry.startswith(name + ".tmp-"):
+            _remove_quietly(os.path.join(directory, entry))
 
 
 def _remove_quietly(path: str) -> None:

@@ -229,13 +229,14 @@ class DecodePool:
 
     def submit(self, slot: int, path: str) -> None:
         worker = next(w for w in self._workers if w.slot is None)
-        worker.slot = slot
-        worker.last_progress = time.monotonic()
         try:
             worker.connection.send((slot, path))
         except (BrokenPipeError, OSError):
-            self._replace(worker)
-            raise RuntimeError("a decode worker could not be started") from None
+            # It died while idle; its replacement takes the video.
+            worker = self._replace(worker)
+            worker.connection.send((slot, path))
+        worker.slot = slot
+        worker.last_progress = time.monotonic()
 
     def poll(self, wait_seconds: float, max_messages: int = 64) -> List[Event]:
         """Events from busy workers, waiting up to ``wait_seconds`` for the first."""
@@ -286,10 +287,11 @@ class DecodePool:
         self._replace(worker)
         return events
 
-    def _replace(self, worker: _Worker) -> None:
+    def _replace(self, worker: _Worker) -> _Worker:
         worker.kill()
         index = self._workers.index(worker)
         self._workers[index] = self._start()
+        return self._workers[index]
 
     def close(self) -> None:
         for worker in self._workers:

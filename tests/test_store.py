@@ -68,6 +68,7 @@ def test_round_trip(tmp_path):
     assert list(table["status"]) == ["ok", "padded", "error", "ok"]
     assert list(table["error"]) == ["", "", "broken", ""]
     assert list(table["n_clips"]) == [2, 1, 0, 2]
+    assert list(table["zero_descriptor"]) == [0, 0, 0, 0]
     video_row, starts, clip_fc6 = read_clip_features(str(out), "fc6")
     assert list(video_row) == [0, 0, 1, 3, 3] and list(starts) == [0, 8, 0, 0, 8]
     assert np.allclose(clip_fc6[:2], records[0].clip_features["fc6"])
@@ -184,3 +185,37 @@ def test_a_killed_writer_leaves_no_stale_lock(tmp_path):
         child.wait()
     write(out, [record("a")])
     assert read_features(str(out))[0] == ["a"]
+
+
+def test_a_rerun_that_adds_nothing_leaves_the_file_alone(tmp_path):
+    out = tmp_path / "f.h5"
+    write(out, [record("a")])
+    before = (out.read_bytes(), os.stat(out).st_ino)
+    with FeatureStore(str(out), params(), DIMS) as store:
+        store.commit(complete=True, n_inputs=1)
+    assert (out.read_bytes(), os.stat(out).st_ino) == before
+
+
+def test_a_record_survives_the_process_without_sync(tmp_path):
+    out = tmp_path / "f.h5"
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {os.getcwd()!r})
+        from tests.test_store import params, DIMS, record
+        from c3d_extract.store import FeatureStore
+        store = FeatureStore({str(out)!r}, params(), DIMS).open()
+        store.add(record("a", seed=1))
+        os.kill(os.getpid(), 9)
+    """)
+    subprocess.run([sys.executable, "-c", script])
+    with FeatureStore(str(out), params(), DIMS) as store:
+        assert store.done == {"a": "ok"}
+
+
+def test_a_zero_descriptor_is_flagged(tmp_path):
+    out = tmp_path / "f.h5"
+    zero = record("z")
+    zero.features = {"fc6": np.zeros(6, np.float32), "prob": np.zeros(3, np.float32)}
+    zero.zero_descriptor = True
+    write(out, [zero, record("a")])
+    assert list(read_video_table(str(out))["zero_descriptor"]) == [1, 0]

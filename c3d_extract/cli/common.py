@@ -36,6 +36,16 @@ def library_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def show_warnings_plainly() -> None:
+    """Library warnings (random weights, mismatched models) as one bold line on stderr."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        click.echo(click.style(f"WARNING: {message}", fg="yellow", bold=True), err=True)
+
+    warnings.showwarning = show
+
+
 def split_list(value: str, option: str) -> List[str]:
     """``"a,b, c"`` -> ``["a", "b", "c"]``; an empty item is a usage error."""
     items = [item.strip() for item in value.split(",")]

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
-import warnings
 from typing import Optional, Sequence
 
 import click
 
 from c3d_extract.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
-                                    library_errors, split_list)
+                                    library_errors, show_warnings_plainly, split_list)
 from c3d_extract.clips import SHORT_POLICIES
 from c3d_extract.decoders import DECODERS
 from c3d_extract.records import VideoRecord
+from c3d_extract.sharding import shard_path
 
 EXAMPLES = """
 \b
@@ -22,6 +23,12 @@ Examples:
   c3d-extract videos/ -o feats.h5
   c3d-extract videos/ -o feats.h5 --layer fc6,fc7,pool5,prob --per-clip
   c3d-extract --list videos.txt -o feats.h5 --weights c3d.pickle
+  c3d-extract videos/ -o feats.h5 --shard 1/4      (writes feats.shard-00001-of-00004.h5)
+  torchrun --nproc-per-node 8 -m c3d_extract videos/ -o feats.h5
+  c3d-extract merge feats.h5                       (the shards into feats.h5)
+
+
+A directory named merge is given as ./merge.
 """
 
 
@@ -75,10 +82,6 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    click.echo(click.style(f"WARNING: {message}", fg="yellow", bold=True), err=True)
-
-
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -115,44 +118,58 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing output instead of resuming it.")
 @click.option("--retry-errors", is_flag=True, help="Try failed videos again.")
+@click.option("--shard", "shard_text", metavar="I/N",
+              help="Extract only shard I of N (0 <= I < N) of the videos, chosen by a hash "
+              "of their ids, into OUTPUT's shard file (feats.shard-0000I-of-0000N.h5); "
+              "merge the shards with `c3d-extract merge OUTPUT`. Under torchrun: RANK/"
+              "WORLD_SIZE, on GPU LOCAL_RANK.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @library_errors
 def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: Optional[str],
         mean: Optional[str], layers: str, clip_len: int, stride: int, short_policy: str,
         batch_size: int, device: str, precision: str, decoder: str, workers: int,
         timeout: float, per_clip: bool, overwrite: bool, retry_errors: bool,
-        quiet: bool) -> None:
+        shard_text: Optional[str], quiet: bool) -> None:
     """Extract C3D video descriptors (Tran et al., ICCV 2015) into one HDF5 file.
 
     INPUTS are video files and directories (searched recursively). Each video
     gets 16-frame clips at stride 8, Caffe's preprocessing (BGR, 128x171,
     mean, centre crop 112), the chosen layers per clip, and their mean, L2
     normalised. Rerunning the same command resumes: videos already in the
-    file are skipped. Exit status: 0 all videos have features, 3 some failed,
-    2 usage error, 1 other error, 130 interrupted.
+    file are skipped. Exit status: 0 all videos have features, 3 some failed
+    (0 under torchrun, which would stop the other shards; `merge` reports
+    them), 2 usage error, 1 other error, 130 interrupted.
+
+    With --shard, or under torchrun, each process writes its own shard file;
+    `c3d-extract merge OUTPUT` then checks and merges them into OUTPUT.
     """
     from c3d_extract.extractor import ExtractOptions, extract
+    from c3d_extract.launch import launched_shard
+    from c3d_extract.sharding import parse_shard
 
     options = ExtractOptions(
         layers=tuple(split_list(layers, "--layer")), clip_len=clip_len, stride=stride,
         short_policy=short_policy, batch_size=batch_size, device=device, precision=precision,
         decoder=decoder, workers=workers, timeout=timeout, per_clip=per_clip)
+    launched = launched_shard(os.environ)
+    shard = parse_shard(shard_text) if shard_text is not None else launched
     progress = BarProgress(quiet)
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
-    warnings.showwarning = _show_warning
+    show_warnings_plainly()
     try:
         summary = extract(list(inputs), output, weights=weights, options=options,
                           list_file=list_file, mean=mean, overwrite=overwrite,
-                          retry_errors=retry_errors, progress=progress)
+                          retry_errors=retry_errors, progress=progress, shard=shard)
     except KeyboardInterrupt:
         progress.close()
-        click.echo(f"interrupted: the videos finished so far are saved in {output}; "
+        saved_in = output if shard is None else shard_path(output, shard)
+        click.echo(f"interrupted: the videos finished so far are saved in {saved_in}; "
                    "rerun the same command to continue", err=True)
         sys.exit(EXIT_INTERRUPTED)
     finally:
         progress.close()
         signal.signal(signal.SIGTERM, previous_handler)
-    click.echo(summary.line(), err=True)
+    click.echo(("" if shard is None else f"shard {shard}: ") + summary.line(), err=True)
     if summary.zero_descriptors:
         click.echo(f"note: {summary.zero_descriptors} videos had all-zero features; their "
                    "descriptors are stored as zeros", err=True)
@@ -164,14 +181,21 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
         earlier = summary.n_failed - len(summary.failures)
         if earlier > 0:
             click.echo(f"  {earlier} videos failed in earlier runs", err=True)
-        click.echo(f"  messages are in videos/error of {output}; --retry-errors tries the "
-                   "failed videos again", err=True)
-        sys.exit(EXIT_SOME_FAILED)
+        click.echo(f"  messages are in videos/error of {summary.output}; --retry-errors tries "
+                   "the failed videos again", err=True)
+        # A failing process makes torchrun stop every other one; failures stay in the file.
+        sys.exit(EXIT_OK if launched is not None else EXIT_SOME_FAILED)
     sys.exit(EXIT_OK)
 
 
 def main() -> None:
-    cli(prog_name="c3d-extract")
+    """``c3d-extract ...`` extracts; ``c3d-extract merge ...`` merges shard files."""
+    if len(sys.argv) > 1 and sys.argv[1] == "merge":
+        from c3d_extract.cli.merge import cli as merge_cli
+
+        merge_cli(args=sys.argv[2:], prog_name="c3d-extract merge")
+    else:
+        cli(prog_name="c3d-extract")
 
 
 if __name__ == "__main__":

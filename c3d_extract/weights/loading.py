@@ -13,15 +13,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import torch
 
 from c3d_extract.errors import WeightsError, WeightsNotFoundError
 from c3d_extract.model import C3D, SPORTS1M_CLASSES, build_c3d, state_dict_shapes
 from c3d_extract.preprocess import SPORTS1M, Preprocessing
+
+if TYPE_CHECKING:
+    from c3d_extract.weights import formats
 
 DEFAULT_WEIGHTS_FILE = "c3d_sports1m.safetensors"
 RANDOM_SEED = 0
@@ -38,6 +41,7 @@ class LoadedWeights:
     source_format: str
     preprocessing: Preprocessing = SPORTS1M
     class_names: Tuple[str, ...] = ()
+    conversion_notes: Tuple[str, ...] = ()  # e.g. how the source's own pipeline differed
 
     @property
     def num_classes(self) -> int:
@@ -124,34 +128,90 @@ def read_torch_file(path: str) -> object:
                            f"{error}") from None
 
 
+def looks_like_safetensors(head: bytes, size: int) -> bool:
+    """Whether a file of ``size`` bytes starting with ``head`` is safetensors: an 8-byte
+    little-endian header length that fits in the file, then a JSON object."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    header_length = int.from_bytes(head[:8], "little")
+    return 2 <= header_length <= size - 8
+
+
 def _looks_like_safetensors(path: str) -> bool:
     with open(path, "rb") as handle:
         head = handle.read(9)
-    return len(head) == 9 and head[8:9] == b"{"
+    return looks_like_safetensors(head, os.path.getsize(path))
 
 
-def load_state_dict(path: str) -> LoadedWeights:
-    """Read a weights file in any supported format, converted to the project's naming."""
+CONVERTED_DIR = "converted"
+
+
+def converted_cache_path(sha256: str) -> Path:
+    """Where a foreign weights file with this sha256 is cached once converted."""
+    return cache_dir() / CONVERTED_DIR / f"{sha256}.safetensors"
+
+
+def _from_safetensors(path: str, name: str,
+                      sha256: str) -> Tuple[LoadedWeights, Dict[str, str]]:
+    state_dict, metadata = _read_safetensors(path)
+    preprocessing = SPORTS1M
+    try:
+        if "preprocessing" in metadata:
+            preprocessing = Preprocessing.from_dict(json.loads(metadata["preprocessing"]))
+        class_names = tuple(json.loads(metadata.get("class_names", "[]")))
+        notes = tuple(json.loads(metadata.get("conversion_notes", "[]")))
+    except (ValueError, TypeError) as error:
+        raise WeightsError(f"{path} has unreadable metadata: {error}") from None
+    return LoadedWeights(
+        state_dict=state_dict, name=name, sha256=sha256,
+        source_format=metadata.get("source_format", "safetensors"),
+        preprocessing=preprocessing, class_names=class_names,
+        conversion_notes=notes), metadata
+
+
+def _checked(weights: LoadedWeights, source: str) -> LoadedWeights:
+    state_dict = {k: v.detach().to(torch.float32).contiguous()
+                  for k, v in weights.state_dict.items()}
+    check_state_dict(state_dict, source)
+    return replace(weights, state_dict=state_dict)
+
+
+def load_state_dict(path: str, *, keras_layout: "Optional[formats.KerasLayout]" = None,
+                    use_cache: bool = True) -> LoadedWeights:
+    """Read a weights file in any supported format, converted to the project's naming.
+
+    A foreign format (Caffe, Keras, PyTorch pickles) is converted once and, with
+    ``use_cache``, kept as safetensors under ``cache_dir()/converted/<sha256>`` so later
+    runs skip the conversion; ``sha256`` stays that of the source file.
+    """
     from c3d_extract.weights import formats
 
     if not os.path.isfile(path):
         raise WeightsError(f"no weights file at {path}")
     sha256 = file_sha256(path)
-    preprocessing, class_names = SPORTS1M, ()
     if _looks_like_safetensors(path):
-        state_dict, metadata = _read_safetensors(path)
-        source_format = metadata.get("source_format", "safetensors")
-        if "preprocessing" in metadata:
-            preprocessing = Preprocessing.from_dict(json.loads(metadata["preprocessing"]))
-        if "class_names" in metadata:
-            class_names = tuple(json.loads(metadata["class_names"]))
-    else:
-        state_dict, source_format = formats.read_any(path)
-    state_dict = {k: v.detach().to(torch.float32).contiguous() for k, v in state_dict.items()}
-    check_state_dict(state_dict, path)
-    return LoadedWeights(state_dict=state_dict, name=path, sha256=sha256,
-                         source_format=source_format, preprocessing=preprocessing,
-                         class_names=class_names)
+        return _checked(_from_safetensors(path, path, sha256)[0], path)
+    cached = converted_cache_path(sha256)
+    if use_cache and keras_layout is None and cached.is_file():
+        try:
+            weights, metadata = _from_safetensors(str(cached), path, sha256)
+            weights = _checked(weights, str(cached))
+        except WeightsError:
+            cached.unlink(missing_ok=True)  # a damaged cache entry is rebuilt below
+        else:
+            if metadata.get("source_sha256") == sha256:
+                return weights
+    converted = formats.read_weights(path, keras_layout=keras_layout)
+    weights = _checked(LoadedWeights(state_dict=converted.state_dict, name=path, sha256=sha256,
+                                     source_format=converted.source_format,
+                                     conversion_notes=converted.notes), path)
+    if use_cache and keras_layout is None:
+        from c3d_extract.weights.convert import write_safetensors
+        try:
+            write_safetensors(weights, cached)
+        except OSError:
+            pass  # a read-only cache only costs the conversion next time
+    return weights
 
 
 def resolve_weights(spec: Optional[str]) -> LoadedWeights:
@@ -173,10 +233,7 @@ def resolve_weights(spec: Optional[str]) -> LoadedWeights:
         registry_path = formats.registry_path(spec)
         if registry_path is not None:
             loaded = load_state_dict(str(registry_path))
-            return LoadedWeights(state_dict=loaded.state_dict, name=spec, sha256=loaded.sha256,
-                                 source_format=loaded.source_format,
-                                 preprocessing=loaded.preprocessing,
-                                 class_names=loaded.class_names)
+            return replace(loaded, name=spec)
         raise WeightsError(f"no weights file at {spec} (and {spec!r} is not a known "
                            "registry name; see `c3d-weights fetch --help`)")
     return load_state_dict(spec)

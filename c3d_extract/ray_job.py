@@ -1,0 +1,175 @@
+"""The extraction as a Ray Data job, for clusters managed by Ray (``pip install c3d-extract[ray]``).
+
+Video paths go in as rows, each tagged with its hash shard (``sharding``);
+the rows of a shard go to one actor, which holds the network on its GPU and
+extracts them into the shard's file exactly as ``c3d-extract --shard I/N``
+would (so a rerun resumes, and torchrun and Ray shards are interchangeable).
+A video that cannot be decoded, and even a shard whose extraction fails, is a
+row with ``status == "error"``, never a failure of the job. When every shard
+is done, the driver merges them (``merge``).
+
+Every worker must see the videos and the output folder at the same paths
+(a shared file system); paths are made absolute on the driver.
+
+Example::
+
+    import ray
+    from c3d_extract.extractor import ExtractOptions
+    from c3d_extract.ray_job import run_ray_job
+
+    ray.init()                          # or ray.init(address="auto") on a cluster
+    job = run_ray_job("videos/", "feats.h5", weights="c3d_sports1m.safetensors",
+                      options=ExtractOptions(layers=("fc6",)))
+    print(job.merge.line(), len(job.failures))
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from c3d_extract.errors import C3DError, MergeError, UsageError
+from c3d_extract.extractor import ExtractOptions, Progress
+from c3d_extract.merge import MergeSummary, merge_shards
+from c3d_extract.records import VideoRecord
+from c3d_extract.sharding import Shard, shard_of, shard_path
+from c3d_extract.sources import VideoSource, discover
+
+#: The columns of the job's rows, one row per video extracted by this job.
+ROW_COLUMNS = ("id", "shard", "status", "error", "n_clips")
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401  (Ray Data is the part of Ray this job needs)
+    except ImportError:
+        raise UsageError("the Ray job needs Ray Data: pip install 'c3d-extract[ray]' "
+                         "(or pip install 'ray[data]>=2.9')") from None
+    return ray
+
+
+@dataclass
+class RayJobSummary:
+    """The rows of the videos extracted by the job, and the merge of its shards."""
+
+    output: str
+    shard_count: int
+    rows: List[Dict[str, Any]] = field(default_factory=list)
+    merge: Optional[MergeSummary] = None
+    #: Why the shards were not merged (``MergeError``'s message), or empty.
+    merge_error: str = ""
+
+    @property
+    def failures(self) -> List[Tuple[str, str]]:
+        return [(row["id"], row["error"]) for row in self.rows if row["status"] == "error"]
+
+
+class _Collect(Progress):
+    def __init__(self) -> None:
+        self.records: List[VideoRecord] = []
+
+    def video_done(self, record: VideoRecord) -> None:
+        self.records.append(record)
+
+
+class ShardExtractor:
+    """A Ray actor: the network on its device, and the extraction of whole shards."""
+
+    def __init__(self, output: str, shard_count: int, weights: Union[str, None, Any],
+                 options: ExtractOptions, mean: Optional[str], retry_errors: bool) -> None:
+        from c3d_extract.extractor import prepare_network
+
+        self.output = output
+        self.shard_count = shard_count
+        self.options = options
+        self.retry_errors = retry_errors
+        self.prepared = prepare_network(weights, options, mean)
+
+    def __call__(self, group: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        from c3d_extract.extractor import extract_videos
+
+        index = int(group["shard"][0])
+        videos = [VideoSource(str(i), str(p)) for i, p in zip(group["id"], group["path"])
+                  if str(i)]  # an empty id is the marker that makes every shard a group
+        collected = _Collect()
+        rows: List[Tuple[str, str, str, int]] = []
+        try:
+            extract_videos(videos, self.output, weights=self.prepared, options=self.options,
+                           retry_errors=self.retry_errors, progress=collected,
+                           shard=Shard(index, self.shard_count))
+        except C3DError as error:
+            finished = {r.id for r in collected.records}
+            rows = [(v.id, "error", f"shard {index} failed: {error}", 0)
+                    for v in videos if v.id not in finished]
+        rows = [(r.id, r.status, r.error, r.n_clips) for r in collected.records] + rows
+        return {"id": np.array([r[0] for r in rows], dtype=object),
+                "shard": np.full(len(rows), index, np.int64),
+                "status": np.array([r[1] for r in rows], dtype=object),
+                "error": np.array([r[2] for r in rows], dtype=object),
+                "n_clips": np.array([r[3] for r in rows], np.int64)}
+
+
+def video_rows(videos: Sequence[VideoSource], shard_count: int) -> List[Dict[str, Any]]:
+    """The job's input rows: each video with its shard, plus one marker row per shard so
+    that a shard without videos still gets its (empty, complete) file."""
+    rows = [{"id": v.id, "path": os.path.abspath(v.path), "shard": shard_of(v.id, shard_count)}
+            for v in videos]
+    rows += [{"id": "", "path": "", "shard": index} for index in range(shard_count)]
+    return rows
+
+
+def run_ray_job(inputs: Union[str, Sequence[str]], output: str, *,
+                weights: Union[str, None, Any] = None,
+                options: ExtractOptions = ExtractOptions(),
+                list_file: Optional[str] = None, mean: Optional[str] = None,
+                num_actors: Optional[int] = None, gpus_per_actor: Optional[float] = None,
+                retry_errors: bool = False, merge: bool = True,
+                allow_incomplete: bool = False) -> RayJobSummary:
+    """Extract ``inputs`` into ``output`` with one Ray actor per GPU, then merge the shards.
+
+    ``num_actors`` (default: the GPUs of the cluster, or 1 without GPUs) is also
+    the shard count; keep it between reruns so that they resume. ``weights`` is
+    best a path or name every worker can resolve. With ``merge=False`` the shard
+    files are left for ``c3d-extract merge``; a merge that is refused leaves its
+    reasons in ``merge_error`` (the rows tell which videos failed).
+    """
+    ray = _ray()
+    options.validate()
+    videos = discover([inputs] if isinstance(inputs, str) else list(inputs), list_file)
+    output = os.path.abspath(output)
+    if not ray.is_initialized():
+        ray.init()
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    if gpus_per_actor is None:
+        gpus_per_actor = 1.0 if gpus >= 1 else 0.0
+    if num_actors is None:
+        num_actors = max(1, int(gpus // gpus_per_actor)) if gpus_per_actor else 1
+    if num_actors < 1:
+        raise UsageError("the Ray job needs at least one actor")
+    dataset = ray.data.from_items(video_rows(videos, num_actors))
+    results = dataset.groupby("shard").map_groups(
+        ShardExtractor, batch_format="numpy", concurrency=num_actors,
+        num_gpus=gpus_per_actor,
+        fn_constructor_args=(output, num_actors, weights, options, mean, retry_errors))
+    summary = RayJobSummary(output=output, shard_count=num_actors)
+    summary.rows = [{name: _plain(row[name]) for name in ROW_COLUMNS}
+                    for row in results.iter_rows()]
+    if merge:
+        shards = [shard_path(output, Shard(index, num_actors)) for index in range(num_actors)]
+        try:
+            summary.merge = merge_shards(output, [s for s in shards if os.path.exists(s)],
+                                         allow_incomplete=allow_incomplete,
+                                         shard_count=num_actors)
+        except MergeError as error:
+            # The rows say which videos or shards failed; losing them to an exception
+            # would leave the caller without the reasons.
+            summary.merge_error = str(error)
+    return summary
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
