@@ -7,14 +7,14 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from c3d_extract.store import read_features, read_video_table
-from tests.runs import assert_no_processes_left, leftovers, new_tag, start, wait_for
+from tests.runs import (assert_no_processes_left, leftovers, new_tag, processes_tagged, start,
+                        wait_for)
 from tests.videos import write_video
 
 pytestmark = pytest.mark.slow
@@ -193,7 +193,7 @@ def test_nothing_is_left_behind_after_failure_and_interruption(existing, tmp_pat
         journal = str(out) + ".journal"
         wait_for(lambda: os.path.exists(journal) and os.path.getsize(journal) > 20_000, process,
                  "the first video was journaled")
-        wait_for(lambda: len(processes_tagged_children(tag)) > 0, process, "workers ran")
+        wait_for(lambda: len(processes_tagged(tag)) > 1, process, "decode workers started")
         process.send_signal(signum)
         _, err = process.communicate(timeout=300)
         assert process.returncode == 130, err
@@ -202,8 +202,3 @@ def test_nothing_is_left_behind_after_failure_and_interruption(existing, tmp_pat
         assert_no_processes_left(tag)
         assert 1 <= len(read_video_table(str(out))["id"]) <= 7
 
-
-def processes_tagged_children(tag):
-    from tests.runs import processes_tagged
-
-    return processes_tagged(tag)[1:]
