@@ -63,7 +63,7 @@ _DAMAGED = (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError, 
 
 
 @contextlib.contextmanager
-def _open_for_reading(path: str) -> Iterator[Any]:
+def open_for_reading(path: str) -> Iterator[Any]:
     """An open feature file; any failure while reading it becomes a ``StoreError``."""
     h5py = _h5py()
     try:
@@ -93,13 +93,13 @@ def _open_for_reading(path: str) -> Iterator[Any]:
 
 def read_attributes(path: str) -> Dict[str, Any]:
     """The root attributes of a feature file, as plain Python values."""
-    with _open_for_reading(path) as handle:
+    with open_for_reading(path) as handle:
         return {k: _plain(v) for k, v in handle.attrs.items()}
 
 
 def read_video_table(path: str) -> Dict[str, np.ndarray]:
     """Every ``videos/*`` column; ``id``, ``status`` and ``error`` as arrays of str."""
-    with _open_for_reading(path) as handle:
+    with open_for_reading(path) as handle:
         return _video_table(handle)
 
 
@@ -109,7 +109,7 @@ def read_features(path: str, layer: str = "fc6", *,
 
     With ``only_with_features`` the rows of skipped and failed videos are left out.
     """
-    with _open_for_reading(path) as handle:
+    with open_for_reading(path) as handle:
         dataset = _layer_dataset(handle, "features", layer, path)
         ids = list(handle["videos/id"].asstr()[...])
         _check_rows(path, f"features/{layer}", dataset, len(ids))
@@ -124,7 +124,7 @@ def read_features(path: str, layer: str = "fc6", *,
 def iter_feature_chunks(path: str, layer: str = "fc6",
                         rows: int = 4096) -> Iterator[Tuple[List[str], np.ndarray]]:
     """The descriptors in chunks of ``rows``, for data larger than memory."""
-    with _open_for_reading(path) as handle:
+    with open_for_reading(path) as handle:
         dataset = _layer_dataset(handle, "features", layer, path)
         ids = handle["videos/id"].asstr()
         for start in range(0, dataset.shape[0], rows):
@@ -134,7 +134,7 @@ def iter_feature_chunks(path: str, layer: str = "fc6",
 
 def read_clip_features(path: str, layer: str = "fc6") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(video_row, start_frame, matrix)`` of the per-clip features (``--per-clip`` runs)."""
-    with _open_for_reading(path) as handle:
+    with open_for_reading(path) as handle:
         dataset = _layer_dataset(handle, "clips", layer, path)
         return (handle["clips/video"][...], handle["clips/start_frame"][...],
                 dataset[...].astype(np.float32, copy=False))
@@ -273,7 +273,7 @@ def _write_clip_rows(clips, records: Sequence[VideoRecord], row_of: Dict[str, in
         _append(clips[layer], np.concatenate([r.clip_features[layer] for r in with_clips]))
 
 
-def _fsync_path(path: str, directory: bool = False) -> None:
+def fsync_path(path: str, directory: bool = False) -> None:
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     try:
         os.fsync(fd)
@@ -360,7 +360,7 @@ class FeatureStore:
             # An interrupted --overwrite run: its journal replaces the old output.
             self.overwrite = bool(header.get("replaces_output", False))
         if os.path.exists(self.path) and not self.overwrite:
-            with _open_for_reading(self.path) as handle:
+            with open_for_reading(self.path) as handle:
                 self._check_parameters(RunParameters.from_attrs(dict(handle.attrs)),
                                        f"the existing output {self.path}")
                 self._check_shard(recorded_shard(dict(handle.attrs)),
@@ -445,7 +445,7 @@ class FeatureStore:
                 shutil.copyfile(self.path, temporary)
             # HDF5 cannot recover from a write that fails for want of space (h5py then
             # crashes the process); make sure of the room first, where failing is clean.
-            _reserve(temporary + ".space", self._commit_size_bound(temporary))
+            reserve_space(temporary + ".space", self._commit_size_bound(temporary))
             with h5py.File(temporary, "r+" if os.path.exists(temporary) else "w") as handle:
                 if "videos" not in handle:
                     _create_layout(handle, self.params, self.dims)
@@ -465,14 +465,14 @@ class FeatureStore:
                 if self.shard is not None:
                     handle.attrs["shard_index"] = self.shard.index
                     handle.attrs["shard_count"] = self.shard.count
-            _fsync_path(temporary)
+            fsync_path(temporary)
             os.replace(temporary, self.path)
-            _fsync_path(os.path.dirname(self.path), directory=True)
+            fsync_path(os.path.dirname(self.path), directory=True)
         except (OSError, RuntimeError) as error:  # h5py reports failed writes as either
-            _remove_quietly(temporary)
+            remove_quietly(temporary)
             raise StoreError(f"cannot write {self.path}: {_one_line(error)}") from None
         except BaseException:
-            _remove_quietly(temporary)
+            remove_quietly(temporary)
             raise
         self._base_exists = True
         self.overwrite = False
@@ -482,14 +482,14 @@ class FeatureStore:
         self._added_since_commit = 0
 
 
-def _reserve(path: str, nbytes: int) -> None:
+def reserve_space(path: str, nbytes: int) -> None:
     """Raise ``OSError`` (ENOSPC, EFBIG...) unless a file of ``nbytes`` can be written."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.posix_fallocate(fd, 0, max(nbytes, 1))
     finally:
         os.close(fd)
-        _remove_quietly(path)
+        remove_quietly(path)
 
 
 def _one_line(error: BaseException) -> str:
@@ -511,10 +511,10 @@ def remove_stale_temporaries(path: str) -> None:
     directory, name = os.path.split(path)
     for entry in os.listdir(directory):
         if entry.startswith(name + ".tmp-"):
-            _remove_quietly(os.path.join(directory, entry))
+            remove_quietly(os.path.join(directory, entry))
 
 
-def _remove_quietly(path: str) -> None:
+def remove_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
