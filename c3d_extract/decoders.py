@@ -4,16 +4,28 @@ Every backend reads frames in order (never decord's random-access
 ``get_batch``, which can loop forever on files with a wrong frame count) and
 yields RGB uint8 frames; the caller counts them. Backends are imported only
 when chosen, and run inside decode worker processes.
+
+Frames are taken as stored: display rotation metadata is not applied (Caffe's
+OpenCV reader did not apply it either), whichever backend decodes. decord
+cannot be told so (it turns 180 degree videos and breaks on 90 degree ones),
+so rotated videos, and videos decord fails on before its first frame, are
+decoded with PyAV instead (``FALLBACK``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
-from typing import Callable, Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from c3d_extract.errors import UsageError, VideoReadError
+
+
+class DecoderUnsuitableError(VideoReadError):
+    """This backend cannot decode this video faithfully; another one may."""
 
 
 class VideoDecoder:
@@ -51,6 +63,9 @@ class DecordDecoder(VideoDecoder):
         super().__init__(path)
         import decord
 
+        if display_rotation(path):
+            raise DecoderUnsuitableError("decord applies the display rotation of this video "
+                                         "inconsistently")
         try:
             self._reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
         except (RuntimeError, decord.DECORDError) as error:
@@ -63,6 +78,7 @@ class DecordDecoder(VideoDecoder):
     def frames(self) -> Iterator[np.ndarray]:
         import decord
 
+        shape = None
         while True:
             try:
                 frame = self._reader.next()
@@ -70,7 +86,14 @@ class DecordDecoder(VideoDecoder):
                 return
             except (RuntimeError, decord.DECORDError) as error:
                 raise VideoReadError(_first_line(error)) from None
-            yield frame.asnumpy()
+            array = frame.asnumpy()
+            if shape is None:
+                shape = array.shape
+            if array.ndim != 3 or array.shape[2] != 3 or array.shape != shape:
+                # Seen on 1x1 videos: decord's frame buffer then holds padding, not pixels.
+                raise DecoderUnsuitableError(f"decord returned a malformed frame of shape "
+                                             f"{array.shape}")
+            yield array
 
     def close(self) -> None:
         self._reader = None
@@ -83,12 +106,13 @@ class PyAVDecoder(VideoDecoder):
         super().__init__(path)
         import av
 
-        try:
-            self._container = av.open(path)
-        except av.error.FFmpegError as error:
-            raise VideoReadError(_ffmpeg_reason(error)) from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise VideoReadError(_first_line(error)) from None
+        with _ffmpeg_log() as log:
+            try:
+                self._container = av.open(path)
+            except av.error.FFmpegError as error:
+                raise VideoReadError(_ffmpeg_reason(error, log, path)) from None
+            except (OSError, UnicodeDecodeError) as error:
+                raise VideoReadError(_first_line(error)) from None
         if not self._container.streams.video:
             self._container.close()
             raise VideoReadError("the file has no video stream")
@@ -101,13 +125,14 @@ class PyAVDecoder(VideoDecoder):
     def frames(self) -> Iterator[np.ndarray]:
         import av
 
-        try:
-            for frame in self._container.decode(self._stream):
-                yield frame.to_ndarray(format="rgb24")
-        except av.error.FFmpegError as error:
-            raise VideoReadError(_ffmpeg_reason(error)) from None
-        except ValueError as error:
-            raise VideoReadError(_first_line(error)) from None
+        with _ffmpeg_log() as log:
+            try:
+                for frame in self._container.decode(self._stream):
+                    yield frame.to_ndarray(format="rgb24")
+            except av.error.FFmpegError as error:
+                raise VideoReadError(_ffmpeg_reason(error, log)) from None
+            except ValueError as error:
+                raise VideoReadError(_first_line(error)) from None
 
     def close(self) -> None:
         self._container.close()
@@ -144,6 +169,8 @@ class TorchCodecDecoder(VideoDecoder):
 DECODERS: Dict[str, Callable[[str], VideoDecoder]] = {
     "decord": DecordDecoder, "pyav": PyAVDecoder, "torchcodec": TorchCodecDecoder,
 }
+#: The backend that decodes a video when the chosen one fails before its first frame.
+FALLBACK: Dict[str, str] = {"decord": "pyav"}
 _MODULES = {"decord": "decord", "pyav": "av", "torchcodec": "torchcodec"}
 
 
@@ -171,6 +198,11 @@ def check_readable(path: str) -> None:
             empty = not handle.read(1)
     except IsADirectoryError:
         raise VideoReadError("it is a directory, not a video file") from None
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise VideoReadError(f"broken symbolic link: its target {os.readlink(path)} "
+                                 "does not exist") from None
+        raise VideoReadError("the file does not exist (anymore)") from None
     except OSError as error:
         raise VideoReadError(f"cannot open the file: {error.strerror}") from None
     if empty:
@@ -182,26 +214,100 @@ def open_decoder(name: str, path: str) -> VideoDecoder:
     return DECODERS[name](path)
 
 
+def display_rotation(path: str) -> float:
+    """The rotation (degrees) a player would apply to the first frame; 0 if none or unknown."""
+    try:
+        import av
+    except ImportError:
+        return 0.0
+    with _ffmpeg_log():
+        try:
+            with av.open(path) as container:
+                if not container.streams.video:
+                    return 0.0
+                for frame in container.decode(container.streams.video[0]):
+                    return float(getattr(frame, "rotation", 0) or 0)
+        except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError):
+            return 0.0
+    return 0.0
+
+
 def diagnose_open_failure(path: str) -> str:
     """Why FFmpeg cannot open ``path`` as a video, or "" if PyAV cannot tell."""
     try:
         import av
     except ImportError:
         return ""
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                return "the file has no video stream"
-    except av.error.FFmpegError as error:
-        return _ffmpeg_reason(error)
-    except (OSError, ValueError, UnicodeDecodeError):
-        return ""
+    with _ffmpeg_log() as log:
+        try:
+            with av.open(path) as container:
+                if not container.streams.video:
+                    return "the file has no video stream"
+        except av.error.FFmpegError as error:
+            return _ffmpeg_reason(error, log, path)
+        except (OSError, ValueError, UnicodeDecodeError):
+            return ""
     return ""
 
 
-def _ffmpeg_reason(error: BaseException) -> str:
+@contextlib.contextmanager
+def _ffmpeg_log() -> Iterator[List[Tuple[int, str, str]]]:
+    """Capture what FFmpeg logs meanwhile (through PyAV): a live list of
+    ``(level, component, text)``, read by ``_ffmpeg_reason``."""
+    try:
+        import av.logging
+    except ImportError:
+        yield []
+        return
+    if av.logging.get_level() is None or av.logging.get_level() < av.logging.ERROR:
+        av.logging.set_level(av.logging.ERROR)
+    av.logging.set_skip_repeated(False)  # else a cause seen for an earlier video goes missing
+    with av.logging.Capture() as captured:
+        yield captured
+
+
+def _error_lines(log: Sequence[Tuple[int, str, str]]) -> List[str]:
+    import av.logging
+
+    return [f"{name}: {text.strip()}" if name else text.strip()
+            for level, name, text in log if level <= av.logging.ERROR and text.strip()]
+
+
+_MP4_ATOMS = (b"ftyp", b"mdat", b"moov", b"free", b"skip", b"wide", b"pnot")
+_TRUNCATED_MP4 = ("the MP4 index (moov atom) is missing: the file is truncated or its "
+                  "recording was never finished")
+
+
+def _ffmpeg_reason(error: BaseException, captured: Sequence[Tuple[int, str, str]] = (),
+                   path: Optional[str] = None) -> str:
+    """FFmpeg's error text, with the cause FFmpeg logged when there is one.
+
+    ``path`` is given when the error came from opening the file.
+    """
     reason = getattr(error, "strerror", None)
-    return str(reason) if reason else _first_line(error)
+    reason = str(reason) if reason else _first_line(error)
+    log = _error_lines(captured) if captured else []
+    detail = f"{reason}; {log[-1][:200]}" if log else reason
+    if path is not None and any("moov atom not found" in line for line in log) \
+            and _starts_like_mp4(path):
+        return f"{_TRUNCATED_MP4} ({detail})"
+    if getattr(error, "errno", None) == _AVERROR_INVALIDDATA:
+        if path is not None:
+            return f"FFmpeg does not recognise the file as a video ({detail})"
+        return f"the video data is damaged or cut short ({detail})"
+    return detail
+
+
+def _starts_like_mp4(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(8)[4:] in _MP4_ATOMS
+    except OSError:
+        return False
+
+
+_AVERROR_INVALIDDATA = 0x41444E49  # FFERRTAG('I', 'N', 'D', 'A'), as PyAV reports it
+_DECORD_FFMPEG_CODE = re.compile(r"failed with (-?\d+)")
 
 
 _NATIVE_PREFIX = re.compile(r"^\[[0-9:]+\] \S+:\d+: ")
@@ -215,9 +321,25 @@ def _first_line(error: BaseException) -> str:
     """
     text = str(error).strip() or type(error).__name__
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    native = [line for line in lines if "ERROR" in line]
+    native = [line for line in lines if "ERROR" in line.upper()]
     if native:
         detail = _NATIVE_PREFIX.sub("", native[-1].split("...")[-1])
         cause = detail.rsplit(", ", 1)[-1] if "ERROR opening" in detail else detail
-        return cause[:300]
+        return _name_ffmpeg_code(cause)[:300]
     return lines[0][:300]
+
+
+def _name_ffmpeg_code(text: str) -> str:
+    """``av_read_frame failed with 1094995529`` -> ``... (Invalid data found ...)``."""
+    match = _DECORD_FFMPEG_CODE.search(text)
+    if match is None:
+        return text
+    try:
+        import av
+
+        av.error.err_check(-abs(int(match.group(1))))
+    except ImportError:
+        return text
+    except av.error.FFmpegError as error:
+        return f"{text.replace('Error: ', '')} ({error.strerror})"
+    return text

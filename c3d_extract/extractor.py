@@ -7,6 +7,7 @@ weights, and the crash-safe store.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections import Counter, deque
@@ -97,9 +98,9 @@ class PreparedNetwork:
 def prepare_network(weights: Union[LoadedWeights, str, None], options: ExtractOptions,
                     mean: Optional[str] = None) -> PreparedNetwork:
     """Resolve weights, device and precision; build the network and its runner."""
+    options.validate()  # before torch is imported: a usage error comes at once
     from c3d_extract.runner import ClipRunner, resolve_device, resolve_precision
 
-    options.validate()
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device)
     loaded = weights if isinstance(weights, LoadedWeights) else resolve_weights(weights)
@@ -287,12 +288,14 @@ def extract_videos(videos: Sequence[VideoSource], output: str, *,
                    shard: Optional[Shard] = None) -> ExtractSummary:
     """``extract`` for videos already discovered; ``weights`` may be a network already
     prepared (``prepare_network``), which then serves several calls."""
-    from c3d_extract.store import FeatureStore, feature_dims
+    from c3d_extract.store import FeatureStore, check_output_location, feature_dims
 
     progress = progress or Progress()
     if shard is not None:
         videos = select(videos, shard)
         output = shard_path(output, shard)
+    options.validate()
+    check_output_location(output)  # before the network is built: a typo fails at once
     if isinstance(weights, PreparedNetwork):
         if mean is not None:
             raise UsageError("a prepared network already has its mean; give the mean to "
@@ -316,17 +319,21 @@ def extract_videos(videos: Sequence[VideoSource], output: str, *,
         summary.n_skipped_existing = len(videos) - len(todo)
         progress.start(len(videos), summary.n_skipped_existing)
         last_sync = time.monotonic()
-        try:
-            for record in iter_records(todo, prepared, options, on_batch=progress.clips_done):
-                store.add(record)
-                _count(summary, record)
-                progress.video_done(record)
-                if time.monotonic() - last_sync > SYNC_INTERVAL:
-                    store.sync()
-                    last_sync = time.monotonic()
-        except KeyboardInterrupt:
-            _finish(store, summary, videos, started)
-            raise
+        records = iter_records(todo, prepared, options, on_batch=progress.clips_done)
+        # closing(): whatever stops the loop, the decode workers are stopped right away.
+        with contextlib.closing(records):
+            try:
+                for record in records:
+                    store.add(record)
+                    _count(summary, record)
+                    progress.video_done(record)
+                    if time.monotonic() - last_sync > SYNC_INTERVAL:
+                        store.sync()
+                        last_sync = time.monotonic()
+            except KeyboardInterrupt:
+                records.close()
+                _finish(store, summary, videos, started)
+                raise
         _finish(store, summary, videos, started)
     return summary
 

@@ -126,9 +126,14 @@ class Journal:
             raise StoreError(f"cannot write the journal {self.path}: {error.strerror}") from None
 
     def close(self) -> None:
+        """Close without raising: what could not be written is a torn record, cut off
+        by the next open (the error that stopped the run has been raised already)."""
         if self._handle is not None:
             handle, self._handle = self._handle, None
-            handle.close()
+            try:
+                handle.close()
+            except OSError:
+                pass
 
     def remove(self) -> None:
         self.close()

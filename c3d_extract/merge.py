@@ -30,8 +30,8 @@ from c3d_extract.journal import Journal
 from c3d_extract.locking import OutputLock
 from c3d_extract.records import RunParameters
 from c3d_extract.sharding import Shard, parse_shard_path, shard_files, shard_of, shard_path
-from c3d_extract.store import (_fsync_path, _open_for_reading, _remove_quietly,
-                               recorded_shard, remove_stale_temporaries, temporary_path)
+from c3d_extract.store import (fsync_path, open_for_reading, recorded_shard, remove_quietly,
+                               remove_stale_temporaries, reserve_space, temporary_path)
 
 #: The groups whose datasets have one row per video (``videos``, ``features``) or per
 #: clip (``clips``); every dataset in them is copied.
@@ -124,7 +124,7 @@ def find_shards(output: str) -> List[str]:
 
 def read_shard(path: str, unfinished: str = "") -> ShardFile:
     """Read the attributes, ids and layout of one shard file (not its features)."""
-    with _open_for_reading(path) as handle:
+    with open_for_reading(path) as handle:
         attrs = dict(handle.attrs)
         try:
             params = RunParameters.from_attrs(attrs)
@@ -345,7 +345,7 @@ def _check_replaceable(output: str) -> None:
     if not os.path.exists(output):
         return
     try:
-        with _open_for_reading(output) as handle:
+        with open_for_reading(output) as handle:
             merged = "merged_shard_count" in handle.attrs
     except StoreError:
         merged = False
@@ -361,12 +361,16 @@ def _write(output: str, plan: MergePlan) -> Counter:
     status_counts: Counter = Counter()
     ordered = list(plan.shards.values())
     try:
+        # As in the store's commit: make sure of the room first, where failing is clean,
+        # because h5py cannot recover from a write that fails for want of space.
+        needed = sum(os.path.getsize(f.path) for f in ordered)
+        reserve_space(temporary + ".space", int(needed * 1.25) + (1 << 20))
         with h5py.File(temporary, "w") as merged:
             _create_like(merged, ordered)
             filled: Dict[str, int] = {}
             video_rows = 0
             for shard_file in ordered:
-                with _open_for_reading(shard_file.path) as source:
+                with open_for_reading(shard_file.path) as source:
                     _copy_rows(source, merged, filled, video_rows)
                     status_counts.update(source["videos/status"].asstr()[...])
                 video_rows += len(shard_file.ids)
@@ -375,14 +379,14 @@ def _write(output: str, plan: MergePlan) -> Counter:
             merged.attrs["merged_shard_count"] = plan.count
             merged.attrs["missing_shards"] = np.array(plan.missing, np.int64)
             merged.attrs["incomplete_shards"] = np.array(plan.incomplete, np.int64)
-        _fsync_path(temporary)
+        fsync_path(temporary)
         os.replace(temporary, output)
-        _fsync_path(os.path.dirname(output), directory=True)
-    except OSError as error:
-        _remove_quietly(temporary)
+        fsync_path(os.path.dirname(output), directory=True)
+    except (OSError, RuntimeError) as error:  # h5py reports failed writes as either
+        remove_quietly(temporary)
         raise StoreError(f"cannot write {output}: {error}") from None
     except BaseException:
-        _remove_quietly(temporary)
+        remove_quietly(temporary)
         raise
     return status_counts
 
@@ -391,12 +395,12 @@ def _create_like(merged, ordered: Sequence[ShardFile]) -> None:
     """Root attributes and row datasets shaped like the first shard's, sized for all."""
     totals: Counter = Counter()
     for shard_file in ordered:
-        with _open_for_reading(shard_file.path) as handle:
+        with open_for_reading(shard_file.path) as handle:
             for group_name in ROW_GROUPS:
                 if group_name in handle:
                     for name, dataset in handle[group_name].items():
                         totals[f"{group_name}/{name}"] += dataset.shape[0]
-    with _open_for_reading(ordered[0].path) as first:
+    with open_for_reading(ordered[0].path) as first:
         for key, value in first.attrs.items():
             if key not in _SHARD_ATTRS:
                 merged.attrs[key] = value

@@ -27,6 +27,7 @@ previous output intact plus a journal that the next run picks up.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -56,29 +57,49 @@ def _h5py():
 
 # ---------------------------------------------------------------- reading
 
-def _open_for_reading(path: str):
+#: What h5py raises on a damaged file, besides ``OSError``: the file is then not usable.
+_DAMAGED = (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError, AttributeError,
+            UnicodeDecodeError)
+
+
+@contextlib.contextmanager
+def open_for_reading(path: str) -> Iterator[Any]:
+    """An open feature file; any failure while reading it becomes a ``StoreError``."""
     h5py = _h5py()
     try:
         handle = h5py.File(path, "r")
     except FileNotFoundError:
         raise StoreError(f"no such feature file: {path}") from None
-    except OSError as error:
-        raise StoreError(f"cannot read {path} as HDF5: {error}") from None
-    if handle.attrs.get("format") != FORMAT:
-        handle.close()
-        raise StoreError(f"{path} is not a c3d-extract feature file (no format = {FORMAT!r})")
-    return handle
+    except _DAMAGED as error:
+        raise StoreError(f"cannot read {path} as HDF5: {_one_line(error)}") from None
+    try:
+        try:
+            is_ours = handle.attrs.get("format") == FORMAT
+        except _DAMAGED:
+            is_ours = False
+        if not is_ours:
+            raise StoreError(f"{path} is not a c3d-extract feature file "
+                             f"(no format = {FORMAT!r})")
+        try:
+            yield handle
+        except _DAMAGED as error:
+            raise StoreError(f"{path} is damaged or incomplete: {_one_line(error)}") from None
+    finally:
+        try:
+            handle.close()
+        except _DAMAGED:
+            pass
 
 
 def read_attributes(path: str) -> Dict[str, Any]:
     """The root attributes of a feature file, as plain Python values."""
-    with _open_for_reading(path) as handle:
+    with open_for_reading(path) as handle:
         return {k: _plain(v) for k, v in handle.attrs.items()}
 
 
 def read_video_table(path: str) -> Dict[str, np.ndarray]:
     """Every ``videos/*`` column; ``id``, ``status`` and ``error`` as arrays of str."""
-    with _open_for_reading(path) as handle:
+    with open_for_reading(path) as handle:
         return _video_table(handle)
 
 
@@ -88,9 +109,10 @@ def read_features(path: str, layer: str = "fc6", *,
 
     With ``only_with_features`` the rows of skipped and failed videos are left out.
     """
-    with _open_for_reading(path) as handle:
+    with open_for_reading(path) as handle:
         dataset = _layer_dataset(handle, "features", layer, path)
         ids = list(handle["videos/id"].asstr()[...])
+        _check_rows(path, f"features/{layer}", dataset, len(ids))
         if not only_with_features:
             return ids, dataset[...].astype(np.float32, copy=False)
         status = handle["videos/status"].asstr()[...]
@@ -102,7 +124,7 @@ def read_features(path: str, layer: str = "fc6", *,
 def iter_feature_chunks(path: str, layer: str = "fc6",
                         rows: int = 4096) -> Iterator[Tuple[List[str], np.ndarray]]:
     """The descriptors in chunks of ``rows``, for data larger than memory."""
-    with _open_for_reading(path) as handle:
+    with open_for_reading(path) as handle:
         dataset = _layer_dataset(handle, "features", layer, path)
         ids = handle["videos/id"].asstr()
         for start in range(0, dataset.shape[0], rows):
@@ -112,7 +134,7 @@ def iter_feature_chunks(path: str, layer: str = "fc6",
 
 def read_clip_features(path: str, layer: str = "fc6") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(video_row, start_frame, matrix)`` of the per-clip features (``--per-clip`` runs)."""
-    with _open_for_reading(path) as handle:
+    with open_for_reading(path) as handle:
         dataset = _layer_dataset(handle, "clips", layer, path)
         return (handle["clips/video"][...], handle["clips/start_frame"][...],
                 dataset[...].astype(np.float32, copy=False))
@@ -131,7 +153,17 @@ def _video_table(handle) -> Dict[str, np.ndarray]:
     videos = handle["videos"]
     table = {name: videos[name].asstr()[...] for name in ("id", "status", "error")}
     table.update({name: videos[name][...] for name in _VIDEO_COLUMNS})
+    for name, column in table.items():
+        _check_rows(handle.filename, f"videos/{name}", column, len(table["id"]))
     return table
+
+
+def _check_rows(path: str, name: str, dataset, n_videos: int) -> None:
+    """A column must have one row per video: a damaged file may not."""
+    expected_ndim = 2 if name.startswith("features/") else 1
+    if len(dataset.shape) != expected_ndim or dataset.shape[0] != n_videos:
+        raise StoreError(f"{path} is damaged: {name} has shape {tuple(dataset.shape)} for "
+                         f"{n_videos} videos")
 
 
 def recorded_shard(attrs: Dict[str, Any]) -> Optional[Shard]:
@@ -241,12 +273,24 @@ def _write_clip_rows(clips, records: Sequence[VideoRecord], row_of: Dict[str, in
         _append(clips[layer], np.concatenate([r.clip_features[layer] for r in with_clips]))
 
 
-def _fsync_path(path: str, directory: bool = False) -> None:
+def fsync_path(path: str, directory: bool = False) -> None:
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_output_location(path: str) -> None:
+    """Raise ``StoreError`` unless ``path``'s folder exists and is writable (cheap: runs
+    before the network is built, so a mistyped output fails at once)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise StoreError(f"{directory} is not a directory, so {path} cannot be written in it")
+    if not os.path.isdir(directory):
+        raise StoreError(f"the output directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise StoreError(f"the output directory {directory} is not writable")
 
 
 class FeatureStore:
@@ -273,11 +317,7 @@ class FeatureStore:
     # -- lifecycle
 
     def open(self) -> "FeatureStore":
-        directory = os.path.dirname(self.path)
-        if not os.path.isdir(directory):
-            raise StoreError(f"the output directory {directory} does not exist")
-        if not os.access(directory, os.W_OK):
-            raise StoreError(f"the output directory {directory} is not writable")
+        check_output_location(self.path)
         self.lock.acquire()
         try:
             self._remove_stale_temporaries()
@@ -320,7 +360,7 @@ class FeatureStore:
             # An interrupted --overwrite run: its journal replaces the old output.
             self.overwrite = bool(header.get("replaces_output", False))
         if os.path.exists(self.path) and not self.overwrite:
-            with _open_for_reading(self.path) as handle:
+            with open_for_reading(self.path) as handle:
                 self._check_parameters(RunParameters.from_attrs(dict(handle.attrs)),
                                        f"the existing output {self.path}")
                 self._check_shard(recorded_shard(dict(handle.attrs)),
@@ -380,6 +420,16 @@ class FeatureStore:
     def sync(self) -> None:
         self.journal.sync()
 
+    def _commit_size_bound(self, temporary: str) -> int:
+        """More bytes than the committed file can take: the copied output, the journal's
+        data twice, a whole chunk per growing dataset and 1 MB for HDF5's own records."""
+        base = os.path.getsize(temporary) if os.path.exists(temporary) else 0
+        journal = os.path.getsize(self.journal.path) if self.journal.exists() else 0
+        row_bytes = sum(4 * dim for dim in self.dims.values())
+        chunks = 64 * row_bytes * (2 if self.params.per_clip else 1)
+        chunks += 2 * 1024 * 8 * (len(_VIDEO_COLUMNS) + 3) + 2 * 4096 * 8
+        return base + 2 * journal + chunks + (1 << 20)
+
     def commit(self, *, complete: bool, n_inputs: int) -> None:
         """Fold the journal into the output file atomically."""
         self.journal.sync()
@@ -393,6 +443,9 @@ class FeatureStore:
         try:
             if self._base_exists and not self.overwrite:
                 shutil.copyfile(self.path, temporary)
+            # HDF5 cannot recover from a write that fails for want of space (h5py then
+            # crashes the process); make sure of the room first, where failing is clean.
+            reserve_space(temporary + ".space", self._commit_size_bound(temporary))
             with h5py.File(temporary, "r+" if os.path.exists(temporary) else "w") as handle:
                 if "videos" not in handle:
                     _create_layout(handle, self.params, self.dims)
@@ -412,14 +465,14 @@ class FeatureStore:
                 if self.shard is not None:
                     handle.attrs["shard_index"] = self.shard.index
                     handle.attrs["shard_count"] = self.shard.count
-            _fsync_path(temporary)
+            fsync_path(temporary)
             os.replace(temporary, self.path)
-            _fsync_path(os.path.dirname(self.path), directory=True)
-        except OSError as error:
-            _remove_quietly(temporary)
-            raise StoreError(f"cannot write {self.path}: {error}") from None
+            fsync_path(os.path.dirname(self.path), directory=True)
+        except (OSError, RuntimeError) as error:  # h5py reports failed writes as either
+            remove_quietly(temporary)
+            raise StoreError(f"cannot write {self.path}: {_one_line(error)}") from None
         except BaseException:
-            _remove_quietly(temporary)
+            remove_quietly(temporary)
             raise
         self._base_exists = True
         self.overwrite = False
@@ -427,6 +480,25 @@ class FeatureStore:
         self.journal.open_for_append()
         self._write_journal_header()
         self._added_since_commit = 0
+
+
+def reserve_space(path: str, nbytes: int) -> None:
+    """Raise ``OSError`` (ENOSPC, EFBIG...) unless a file of ``nbytes`` can be written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, max(nbytes, 1))
+    finally:
+        os.close(fd)
+        remove_quietly(path)
+
+
+def _one_line(error: BaseException) -> str:
+    """An OS or HDF5 error on one line, its errno text first when it has one."""
+    text = " ".join(str(error).split())
+    reason = getattr(error, "strerror", None)
+    if reason and reason not in text:
+        text = f"{reason} ({text})"
+    return text[:400]
 
 
 def temporary_path(path: str) -> str:
@@ -439,10 +511,10 @@ def remove_stale_temporaries(path: str) -> None:
     directory, name = os.path.split(path)
     for entry in os.listdir(directory):
         if entry.startswith(name + ".tmp-"):
-            _remove_quietly(os.path.join(directory, entry))
+            remove_quietly(os.path.join(directory, entry))
 
 
-def _remove_quietly(path: str) -> None:
+def remove_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:

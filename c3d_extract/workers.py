@@ -23,13 +23,15 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from c3d_extract.decoders import open_decoder
+from c3d_extract.decoders import FALLBACK, available_decoders, open_decoder
 from c3d_extract.errors import VideoReadError
 from c3d_extract.preprocess import Preprocessing, prepare_frame
 
 FRAMES_PER_MESSAGE = 16
 #: Messages a worker decodes ahead while the parent is busy (each 16 cropped frames, 0.6 MB).
 READ_AHEAD_MESSAGES = 4
+#: Seconds a fresh worker may take to start (imports) before its first video's clock runs.
+STARTUP_SECONDS = 120.0
 
 
 # ---------------------------------------------------------------- events seen by the parent
@@ -78,11 +80,29 @@ def _die_with_parent() -> None:
 
 def decode_video(decoder: str, path: str, preprocessing: Preprocessing, send) -> None:
     """Decode one video, sending ``("start", fps)``, ``("frames", array)``... and
-    ``("end", n, width, height)``, or ``("error", message)``."""
+    ``("end", n, width, height)``, or ``("error", message)``.
+
+    When ``decoder`` fails before it has sent any frame and has a fallback
+    (``decoders.FALLBACK``), the fallback decodes the video instead; if that
+    fails too, its message is sent, as it usually names the cause better.
+    """
+    fallback = FALLBACK.get(decoder)
+    if fallback is not None and fallback not in available_decoders():
+        fallback = None
+    failure = _decode_with(decoder, path, preprocessing, send, quiet_failure=fallback is not None)
+    if failure is not None and fallback is not None:
+        _decode_with(fallback, path, preprocessing, send, quiet_failure=False)
+
+
+def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
+                 quiet_failure: bool) -> Optional[str]:
+    """Decode with one backend. With ``quiet_failure``, a failure before the first frame
+    is returned instead of sent (the caller may try another backend); else None."""
     n_frames, width, height = 0, 0, 0
+    started = False
     try:
         with open_decoder(decoder, path) as video:
-            send(("start", video.fps()))
+            fps = video.fps()
             chunk: List[np.ndarray] = []
             for frame in video.frames():
                 if n_frames == 0:
@@ -90,20 +110,32 @@ def decode_video(decoder: str, path: str, preprocessing: Preprocessing, send) ->
                 chunk.append(prepare_frame(frame, preprocessing))
                 n_frames += 1
                 if len(chunk) == FRAMES_PER_MESSAGE:
+                    if not started:
+                        send(("start", fps))
+                        started = True
                     send(("frames", np.stack(chunk)))
                     chunk = []
+            if not started:
+                send(("start", fps))
+                started = True
             if chunk:
                 send(("frames", np.stack(chunk)))
     except VideoReadError as error:
-        send(("error", _with_position(str(error), n_frames)))
-        return
+        return _failed(_with_position(str(error), n_frames), quiet_failure and not started, send)
     except (OSError, ValueError, MemoryError) as error:
-        send(("error", _with_position(f"{type(error).__name__}: {error}", n_frames)))
-        return
+        message = _with_position(f"{type(error).__name__}: {error}", n_frames)
+        return _failed(message, quiet_failure and not started, send)
     if n_frames == 0:
-        send(("error", "no frames could be decoded"))
-        return
+        return _failed("no frames could be decoded", quiet_failure, send)
     send(("end", n_frames, width, height))
+    return None
+
+
+def _failed(message: str, quiet: bool, send) -> Optional[str]:
+    if quiet:
+        return message
+    send(("error", message))
+    return None
 
 
 def _with_position(message: str, n_frames: int) -> str:
@@ -166,6 +198,10 @@ def worker_main(connection: Connection, decoder: str, preprocessing: Preprocessi
         cv2.setNumThreads(1)
     except ImportError:
         pass
+    try:
+        connection.send((None, ("ready",)))
+    except (BrokenPipeError, OSError):
+        return
     sender = _BackgroundSender(connection)
     try:
         while True:
@@ -197,6 +233,7 @@ class _Worker:
         self.process.start()
         child.close()
         self.slot: Optional[int] = None
+        self.ready = False  # imports done: from then on the watchdog's timeout applies
         self.last_progress = time.monotonic()
 
     def kill(self) -> None:
@@ -224,8 +261,8 @@ class DecodePool:
         return _Worker(self._context, self.decoder, self.preprocessing, self.native_logs)
 
     @property
-    def pids(self) -> List[int]:
-        """Process ids of the workers, e.g. to watch their memory."""
+    def worker_pids(self) -> List[int]:
+        """Process ids of the decode workers (they change as workers are replaced)."""
         return [worker.process.pid for worker in self._workers if worker.process.pid]
 
     @property
@@ -260,7 +297,9 @@ class DecodePool:
                 events.extend(self._drain(worker, max_messages))
         now = time.monotonic()
         for worker in busy:
-            if worker.slot is not None and now - worker.last_progress > self.timeout \
+            # A fresh worker is still importing its decoder: that is not the video's time.
+            limit = self.timeout if worker.ready else max(self.timeout, STARTUP_SECONDS)
+            if worker.slot is not None and now - worker.last_progress > limit \
                     and not worker.connection.poll():
                 events.append(Failed(worker.slot, f"the decoder made no progress for "
                                                   f"{self.timeout:g} s and was stopped"))
@@ -272,20 +311,26 @@ class DecodePool:
         for _ in range(max_messages):
             try:
                 if not worker.connection.poll():
-                    break
+                    return events
                 slot, message = worker.connection.recv()
             except (EOFError, OSError):
-                break
+                break  # every message is read and the worker is gone
             worker.last_progress = time.monotonic()
+            if message[0] == "ready":
+                worker.ready = True
+                continue
             events.append(_event(slot, message))
             if message[0] in ("end", "error"):
                 worker.slot = None
                 return events
-        if not worker.process.is_alive() and not worker.connection.poll():
-            code = worker.process.exitcode
-            how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-            events.append(Failed(worker.slot, f"the decoder crashed ({how})"))  # type: ignore[arg-type]
-            self._replace(worker)
+        else:
+            return events  # more to read next time
+        # A dead worker's pipe reads as end-of-file (poll() is then true, so check here).
+        worker.process.join(timeout=5)
+        code = worker.process.exitcode
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        events.append(Failed(worker.slot, f"the decoder crashed ({how})"))  # type: ignore[arg-type]
+        self._replace(worker)
         return events
 
     def _replace(self, worker: _Worker) -> _Worker:

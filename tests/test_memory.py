@@ -78,7 +78,7 @@ def test_peak_memory_does_not_grow_with_video_length(videos, decoder):
     for length in ("short", "long"):
         with DecodePool(1, decoder, SPORTS1M, timeout=120) as pool:
             held[length] = decode_all(pool, [videos[length]])
-            peaks[length] = peak_rss_mib(pool.pids[0])
+            peaks[length] = peak_rss_mib(pool.worker_pids[0])
     # 15x more frames: the worker's peak within 10 %, the parent's frames bounded alike.
     assert peaks["long"] <= 1.10 * peaks["short"], peaks
     assert held["long"] <= held["short"] + 16 + BATCH * 8, held
@@ -88,7 +88,7 @@ def test_peak_memory_does_not_grow_with_video_length(videos, decoder):
 def test_peak_memory_does_not_grow_with_the_number_of_videos(videos):
     with DecodePool(1, "pyav", SPORTS1M, timeout=120) as pool:
         decode_all(pool, [videos["short"]])
-        after_one = peak_rss_mib(pool.pids[0])
+        after_one = peak_rss_mib(pool.worker_pids[0])
         decode_all(pool, [videos["short"]] * 8)
-        after_nine = peak_rss_mib(pool.pids[0])
+        after_nine = peak_rss_mib(pool.worker_pids[0])
     assert after_nine <= 1.10 * after_one, (after_one, after_nine)

@@ -270,3 +270,25 @@ def test_cli_merge(tmp_path):
     assert usage.returncode == 2
     helped = run("--help")
     assert helped.returncode == 0 and "Usage: c3d-extract merge" in helped.stdout
+
+
+def test_a_full_disk_during_the_merge_is_one_clear_error(tmp_path):
+    import resource
+    import signal
+
+    write_all(tmp_path)
+    out = tmp_path / "feats.h5"
+    out_size_limit = 40_000  # below the shards' size: the merged copy cannot fit
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes then fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (out_size_limit, out_size_limit))
+
+    assert sum(shard_name(tmp_path, k).stat().st_size for k in range(COUNT)) > out_size_limit
+    result = subprocess.run([sys.executable, "-m", "c3d_extract", "merge", str(out)],
+                            capture_output=True, text=True, timeout=300,
+                            preexec_fn=limit_file_size)
+    assert result.returncode == 1, result.stderr
+    assert "File too large" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p or p.endswith(".lock")]

@@ -1,0 +1,141 @@
+"""Crash torture and concurrent runs, on real ``c3d-extract`` processes.
+
+A run is killed with SIGKILL at seeded random moments: at random delays, just
+after the journal grows (often in the middle of a record), and while the
+commit's temporary file exists. Rerunning until done must give every video
+exactly once, with the features of an uninterrupted run.
+"""
+
+import os
+import random
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from c3d_extract.store import read_features, read_video_table
+from tests.runs import assert_no_processes_left, leftovers, new_tag, start, wait_for
+from tests.videos import write_video
+
+pytestmark = pytest.mark.slow
+
+KILL_ROUNDS = 10
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("torture")
+    for i, n in enumerate([16, 24, 9, 16, 20, 16, 12, 17]):
+        write_video(root / f"v{i}.mp4", n, width=32 + 2 * i, height=32)
+    (root / "broken.mp4").write_bytes(b"\x00" * 500)
+    return root
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference") / "ref.h5"
+    process = start(corpus, out, "--batch-size", "1")
+    _, err = process.communicate(timeout=900)
+    assert process.returncode == 3, err
+    ids, matrix = read_features(str(out))
+    return dict(zip(ids, matrix))
+
+
+def _kill_when(process, condition, limit=300):
+    """SIGKILL ``process`` as soon as ``condition()`` holds; False if it ended first."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        if condition():
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return True
+        time.sleep(0.002)
+    pytest.fail("the kill condition never came")
+
+
+def _assert_equal_to_reference(out, uninterrupted):
+    ids, matrix = read_features(str(out))
+    assert sorted(ids) == sorted(uninterrupted) and len(set(ids)) == len(ids)
+    for video_id, row in zip(ids, matrix):
+        assert np.abs(row - uninterrupted[video_id]).max() < 1e-6, video_id
+
+
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(corpus, tmp_path, uninterrupted):
+    out = tmp_path / "f.h5"
+    journal = str(out) + ".journal"
+    rng = random.Random(20150101)
+    tag = new_tag()
+    kills = {"delay": 0, "journal": 0, "commit": 0}
+    rounds = 0
+    while sum(kills.values()) < KILL_ROUNDS and rounds < 3 * KILL_ROUNDS:
+        rounds += 1
+        how = ("delay", "journal", "commit")[rounds % 3]
+        process = start(corpus, out, "--batch-size", "1", tag=tag)
+        if how == "delay":
+            delay = rng.uniform(0.5, 10.0)
+            killed = _kill_when(process, lambda t=time.monotonic() + delay: time.monotonic() > t)
+        elif how == "journal":
+            size = os.path.getsize(journal) if os.path.exists(journal) else 0
+            grown = size + rng.randint(1, 20_000)
+            killed = _kill_when(process, lambda: os.path.exists(journal)
+                                and os.path.getsize(journal) >= grown)
+        else:
+            killed = _kill_when(process, lambda: any(".tmp-" in e for e in leftovers(out)))
+        if killed:
+            kills[how] += 1
+        else:  # the run finished: check it, then start over so later kills find work to do
+            _, err = process.communicate()
+            assert process.returncode == 3, err
+            _assert_equal_to_reference(out, uninterrupted)
+            out.unlink()
+        # Whatever the moment, the output on disk is a whole, readable file or none at all.
+        if out.exists():
+            ids, _ = read_features(str(out))
+            assert len(ids) == len(set(ids))
+    assert sum(kills.values()) >= KILL_ROUNDS and kills["journal"] and kills["delay"], kills
+
+    final = start(corpus, out, "--batch-size", "1", tag=tag)
+    _, err = final.communicate(timeout=900)
+    assert final.returncode == 3, err
+    assert "Traceback" not in err
+    _assert_equal_to_reference(out, uninterrupted)
+    status = dict(zip(*[read_video_table(str(out))[k] for k in ("id", "status")]))
+    assert status["broken.mp4"] == "error" and status["v2.mp4"] == "padded"
+    assert leftovers(out) == []
+    assert_no_processes_left(tag)  # killed runs' decode workers died with them
+    print(f"kills: {kills} in {rounds} rounds")
+
+
+def test_a_second_run_on_the_same_output_is_refused(corpus, tmp_path, uninterrupted):
+    out = tmp_path / "f.h5"
+    first = start(corpus, out, "--batch-size", "1")
+    journal = str(out) + ".journal"
+    wait_for(lambda: os.path.exists(journal), first, "it opened its output")
+    second = start(corpus, out)
+    _, err = second.communicate(timeout=300)
+    if first.poll() is not None:
+        pytest.skip("the first run finished before the second one started: machine too slow")
+    assert second.returncode == 1, err
+    assert f"another c3d-extract run (pid {first.pid}) is writing" in err
+    assert "Traceback" not in err
+    _, first_err = first.communicate(timeout=900)
+    assert first.returncode == 3, first_err
+    ids, matrix = read_features(str(out))
+    assert sorted(ids) == sorted(uninterrupted)
+    assert all(np.abs(row - uninterrupted[i]).max() < 1e-6 for i, row in zip(ids, matrix))
+
+
+def test_the_lock_of_a_killed_run_does_not_block(corpus, tmp_path, uninterrupted):
+    out = tmp_path / "f.h5"
+    first = start(corpus, out, "--batch-size", "1")
+    lock = str(out) + ".lock"
+    _kill_when(first, lambda: os.path.exists(str(out) + ".journal"))
+    assert os.path.exists(lock)  # the killed run could not clean up ...
+    second = start(corpus, out)
+    _, err = second.communicate(timeout=900)
+    assert second.returncode == 3, err  # ... and its lock does not stand in the way
+    assert sorted(read_features(str(out))[0]) == sorted(uninterrupted)
+    assert leftovers(out) == []
