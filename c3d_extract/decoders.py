@@ -56,6 +56,12 @@ class VideoDecoder:
         self.close()
 
 
+#: decord 0.6.0 holds native memory in proportion to the compressed bytes it has read
+#: (about half of them, until the reader closes; dmlc/decord #1). Larger files are
+#: decoded with PyAV, whose memory stays flat, so memory never grows with video length.
+DECORD_MAX_BYTES = 64 << 20
+
+
 class DecordDecoder(VideoDecoder):
     name = "decord"
 
@@ -66,6 +72,9 @@ class DecordDecoder(VideoDecoder):
         if display_rotation(path):
             raise DecoderUnsuitableError("decord applies the display rotation of this video "
                                          "inconsistently")
+        if os.path.getsize(path) > DECORD_MAX_BYTES:
+            raise DecoderUnsuitableError("decord's memory grows with the bytes it reads; "
+                                         "long files go to PyAV")
         try:
             self._reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
         except (RuntimeError, decord.DECORDError) as error:

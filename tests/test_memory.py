@@ -5,9 +5,11 @@ out (a short sleep per batch stands for it, so that the workers run ahead and me
 their back-pressure). The workers' peak memory is their ``VmHWM``.
 """
 
+import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from c3d_extract.batching import ClipBatcher
@@ -92,3 +94,26 @@ def test_peak_memory_does_not_grow_with_the_number_of_videos(videos):
         decode_all(pool, [videos["short"]] * 8)
         after_nine = peak_rss_mib(pool.worker_pids[0])
     assert after_nine <= 1.10 * after_one, (after_one, after_nine)
+
+
+def test_long_files_are_decoded_with_pyav_instead_of_decord(videos, monkeypatch):
+    """What keeps decord's growth bounded: past DECORD_MAX_BYTES the worker's decode
+    falls back to PyAV, which gives the same frames."""
+    from c3d_extract import decoders
+    from c3d_extract.workers import decode_video
+
+    if "decord" not in available_decoders():
+        pytest.skip("decord is not installed")
+    path = str(videos["short"])
+    direct = []
+    decode_video("pyav", path, SPORTS1M, direct.append)
+    monkeypatch.setattr(decoders, "DECORD_MAX_BYTES", os.path.getsize(path) - 1)
+    with pytest.raises(decoders.DecoderUnsuitableError, match="PyAV"):
+        decoders.DecordDecoder(path)
+    routed = []
+    decode_video("decord", path, SPORTS1M, routed.append)
+    frames = [m[1] for m in routed if m[0] == "frames"]
+    expected = [m[1] for m in direct if m[0] == "frames"]
+    assert routed[-1][:2] == ("end", 48)
+    assert len(frames) == len(expected)
+    assert all(np.array_equal(a, b) for a, b in zip(frames, expected))

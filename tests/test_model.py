@@ -91,3 +91,29 @@ def test_network_without_classifier_refuses_prob():
 def test_seeded_networks_are_reproducible():
     a, b = build_c3d(seed=5), build_c3d(seed=5)
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
+def test_forward_equals_a_plain_functional_c3d():
+    """The module against C3D written out here with F.conv3d and F.max_pool3d
+    (ceil_mode only for pool5), using the module's own weights."""
+    model = build_c3d(seed=3)
+    weights = {k: v for k, v in model.state_dict().items()}
+    clips = torch.randn(1, 3, 16, 112, 112) * 60
+    x = clips
+    pools = {"conv1a": (1, 2, 2), "conv2a": 2, "conv3b": 2, "conv4b": 2, "conv5b": 2}
+    with torch.inference_mode():
+        for name in ("conv1a", "conv2a", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a",
+                     "conv5b"):
+            x = torch.relu(F.conv3d(x, weights[f"{name}.weight"], weights[f"{name}.bias"],
+                                    padding=1))
+            if name in pools:
+                x = F.max_pool3d(x, pools[name], pools[name], ceil_mode=name == "conv5b")
+        pool5 = x.reshape(1, -1)
+        fc6 = torch.relu(F.linear(pool5, weights["fc6.weight"], weights["fc6.bias"]))
+        fc7 = torch.relu(F.linear(fc6, weights["fc7.weight"], weights["fc7.bias"]))
+        prob = torch.softmax(F.linear(fc7, weights["fc8.weight"], weights["fc8.bias"]), 1)
+        out = model.extract(clips, ["pool5", "fc6", "fc7", "prob"])
+    assert torch.allclose(out["pool5"], pool5, atol=1e-4)
+    assert torch.allclose(out["fc6"], fc6, atol=1e-4)
+    assert torch.allclose(out["fc7"], fc7, atol=1e-4)
+    assert torch.allclose(out["prob"], prob, atol=1e-6)
