@@ -79,7 +79,7 @@ class ChildrenPeak:
         me = str(os.getpid())
         while not self._stop.wait(self.interval):
             for pid in _children(me):
-                kib = _status_kib(pid, "VmHWM")
+                kib = proc_kib(f"/proc/{pid}/status", "VmHWM")
                 if kib:
                     # The latest reading, not the largest: one taken between fork and
                     # exec would show the parent's memory.
@@ -100,9 +100,11 @@ def _children(pid: str) -> List[str]:
     return found
 
 
-def _status_kib(pid: str, key: str) -> int:
+def proc_kib(file: str, key: str) -> int:
+    """A ``key: N kB`` field of a /proc file (``/proc/PID/status``, ``/proc/meminfo``);
+    0 where there is none."""
     try:
-        with open(f"/proc/{pid}/status") as handle:
+        with open(file) as handle:
             for line in handle:
                 if line.startswith(key + ":"):
                     return int(line.split()[1])

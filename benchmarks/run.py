@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from benchmarks.corpus import CORPORA, ensure_corpus
-from benchmarks.measure import isolated
+from benchmarks.measure import isolated, proc_kib
 
 #: Targets on a CPU with bf16 matrix units (issue 6).
 TARGETS = {
@@ -238,7 +238,7 @@ def hardware(device) -> Dict[str, Any]:
         else os.cpu_count(),
         "cpu_bf16": "+".join(bf16) if bf16 else "no bf16 units",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "memory_gib": round(_meminfo_kib("MemTotal") / 2**20, 1),
+        "memory_gib": round(proc_kib("/proc/meminfo", "MemTotal") / 2**20, 1),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "gpu": None, "gpu_memory_gib": None,
     }
@@ -279,17 +279,6 @@ def _cpuinfo(key: str) -> str:
     except OSError:
         pass
     return ""
-
-
-def _meminfo_kib(key: str) -> int:
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 class _Log:
