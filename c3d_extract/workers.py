@@ -11,12 +11,15 @@ This module must not import torch: spawned workers import it.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue
 import signal
+import sys
 import threading
 import time
+import types
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, List, Optional, Tuple
@@ -223,6 +226,21 @@ def worker_main(connection: Connection, decoder: str, preprocessing: Preprocessi
 
 # ---------------------------------------------------------------- the parent's side
 
+@contextlib.contextmanager
+def _caller_main_hidden():
+    """A spawned worker re-imports the parent's ``__main__`` unless told otherwise: a
+    script without an ``if __name__ == "__main__"`` guard would start another extraction
+    in every worker, and ``python -`` cannot be re-imported at all. Workers need only this
+    package, so they are started while ``__main__`` is an empty module."""
+    caller_main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if caller_main is not None:
+            sys.modules["__main__"] = caller_main
+
+
 class _Worker:
     def __init__(self, context, decoder: str, preprocessing: Preprocessing,
                  native_logs: bool) -> None:
@@ -230,7 +248,8 @@ class _Worker:
         self.process = context.Process(target=worker_main,
                                        args=(child, decoder, preprocessing, native_logs),
                                        daemon=True, name="c3d-decode")
-        self.process.start()
+        with _caller_main_hidden():
+            self.process.start()
         child.close()
         self.slot: Optional[int] = None
         self.ready = False  # imports done: from then on the watchdog's timeout applies

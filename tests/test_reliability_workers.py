@@ -118,3 +118,26 @@ def test_cli_run_with_a_hanging_input_finishes(tmp_path, videos):
     assert status == {"good.mp4": "ok", "later.mp4": "ok", "pipe.mp4": "error"}
     assert errors["pipe.mp4"] == "the decoder made no progress for 3 s and was stopped"
     assert "failed: pipe.mp4: the decoder made no progress" in result.stderr
+
+
+def test_a_script_without_a_main_guard_runs_once_and_gets_features(tmp_path):
+    """Spawned decode workers must not re-run the caller's script (nor fail to, as with
+    ``python -``): each would start another extraction, or die and fail every video."""
+    from tests.videos import write_video
+
+    video = write_video(tmp_path / "v.mp4", 16)
+    script = (
+        "import c3d_extract\n"
+        "print('script started', flush=True)\n"
+        "weights = c3d_extract.resolve_weights('random')\n"
+        f"records = list(c3d_extract.iter_records([('v', {str(video)!r})], weights,\n"
+        "                                         c3d_extract.ExtractOptions()))\n"
+        "print('status', records[0].status, records[0].error, flush=True)\n")
+    (tmp_path / "no_guard.py").write_text(script)
+    for how in ([str(tmp_path / "no_guard.py")], ["-"]):
+        result = subprocess.run([sys.executable, "-W", "ignore", *how], capture_output=True,
+                                text=True, timeout=300, cwd=tmp_path,
+                                input=script if how == ["-"] else None)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("script started") == 1, result.stdout
+        assert "status ok" in result.stdout, result.stdout + result.stderr
