@@ -30,8 +30,8 @@ from c3d_extract.journal import Journal
 from c3d_extract.locking import OutputLock
 from c3d_extract.records import RunParameters
 from c3d_extract.sharding import Shard, parse_shard_path, shard_files, shard_of, shard_path
-from c3d_extract.store import (fsync_path, open_for_reading, recorded_shard, remove_quietly,
-                               remove_stale_temporaries, reserve_space, temporary_path)
+from c3d_extract.store import (open_for_reading, recorded_shard, remove_stale_temporaries,
+                               replaced_atomically)
 
 #: The groups whose datasets have one row per video (``videos``, ``features``) or per
 #: clip (``clips``); every dataset in them is copied.
@@ -357,14 +357,10 @@ def _check_replaceable(output: str) -> None:
 def _write(output: str, plan: MergePlan) -> Counter:
     import h5py
 
-    temporary = temporary_path(output)
     status_counts: Counter = Counter()
     ordered = list(plan.shards.values())
-    try:
-        # As in the store's commit: make sure of the room first, where failing is clean,
-        # because h5py cannot recover from a write that fails for want of space.
-        needed = sum(os.path.getsize(f.path) for f in ordered)
-        reserve_space(temporary + ".space", int(needed * 1.25) + (1 << 20))
+    needed = sum(os.path.getsize(f.path) for f in ordered)
+    with replaced_atomically(output, int(needed * 1.25) + (1 << 20)) as temporary:
         with h5py.File(temporary, "w") as merged:
             _create_like(merged, ordered)
             filled: Dict[str, int] = {}
@@ -379,15 +375,6 @@ def _write(output: str, plan: MergePlan) -> Counter:
             merged.attrs["merged_shard_count"] = plan.count
             merged.attrs["missing_shards"] = np.array(plan.missing, np.int64)
             merged.attrs["incomplete_shards"] = np.array(plan.incomplete, np.int64)
-        fsync_path(temporary)
-        os.replace(temporary, output)
-        fsync_path(os.path.dirname(output), directory=True)
-    except (OSError, RuntimeError) as error:  # h5py reports failed writes as either
-        remove_quietly(temporary)
-        raise StoreError(f"cannot write {output}: {error}") from None
-    except BaseException:
-        remove_quietly(temporary)
-        raise
     return status_counts
 
 

@@ -420,15 +420,14 @@ class FeatureStore:
     def sync(self) -> None:
         self.journal.sync()
 
-    def _commit_size_bound(self, temporary: str) -> int:
-        """More bytes than the committed file can take: the copied output, the journal's
-        data twice, a whole chunk per growing dataset and 1 MB for HDF5's own records."""
-        base = os.path.getsize(temporary) if os.path.exists(temporary) else 0
+    def _commit_growth_bound(self) -> int:
+        """More bytes than a commit adds to the copied output: the journal's data twice, a
+        whole chunk per growing dataset and 1 MB for HDF5's own records."""
         journal = os.path.getsize(self.journal.path) if self.journal.exists() else 0
         row_bytes = sum(4 * dim for dim in self.dims.values())
         chunks = 64 * row_bytes * (2 if self.params.per_clip else 1)
         chunks += 2 * 1024 * 8 * (len(_VIDEO_COLUMNS) + 3) + 2 * 4096 * 8
-        return base + 2 * journal + chunks + (1 << 20)
+        return 2 * journal + chunks + (1 << 20)
 
     def commit(self, *, complete: bool, n_inputs: int) -> None:
         """Fold the journal into the output file atomically."""
@@ -438,15 +437,11 @@ class FeatureStore:
             attrs = read_attributes(self.path)
             if attrs.get("complete") == complete and attrs.get("n_inputs") == n_inputs:
                 return  # nothing new: leave the file as it is
-        temporary = temporary_path(self.path)
         h5py = _h5py()
-        try:
-            if self._base_exists and not self.overwrite:
-                shutil.copyfile(self.path, temporary)
-            # HDF5 cannot recover from a write that fails for want of space (h5py then
-            # crashes the process); make sure of the room first, where failing is clean.
-            reserve_space(temporary + ".space", self._commit_size_bound(temporary))
-            with h5py.File(temporary, "r+" if os.path.exists(temporary) else "w") as handle:
+        base = self.path if self._base_exists and not self.overwrite else None
+        with replaced_atomically(self.path, self._commit_growth_bound(), copy_from=base) \
+                as temporary:
+            with h5py.File(temporary, "r+" if base else "w") as handle:
                 if "videos" not in handle:
                     _create_layout(handle, self.params, self.dims)
                 row_of = {video_id: row for row, video_id
@@ -465,15 +460,6 @@ class FeatureStore:
                 if self.shard is not None:
                     handle.attrs["shard_index"] = self.shard.index
                     handle.attrs["shard_count"] = self.shard.count
-            fsync_path(temporary)
-            os.replace(temporary, self.path)
-            fsync_path(os.path.dirname(self.path), directory=True)
-        except (OSError, RuntimeError) as error:  # h5py reports failed writes as either
-            remove_quietly(temporary)
-            raise StoreError(f"cannot write {self.path}: {_one_line(error)}") from None
-        except BaseException:
-            remove_quietly(temporary)
-            raise
         self._base_exists = True
         self.overwrite = False
         self.journal.remove()
@@ -490,6 +476,35 @@ def reserve_space(path: str, nbytes: int) -> None:
     finally:
         os.close(fd)
         remove_quietly(path)
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: str, growth_bound: int,
+                        copy_from: Optional[str] = None) -> Iterator[str]:
+    """Yield a temporary file beside ``path`` (a copy of ``copy_from``, if given) to write;
+    when the block succeeds, fsync it and rename it over ``path``.
+
+    On any failure ``path`` is left as it was and the temporary file is removed; write
+    errors become one-line ``StoreError``. HDF5 cannot recover from a write that fails
+    for want of space (h5py then crashes the process), so the room for the copy plus
+    ``growth_bound`` bytes is reserved first, where failing is clean.
+    """
+    temporary = temporary_path(path)
+    try:
+        if copy_from is not None:
+            shutil.copyfile(copy_from, temporary)
+        copied = os.path.getsize(temporary) if copy_from is not None else 0
+        reserve_space(temporary + ".space", copied + growth_bound)
+        yield temporary
+        fsync_path(temporary)
+        os.replace(temporary, path)
+        fsync_path(os.path.dirname(os.path.abspath(path)), directory=True)
+    except (OSError, RuntimeError) as error:  # h5py reports failed writes as either
+        remove_quietly(temporary)
+        raise StoreError(f"cannot write {path}: {_one_line(error)}") from None
+    except BaseException:
+        remove_quietly(temporary)
+        raise
 
 
 def _one_line(error: BaseException) -> str:
