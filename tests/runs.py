@@ -17,6 +17,15 @@ from typing import List, Optional
 import pytest
 
 
+def file_size(path) -> int:
+    """Bytes in ``path``, 0 if it is not there: a run removes its journal when it commits,
+    so checking for the file and then reading its size would race with it."""
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
 def new_tag() -> str:
     return uuid.uuid4().hex
 

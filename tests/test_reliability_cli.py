@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from c3d_extract.store import read_features, read_video_table
-from tests.runs import (assert_no_processes_left, leftovers, new_tag, processes_tagged, start,
-                        wait_for)
+from tests.runs import (assert_no_processes_left, file_size, leftovers, new_tag, processes_tagged,
+                        start, wait_for)
 from tests.videos import write_video
 
 pytestmark = pytest.mark.slow
@@ -191,7 +191,7 @@ def test_nothing_is_left_behind_after_failure_and_interruption(existing, tmp_pat
         tag = new_tag()
         process = start(videos, out, "--batch-size", "1", tag=tag)
         journal = str(out) + ".journal"
-        wait_for(lambda: os.path.exists(journal) and os.path.getsize(journal) > 20_000, process,
+        wait_for(lambda: file_size(journal) > 20_000, process,
                  "the first video was journaled")
         wait_for(lambda: len(processes_tagged(tag)) > 1, process, "decode workers started")
         process.send_signal(signum)

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from c3d_extract.store import read_features, read_video_table
-from tests.runs import assert_no_processes_left, leftovers, new_tag, start, wait_for
+from tests.runs import (assert_no_processes_left, file_size, leftovers, new_tag, start,
+                        wait_for)
 from tests.videos import write_video
 
 pytestmark = pytest.mark.slow
@@ -78,10 +79,9 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(corpus, tmp_path
             delay = rng.uniform(0.5, 10.0)
             killed = _kill_when(process, lambda t=time.monotonic() + delay: time.monotonic() > t)
         elif how == "journal":
-            size = os.path.getsize(journal) if os.path.exists(journal) else 0
+            size = file_size(journal)
             grown = size + rng.randint(1, 20_000)
-            killed = _kill_when(process, lambda: os.path.exists(journal)
-                                and os.path.getsize(journal) >= grown)
+            killed = _kill_when(process, lambda: file_size(journal) >= grown)
         else:
             killed = _kill_when(process, lambda: any(".tmp-" in e for e in leftovers(out)))
         if killed:

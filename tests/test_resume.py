@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from c3d_extract.store import read_features, read_video_table
+from tests.runs import file_size
 from tests.videos import write_video
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,7 @@ def wait_for_journal(out, min_bytes, process, limit=240):
     journal = str(out) + ".journal"
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        if os.path.exists(journal) and os.path.getsize(journal) >= min_bytes:
+        if file_size(journal) >= min_bytes:
             return
         if process.poll() is not None:
             pytest.fail(f"the run ended before it could be interrupted: {process.stderr.read()}")
