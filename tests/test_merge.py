@@ -19,17 +19,13 @@ from c3d_extract.records import RunParameters, VideoRecord
 from c3d_extract.sharding import Shard
 from c3d_extract.store import (FeatureStore, read_attributes, read_clip_features, read_features,
                                read_video_table)
+from tests.store_support import run_parameters
 
 DIMS = {"fc6": 5, "prob": 3}
 COUNT = 3
 
 
-def params(**changes):
-    base = dict(layers=("fc6", "prob"), clip_len=16, stride=8, short_policy="pad",
-                weights="w.safetensors", weights_sha256="abc", preprocessing="{}",
-                precision="fp32", per_clip=True)
-    base.update(changes)
-    return RunParameters(**base)
+params = run_parameters
 
 
 def owner(video_id, count=COUNT):

@@ -11,19 +11,15 @@ import numpy as np
 import pytest
 
 from c3d_extract.errors import OutputLockedError, ParameterMismatchError, StoreError
-from c3d_extract.records import RunParameters, VideoRecord
+from c3d_extract.records import VideoRecord
 from c3d_extract.store import (FeatureStore, read_attributes, read_clip_features, read_features,
                                read_video_table)
+from tests.store_support import run_parameters
 
 DIMS = {"fc6": 6, "prob": 3}
 
 
-def params(**changes):
-    base = dict(layers=("fc6", "prob"), clip_len=16, stride=8, short_policy="pad",
-                weights="w.safetensors", weights_sha256="abc", preprocessing="{}",
-                precision="fp32", per_clip=True)
-    base.update(changes)
-    return RunParameters(**base)
+params = run_parameters
 
 
 def record(video_id, status="ok", seed=0, n_clips=2):
