@@ -12,8 +12,8 @@ package, never load torch.
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "C3D": "c3d_extract.model",
-    "build_c3d": "c3d_extract.model",
+    "C3D": "c3d_extract.models.c3d",
+    "build_c3d": "c3d_extract.models.c3d",
     "C3DError": "c3d_extract.errors",
     "Preprocessing": "c3d_extract.preprocess",
     "ExtractOptions": "c3d_extract.extractor",

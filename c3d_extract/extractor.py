@@ -18,7 +18,7 @@ from c3d_extract.batching import ClipBatcher
 from c3d_extract.clips import SHORT_POLICIES
 from c3d_extract.decoders import check_decoder
 from c3d_extract.errors import UsageError
-from c3d_extract.model import FEATURE_LAYERS, C3D
+from c3d_extract.models.c3d import FEATURE_LAYERS, C3D
 from c3d_extract.pooling import ClipAccumulator
 from c3d_extract.preprocess import Preprocessing, load_mean, preprocessing_with_mean
 from c3d_extract.records import RunParameters, VideoRecord

@@ -19,7 +19,7 @@ import torch
 from c3d_extract.batching import Batch
 from c3d_extract.errors import UsageError
 from c3d_extract.launch import auto_device, local_rank
-from c3d_extract.model import C3D
+from c3d_extract.models.c3d import C3D
 from c3d_extract.preprocess import Preprocessing
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

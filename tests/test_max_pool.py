@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from c3d_extract.model import POOL_AFTER, max_pool_pairs
+from c3d_extract.models.c3d import POOL_AFTER, max_pool_pairs
 
 
 def test_pool5_windows_are_caffes():

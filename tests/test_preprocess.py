@@ -62,7 +62,7 @@ def test_channel_order_is_bgr():
 
 
 def _runner(preprocessing, clip_len=16):
-    from c3d_extract.model import build_c3d
+    from c3d_extract.models.c3d import build_c3d
     from c3d_extract.runner import ClipRunner
 
     return ClipRunner(build_c3d(seed=0), preprocessing, clip_len, ["fc6"],

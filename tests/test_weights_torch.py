@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from c3d_extract.errors import WeightsError
-from c3d_extract.model import build_c3d
+from c3d_extract.models.c3d import build_c3d
 from c3d_extract.weights.formats import MMACTION2_NOTE, detect_format
 from c3d_extract.weights.loading import load_network, load_state_dict, resolve_weights
 from tests.weights_support import (

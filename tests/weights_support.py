@@ -13,7 +13,7 @@ from typing import Dict, Iterable, Sequence, Tuple
 import numpy as np
 import torch
 
-from c3d_extract.model import C3D, build_c3d
+from c3d_extract.models.c3d import C3D, build_c3d
 
 SOURCE_SEED = 1234
 NUM_CLASSES = 11  # a small fc8 keeps the files small; the readers take any count

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Optional, Sequence, Tuple
 
 from c3d_extract.errors import UsageError, WeightsError
-from c3d_extract.model import C3D
+from c3d_extract.models.c3d import C3D
 from c3d_extract.weights.loading import LoadedWeights, load_state_dict
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from c3d_extract.errors import WeightsError
-from c3d_extract.model import CONV_LAYERS
+from c3d_extract.models.c3d import CONV_LAYERS
 from c3d_extract.weights import caffe_proto, layouts
 
 StateDict = Dict[str, torch.Tensor]

@@ -11,7 +11,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from c3d_extract.model import CONV_LAYERS, POOL5_SIZE
+from c3d_extract.models.c3d import CONV_LAYERS, POOL5_SIZE
 
 #: pool5's output, whose flattening fc6 reads: (channels, frames, height, width).
 POOL5_CTHW: Tuple[int, int, int, int] = (512, 1, 4, 4)

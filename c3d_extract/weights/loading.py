@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 import torch
 
 from c3d_extract.errors import WeightsError, WeightsNotFoundError
-from c3d_extract.model import C3D, SPORTS1M_CLASSES, build_c3d, state_dict_shapes
+from c3d_extract.models.c3d import C3D, SPORTS1M_CLASSES, build_c3d, state_dict_shapes
 from c3d_extract.preprocess import SPORTS1M, Preprocessing
 
 if TYPE_CHECKING:

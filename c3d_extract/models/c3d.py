@@ -172,3 +172,15 @@ def state_dict_shapes(num_classes: int = SPORTS1M_CLASSES) -> Dict[str, Tuple[in
         shapes[f"{name}.weight"] = (n_out, n_in)
         shapes[f"{name}.bias"] = (n_out,)
     return shapes
+
+
+def _register() -> None:
+    from c3d_extract.models.registry import Architecture, register
+    from c3d_extract.preprocess import Preprocessing
+
+    register(Architecture(
+        name="c3d", build=build_c3d, preset=Preprocessing(), clip_len=16, crop_size=112,
+        layers=FEATURE_LAYERS, default_layer="fc6", fixed_input=True))
+
+
+_register()
