@@ -1,8 +1,9 @@
 """Crash torture and concurrent runs, on real ``c3d-extract`` processes.
 
-A run is killed with SIGKILL at seeded random moments: at random delays, just
-after the journal grows (often in the middle of a record), and while the
-commit's temporary file exists. Rerunning until done must give every video
+A run is killed with SIGKILL at seeded random moments: at a random fraction of
+the time an uninterrupted run took on this machine (so anywhere from start-up to
+the last commit, however fast the machine), just after the journal grows (often
+in the middle of a record), and while the commit's temporary file exists. Rerunning until done must give every video
 exactly once, with the features of an uninterrupted run.
 """
 
@@ -34,13 +35,21 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(corpus, tmp_path_factory):
+def reference_run(corpus, tmp_path_factory):
+    """Features of an uninterrupted run, and how many seconds it took here."""
     out = tmp_path_factory.mktemp("reference") / "ref.h5"
+    began = time.monotonic()
     process = start(corpus, out, "--batch-size", "1")
     _, err = process.communicate(timeout=900)
+    seconds = time.monotonic() - began
     assert process.returncode == 3, err
     ids, matrix = read_features(str(out))
-    return dict(zip(ids, matrix))
+    return dict(zip(ids, matrix)), seconds
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(reference_run):
+    return reference_run[0]
 
 
 def _kill_when(process, condition, limit=300):
@@ -64,19 +73,24 @@ def _assert_equal_to_reference(out, uninterrupted):
         assert np.abs(row - uninterrupted[video_id]).max() < 1e-6, video_id
 
 
-def test_sigkill_at_random_moments_loses_and_duplicates_nothing(corpus, tmp_path, uninterrupted):
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(corpus, tmp_path, reference_run):
+    uninterrupted, run_seconds = reference_run
     out = tmp_path / "f.h5"
     journal = str(out) + ".journal"
     rng = random.Random(20150101)
     tag = new_tag()
     kills = {"delay": 0, "journal": 0, "commit": 0}
     rounds = 0
-    while sum(kills.values()) < KILL_ROUNDS and rounds < 3 * KILL_ROUNDS:
+    while ((sum(kills.values()) < KILL_ROUNDS or not kills["delay"])
+           and rounds < 3 * KILL_ROUNDS):
         rounds += 1
-        how = ("delay", "journal", "commit")[rounds % 3]
+        # A delay kill comes first in each cycle, when the most work is left to interrupt.
+        how = ("delay", "journal", "commit")[(rounds - 1) % 3]
         process = start(corpus, out, "--batch-size", "1", tag=tag)
         if how == "delay":
-            delay = rng.uniform(0.5, 10.0)
+            # A fraction of what a whole run took here: a moment inside this run's life
+            # on any machine (start-up, decoding, the network, a commit), never after it.
+            delay = rng.uniform(0.02, 0.9) * run_seconds
             killed = _kill_when(process, lambda t=time.monotonic() + delay: time.monotonic() > t)
         elif how == "journal":
             size = file_size(journal)

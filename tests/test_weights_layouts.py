@@ -98,14 +98,26 @@ def test_fc6_columns_from_thwc_index_by_index():
 
 
 def test_fc6_columns_from_thwc_computes_the_same_linear_layer():
-    """A Keras fc6 applied to a channels-last flatten equals ours on a channels-first one."""
+    """A Keras fc6 applied to a channels-last flatten equals ours on a channels-first one.
+
+    Both products sum the same 8192 terms in different orders, so they differ only by
+    rounding: in float64 each is within K * u * sum|a * b| of the exact sum (K terms,
+    unit roundoff u = 2**-53), a bound far below what a wrong column order gives.
+    """
     rng = np.random.default_rng(3)
-    pool5 = torch.from_numpy(rng.standard_normal((2, 512, 1, 4, 4)).astype(np.float32))
+    pool5 = torch.from_numpy(rng.standard_normal((2, 512, 1, 4, 4)))
     keras_weight = torch.from_numpy(rng.standard_normal((8192, 5)).astype(np.float32))
-    keras_out = pool5.permute(0, 2, 3, 4, 1).reshape(2, -1) @ keras_weight
-    ours = layouts.fc6_columns_from_thwc(layouts.keras_dense_kernel(keras_weight.numpy()))
-    torch.testing.assert_close(pool5.flatten(1) @ torch.from_numpy(ours).T, keras_out,
-                               rtol=1e-4, atol=1e-4)
+    channels_last = pool5.permute(0, 2, 3, 4, 1).reshape(2, -1)
+    keras_out = channels_last @ keras_weight.double()
+    ours = torch.from_numpy(
+        layouts.fc6_columns_from_thwc(layouts.keras_dense_kernel(keras_weight.numpy())))
+    assert ours.dtype == torch.float32  # the conversion itself is exact: a permutation
+    our_out = pool5.flatten(1) @ ours.double().T
+    k = keras_weight.shape[0]
+    bound = 2 * k * 2.0 ** -53 * (channels_last.abs() @ keras_weight.double().abs())
+    assert ((our_out - keras_out).abs() <= bound).all()
+    wrong = pool5.flatten(1) @ keras_weight.double()  # columns left in Keras order
+    assert not ((wrong - keras_out).abs() <= bound).all()
     with pytest.raises(ValueError):
         layouts.fc6_columns_from_thwc(np.zeros((4, 100), np.float32))
 
