@@ -114,9 +114,13 @@ def _from_torchvision(path: str, state_dict: Dict[str, torch.Tensor]) -> LoadedM
 
 
 def _looks_like_torch_file(path: str) -> bool:
-    """A zip archive (torch.save since PyTorch 1.6) or a pickle (older torch.save)."""
+    """A zip archive (torch.save since PyTorch 1.6), or a ``.pth``/``.pt`` pickle (older
+    torch.save, as torchvision's 2019 files): other pickles, e.g. ``c3d.pickle``, are C3D
+    files that would otherwise be read twice."""
     if zipfile.is_zipfile(path):
         return True
+    if not path.lower().endswith((".pth", ".pt")):
+        return False
     with open(path, "rb") as handle:
         return handle.read(1) == b"\x80"
 
