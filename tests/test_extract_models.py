@@ -73,6 +73,9 @@ def test_r2plus1d_features_are_one_512_row_per_video_equal_to_a_direct_computati
     assert np.abs(per_clip - direct).max() <= bound
     mean = direct.mean(0)
     assert np.abs(features[0] - mean / np.linalg.norm(mean)).max() <= 1e-5
+    again = extract(str(video.parent), str(out), weights=str(path),
+                    options=ExtractOptions(decoder="pyav", per_clip=True))
+    assert again.n_skipped_existing == 1 and again.n_processed == 0  # resumed, not redone
 
 
 def run_cli(module, *args):
