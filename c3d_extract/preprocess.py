@@ -101,20 +101,28 @@ class Preprocessing:
 SPORTS1M = Preprocessing()
 
 
-def prepare_frame(frame_rgb: np.ndarray, preprocessing: Preprocessing = SPORTS1M) -> np.ndarray:
-    """Decoded RGB uint8 frame (H x W x 3) -> cropped uint8 frame (crop x crop x 3) in the
-    preset's channel order. Mean subtraction happens later, on whole clips."""
+def resize_frame(frame_rgb: np.ndarray, preprocessing: Preprocessing = SPORTS1M) -> np.ndarray:
+    """Decoded RGB uint8 frame (H x W x 3) -> the preset's resize (bilinear, OpenCV
+    ``INTER_LINEAR``), uint8, in the preset's channel order. Extraction crops its centre
+    (``prepare_frame``); training crops elsewhere."""
     import cv2  # imported here: decode workers need it, the model does not
 
     height, width = preprocessing.resize
     if frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3:
         raise ValueError(f"expected an H x W x 3 frame, got shape {frame_rgb.shape}")
     resized = cv2.resize(frame_rgb, (width, height), interpolation=cv2.INTER_LINEAR)
-    top, left = preprocessing.offsets
-    cropped = resized[top:top + preprocessing.crop, left:left + preprocessing.crop]
     if preprocessing.channel_order == "BGR":
-        cropped = cropped[:, :, ::-1]
-    return np.ascontiguousarray(cropped)
+        resized = np.ascontiguousarray(resized[:, :, ::-1])
+    return resized
+
+
+def prepare_frame(frame_rgb: np.ndarray, preprocessing: Preprocessing = SPORTS1M) -> np.ndarray:
+    """Decoded RGB uint8 frame (H x W x 3) -> cropped uint8 frame (crop x crop x 3) in the
+    preset's channel order. Mean subtraction happens later, on whole clips."""
+    resized = resize_frame(frame_rgb, preprocessing)
+    top, left = preprocessing.offsets
+    return np.ascontiguousarray(resized[top:top + preprocessing.crop,
+                                        left:left + preprocessing.crop])
 
 
 def load_mean(path: str) -> np.ndarray:

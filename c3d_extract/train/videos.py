@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -88,25 +88,29 @@ def frame_count_hint(path: str) -> Optional[int]:
     return count if count > 0 else None
 
 
-def read_frames(path: str, start: int = 0, stop: Optional[int] = None,
-                decoder: str = "pyav") -> Tuple[List[np.ndarray], Optional[int]]:
-    """RGB uint8 frames ``start .. stop - 1`` (all from ``start`` when ``stop`` is None), and
-    the video's true frame count when the read reached its end (else None).
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+def read_frames(path: str, start: int = 0, stop: Optional[int] = None, decoder: str = "pyav",
+                transform: Optional[Transform] = None) -> Tuple[List[np.ndarray], Optional[int]]:
+    """RGB uint8 frames ``start .. stop - 1`` (all from ``start`` when ``stop`` is None), each
+    passed through ``transform`` as it is read (so only transformed frames are held), and the
+    video's true frame count when the read reached its end (else None).
 
     Fewer frames than asked come back when the video is shorter. A backend that fails before
     its first frame hands over to its fallback (``decoders.FALLBACK``), as extraction does.
     Raises ``VideoReadError`` naming the video when it cannot be read.
     """
     if os.path.isdir(path):
-        return _read_frame_folder(path, start, stop)
+        return _read_frame_folder(path, start, stop, transform)
     try:
-        return _decode_range(decoder, path, start, stop)
+        return _decode_range(decoder, path, start, stop, transform)
     except _DecodeFailed as failure:
         fallback = FALLBACK.get(decoder)
         if failure.frames_read or fallback is None or fallback not in available_decoders():
             raise VideoReadError(f"{path}: {failure}") from None
     try:
-        return _decode_range(fallback, path, start, stop)
+        return _decode_range(fallback, path, start, stop, transform)
     except _DecodeFailed as failure:
         raise VideoReadError(f"{path}: {failure}") from None
 
@@ -119,8 +123,8 @@ class _DecodeFailed(Exception):
         self.frames_read = frames_read
 
 
-def _decode_range(decoder: str, path: str, start: int,
-                  stop: Optional[int]) -> Tuple[List[np.ndarray], Optional[int]]:
+def _decode_range(decoder: str, path: str, start: int, stop: Optional[int],
+                  transform: Optional[Transform]) -> Tuple[List[np.ndarray], Optional[int]]:
     frames: List[np.ndarray] = []
     index = 0
     try:
@@ -129,7 +133,7 @@ def _decode_range(decoder: str, path: str, start: int,
                 if stop is not None and index >= stop:
                     return frames, None
                 if index >= start:
-                    frames.append(frame)
+                    frames.append(transform(frame) if transform else frame)
                 index += 1
     except VideoReadError as error:
         raise _DecodeFailed(str(error), index) from None
@@ -140,8 +144,8 @@ def _decode_range(decoder: str, path: str, start: int,
     return frames, index
 
 
-def _read_frame_folder(folder: str, start: int,
-                       stop: Optional[int]) -> Tuple[List[np.ndarray], Optional[int]]:
+def _read_frame_folder(folder: str, start: int, stop: Optional[int],
+                       transform: Optional[Transform]) -> Tuple[List[np.ndarray], Optional[int]]:
     import cv2
 
     files = frame_files(folder)
@@ -153,5 +157,6 @@ def _read_frame_folder(folder: str, start: int,
         image = cv2.imread(name, cv2.IMREAD_COLOR)
         if image is None:
             raise VideoReadError(f"{folder}: cannot read the frame {os.path.basename(name)}")
-        frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        frame = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        frames.append(transform(frame) if transform else frame)
     return frames, len(files) if stop is None or stop >= len(files) else None
