@@ -58,12 +58,25 @@ def test_preset_for_crop_scales_the_resize():
     assert preset_for_crop(SPORTS1M, 80).resize == (91, 122)  # 91.4, 122.1
 
 
+def test_resize_frame_is_opencvs_bilinear_in_the_preset_channel_order():
+    from c3d_extract.preprocess import prepare_frame, resize_frame
+
+    frame = np.random.default_rng(4).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    expected = cv2.resize(frame, (171, 128), interpolation=cv2.INTER_LINEAR)
+    bgr = resize_frame(frame, SPORTS1M)
+    assert bgr.flags.c_contiguous and bgr.dtype == np.uint8
+    assert np.array_equal(bgr, expected[..., ::-1])
+    assert np.array_equal(resize_frame(frame, RGB_PRESET), expected)
+    assert np.array_equal(prepare_frame(frame, SPORTS1M), expected[8:120, 29:141, ::-1])
+
+
 def test_sampling_arithmetic_hand_computed():
     # 20 frames, clips of 16: starts 0..4, each for a fifth of the unit interval.
     assert [train_clip_frames(20, 16, u)[0] for u in (0.0, 0.199, 0.2, 0.5, 0.8, 0.999)] == \
         [0, 0, 1, 2, 4, 4]
     assert train_clip_frames(12, 16, 0.7).tolist() == list(range(12)) + [11] * 4
     assert eval_clip_frames(20, 8).tolist() == list(range(6, 14))
+    assert eval_clip_frames(21, 8)[0] == 6  # starts 0..13: the lower of the two middle ones
     assert [eval_clip_frames(20, 8, j, 3)[0] for j in range(3)] == [0, 6, 12]
     assert [eval_clip_frames(21, 8, j, 4)[0] for j in range(4)] == [0, 4, 9, 13]  # 13 / 3
     assert random_crop_offsets(64, 86, 56, 0.0, 0.999) == (0, 30)

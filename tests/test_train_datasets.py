@@ -194,7 +194,7 @@ def test_hmdb51_train_test_unused(tmp_path):
     assert names(data.test, root) == [
         "brush_hair/Blonde_being_brushed_brush_hair_f_nm_np2_ri_med_0.avi",
         "cartwheel/Bodenturnen_cartwheel_f_cm_np1_le_med_0.avi"]
-    assert any("1 videos marked 0" in note for note in data.notes)
+    assert any("1 video marked 0" in note for note in data.notes)
     assert any("stray" in note for note in data.notes)
     # The unused video need not exist; a listed training video must.
     os.remove(root / "cartwheel/Cartwheel_cartwheel_f_cm_np1_ri_med_3.avi")

@@ -219,10 +219,9 @@ def check_overlap(train: Sequence[Sample], test: Sequence[Sample], root: str,
         return None
     parts = []
     if groups:
-        parts.append(f"{len(groups)} UCF101 group{'s' * (len(groups) != 1)} "
-                     f"({examples(groups, 5)})")
+        parts.append(f"{_count(len(groups), 'UCF101 group')} ({examples(groups, 5)})")
     if videos:
-        parts.append(f"{len(videos)} video{'s' * (len(videos) != 1)} ({examples(videos, 5)})")
+        parts.append(f"{_count(len(videos), 'video')} ({examples(videos, 5)})")
     what = " and ".join(parts)
     if allow_overlap:
         return f"overlap allowed: the training list shares {what} with the test list"
@@ -230,6 +229,10 @@ def check_overlap(train: Sequence[Sample], test: Sequence[Sample], root: str,
         f"the training list shares {what} with the test list: test accuracy would be "
         f"inflated; use split files that keep them apart (or allow the overlap explicitly)",
         groups, videos)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' * (number != 1)}"
 
 
 def _shown(path: str, root: str) -> str:
@@ -248,7 +251,7 @@ class _Loaded:
     notes: Tuple[str, ...]
 
 
-def _find_splits(root: str, splits_dir: Optional[str], kind: str,
+def _find_splits(root: str, splits_dir: Optional[str], kind: str, split: int,
                  has_files: Callable[[str], bool]) -> Tuple[str, str]:
     """``(folder, note)``: the given split folder (or its usual subfolder), else the usual
     folder next to ROOT, then inside ROOT."""
@@ -258,13 +261,13 @@ def _find_splits(root: str, splits_dir: Optional[str], kind: str,
             if has_files(candidate):
                 folder = os.path.abspath(candidate)
                 return folder, f"split files: {folder}"
-        raise DatasetError(f"the split folder {splits_dir} holds no {kind} split files "
-                           f"(nor does {os.path.join(splits_dir, usual)})")
+        raise DatasetError(f"the split folder {splits_dir} holds no {kind} split files for "
+                           f"split {split} (nor does {os.path.join(splits_dir, usual)})")
     candidates = (os.path.join(os.path.dirname(root), usual), os.path.join(root, usual))
     for candidate in candidates:
         if has_files(candidate):
             return candidate, f"split files found in {candidate}"
-    raise DatasetError(f"no {kind} split files given and none found in "
+    raise DatasetError(f"no {kind} split files for split {split} given and none found in "
                        f"{' or '.join(candidates)}; give the split folder")
 
 
@@ -274,12 +277,13 @@ def _missing_error(missing: List[str], list_file: str, root: str) -> DatasetErro
               os.path.isdir(os.path.join(root, name))]
     if nested:
         hint = f" (is the dataset folder {os.path.join(root, nested[0])}?)"
-    return DatasetError(f"{len(missing)} video{'s' * (len(missing) != 1)} listed in {list_file} "
-                        f"are not under {root}{hint}: {examples(missing, 5)}")
+    return DatasetError(f"{_count(len(missing), 'video')} listed in {list_file} "
+                        f"{'is' if len(missing) == 1 else 'are'} not under {root}{hint}: "
+                        f"{examples(missing, 5)}")
 
 
 def _load_ucf101(root: str, splits_dir: Optional[str], split: int, seed: int) -> _Loaded:
-    folder, note = _find_splits(root, splits_dir, "ucf101",
+    folder, note = _find_splits(root, splits_dir, "ucf101", split,
                                 lambda d: os.path.isfile(os.path.join(d, "classInd.txt")))
     try:
         labels = read_ucf101(folder, split)
@@ -324,7 +328,8 @@ def _has_hmdb_files(split: int) -> Callable[[str], bool]:
 
 
 def _load_hmdb51(root: str, splits_dir: Optional[str], split: int, seed: int) -> _Loaded:
-    folder, note = _find_splits(root, splits_dir, "hmdb51", _has_hmdb_files(split))
+    folder, note = _find_splits(root, splits_dir, "hmdb51", split,
+                                _has_hmdb_files(split))
     try:
         labels = read_hmdb51(folder, split)
     except LabelsError as error:
@@ -352,7 +357,7 @@ def _load_hmdb51(root: str, splits_dir: Optional[str], split: int, seed: int) ->
         if missing[which]:
             raise _missing_error(missing[which], f"{folder}/*_test_split{split}.txt "
                                  f"(id {_HMDB_SPLIT_CODE[which]})", root)
-    notes = [note, f"HMDB51 split {split}: {unused} videos marked 0 (unused) left out"]
+    notes = [note, f"HMDB51 split {split}: {_count(unused, 'video')} marked 0 (unused) left out"]
     extra = sorted(name for name in os.listdir(root)
                    if os.path.isdir(os.path.join(root, name)) and not name.startswith(".")
                    and name not in code and os.path.join(root, name) != folder)
