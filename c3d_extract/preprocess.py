@@ -102,9 +102,8 @@ SPORTS1M = Preprocessing()
 
 
 def resize_frame(frame_rgb: np.ndarray, preprocessing: Preprocessing = SPORTS1M) -> np.ndarray:
-    """Decoded RGB uint8 frame (H x W x 3) -> the preset's resize (bilinear, OpenCV
-    ``INTER_LINEAR``), uint8, in the preset's channel order. Extraction crops its centre
-    (``prepare_frame``); training crops elsewhere."""
+    """Decoded RGB uint8 frame (H x W x 3) -> resized uint8 frame (``resize``, bilinear as
+    OpenCV's INTER_LINEAR) in the preset's channel order, not yet cropped."""
     import cv2  # imported here: decode workers need it, the model does not
 
     height, width = preprocessing.resize
@@ -112,17 +111,17 @@ def resize_frame(frame_rgb: np.ndarray, preprocessing: Preprocessing = SPORTS1M)
         raise ValueError(f"expected an H x W x 3 frame, got shape {frame_rgb.shape}")
     resized = cv2.resize(frame_rgb, (width, height), interpolation=cv2.INTER_LINEAR)
     if preprocessing.channel_order == "BGR":
-        resized = np.ascontiguousarray(resized[:, :, ::-1])
+        resized = resized[:, :, ::-1]
     return resized
 
 
 def prepare_frame(frame_rgb: np.ndarray, preprocessing: Preprocessing = SPORTS1M) -> np.ndarray:
-    """Decoded RGB uint8 frame (H x W x 3) -> cropped uint8 frame (crop x crop x 3) in the
-    preset's channel order. Mean subtraction happens later, on whole clips."""
+    """Decoded RGB uint8 frame (H x W x 3) -> centre-cropped uint8 frame (crop x crop x 3) in
+    the preset's channel order. Normalisation happens later, on whole clips."""
     resized = resize_frame(frame_rgb, preprocessing)
     top, left = preprocessing.offsets
-    return np.ascontiguousarray(resized[top:top + preprocessing.crop,
-                                        left:left + preprocessing.crop])
+    return np.ascontiguousarray(
+        resized[top:top + preprocessing.crop, left:left + preprocessing.crop])
 
 
 def load_mean(path: str) -> np.ndarray:

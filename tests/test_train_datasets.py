@@ -10,7 +10,8 @@ import pytest
 
 from c3d_extract.errors import DatasetError, SplitOverlapError, UsageError
 from c3d_extract.train.datasets import DatasetSplits, Sample, load_dataset, split_by_group
-from c3d_extract.train.videos import frame_files, is_frame_folder, resolve_video
+from c3d_extract.frame_folders import is_frame_folder, list_frames
+from c3d_extract.train.videos import resolve_video
 
 
 def touch(path: Path) -> Path:
@@ -330,7 +331,7 @@ def test_frame_folder_natural_order(tmp_path):
     folder = tmp_path / "v"
     for index in (10, 2, 1, 11, 100, 3):
         touch(folder / f"frame{index}.jpg")
-    assert [os.path.basename(p) for p in frame_files(str(folder))] == [
+    assert [os.path.basename(p) for p in list_frames(str(folder)).paths] == [
         "frame1.jpg", "frame2.jpg", "frame3.jpg", "frame10.jpg", "frame11.jpg", "frame100.jpg"]
     assert is_frame_folder(str(folder))
     assert resolve_video(str(tmp_path / "v.avi")) == str(folder)

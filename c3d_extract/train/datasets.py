@@ -39,7 +39,8 @@ from c3d_extract.errors import (DatasetError, InputNotFoundError, LabelsError,
                                 SplitOverlapError, UsageError)
 from c3d_extract.evaluation.labels import (examples, read_csv_table, read_hmdb51,
                                            read_ucf101)
-from c3d_extract.train.videos import is_frame_folder, is_video, natural_key, resolve_video
+from c3d_extract.frame_folders import is_frame_folder
+from c3d_extract.train.videos import is_video, resolve_video
 
 KINDS = ("ucf101", "hmdb51", "kinetics", "folder")
 #: Share of each class's videos (whole groups) that the ``folder`` split puts in the test list.
@@ -187,7 +188,7 @@ def split_by_group(samples: Sequence[Sample], fraction: float, seed: int,
     carved_groups = set()
     for label, groups in sorted(by_label.items()):
         target = fraction * sum(groups.values())
-        order = sorted(groups, key=natural_key)
+        order = sorted(groups)
         np.random.default_rng([seed, purpose, label]).shuffle(order)
         count, chosen = 0, []
         for group in order:
@@ -211,10 +212,9 @@ def check_overlap(train: Sequence[Sample], test: Sequence[Sample], root: str,
     """
     test_videos = {os.path.realpath(s.path) for s in test}
     test_groups = {g for g in (ucf101_group(s.path) for s in test) if g}
-    groups = sorted({g for g in (ucf101_group(s.path) for s in train) if g in test_groups},
-                    key=natural_key)
+    groups = sorted({g for g in (ucf101_group(s.path) for s in train) if g in test_groups})
     videos = sorted({_shown(s.path, root) for s in train
-                     if os.path.realpath(s.path) in test_videos}, key=natural_key)
+                     if os.path.realpath(s.path) in test_videos})
     if not groups and not videos:
         return None
     parts = []
@@ -506,11 +506,10 @@ def _load_folder(root: str, splits_dir: Optional[str], split: int, seed: int) ->
 
 
 def _class_videos(folder: str) -> List[str]:
-    """Video files and frame folders under a class folder, in natural order."""
+    """Video files and frame folders under a class folder, sorted by path."""
     found = []
     for directory, subdirectories, files in os.walk(folder):
-        subdirectories[:] = sorted((d for d in subdirectories if not d.startswith(".")),
-                                   key=natural_key)
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
         for name in list(subdirectories):
             path = os.path.join(directory, name)
             if is_frame_folder(path):
@@ -518,7 +517,7 @@ def _class_videos(folder: str) -> List[str]:
                 subdirectories.remove(name)
         found.extend(os.path.join(directory, name) for name in files
                      if not name.startswith(".") and is_video(os.path.join(directory, name)))
-    return sorted(found, key=lambda p: natural_key(os.path.relpath(p, folder)))
+    return sorted(found)
 
 
 _LOADERS: Dict[str, Callable[[str, Optional[str], int, int], _Loaded]] = {

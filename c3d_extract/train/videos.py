@@ -1,53 +1,23 @@
 """What one video is on disk for training (a video file or a folder of numbered frames) and
 reading a range of its frames.
 
-A frame folder is a directory whose visible entries are all image files with a number in
-their name; its frames are in natural numeric order (``frame2`` before ``frame10``). Video
-files are decoded sequentially with the project's decoders (``c3d_extract.decoders``), up to
-the last frame a clip needs; frame folders read only the images a clip needs.
+Frame folders are those of ``c3d_extract.frame_folders`` (numbered JPEG/PNG files, frames in
+numeric order). Video files are decoded sequentially with the project's decoders
+(``c3d_extract.decoders``), up to the last frame a clip needs; frame folders read only the
+images a clip needs.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
 from c3d_extract.decoders import FALLBACK, available_decoders, open_decoder
 from c3d_extract.errors import VideoReadError
+from c3d_extract.frame_folders import is_frame_folder, list_frames
 from c3d_extract.sources import is_video_name
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-_DIGITS = re.compile(r"(\d+)")
-
-
-def natural_key(name: str) -> Tuple[object, ...]:
-    """Sort key that orders the numbers inside names by value: ``img2`` before ``img10``."""
-    parts = _DIGITS.split(name)
-    return tuple((0, int(part), part) if part.isdigit() else (1, part.lower(), part)
-                 for part in parts)
-
-
-def _is_frame_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and bool(_DIGITS.search(name))
-
-
-def is_frame_folder(path: str) -> bool:
-    """A directory whose visible entries are all numbered image files (at least one)."""
-    try:
-        names = [name for name in os.listdir(path) if not name.startswith(".")]
-    except OSError:
-        return False
-    return bool(names) and all(_is_frame_name(name) and os.path.isfile(os.path.join(path, name))
-                               for name in names)
-
-
-def frame_files(folder: str) -> List[str]:
-    """The image files of a frame folder, in natural numeric order."""
-    names = [name for name in os.listdir(folder) if _is_frame_name(name)]
-    return [os.path.join(folder, name) for name in sorted(names, key=natural_key)]
 
 
 def is_video(path: str) -> bool:
@@ -73,7 +43,10 @@ def frame_count_hint(path: str) -> Optional[int]:
     """The number of frames a video has: exact for frame folders, the container's count
     (which can be wrong) for files, None when unknown."""
     if os.path.isdir(path):
-        return len(frame_files(path))
+        try:
+            return len(list_frames(path).paths)
+        except OSError:
+            return None
     try:
         import av
     except ImportError:
@@ -148,7 +121,10 @@ def _read_frame_folder(folder: str, start: int, stop: Optional[int],
                        transform: Optional[Transform]) -> Tuple[List[np.ndarray], Optional[int]]:
     import cv2
 
-    files = frame_files(folder)
+    try:
+        files = list_frames(folder).paths
+    except OSError as error:
+        raise VideoReadError(f"{folder}: cannot list the frame folder: {error.strerror}") from None
     if not files:
         raise VideoReadError(f"{folder}: the frame folder holds no numbered images")
     end = len(files) if stop is None else min(stop, len(files))
