@@ -137,8 +137,8 @@ def load_dataset(kind: str, root: str, *, splits_dir: Optional[str] = None, spli
         notes.append(f"validation: {len(val)} videos ({len({s.group for s in val})} groups) "
                      f"carved from the training list by group (fraction {val_fraction}, "
                      f"seed {seed})" if val else
-                     f"no validation list: no class has enough groups for a validation "
-                     f"fraction of {val_fraction}")
+                     f"no validation list: in every class a whole group is larger than a "
+                     f"validation fraction of {val_fraction} (groups are never split)")
     return DatasetSplits(loaded.classes, train, val, loaded.test, loaded.splits_dir,
                          tuple(notes), kind, root, split, val_fraction, seed)
 
