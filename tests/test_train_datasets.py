@@ -94,8 +94,8 @@ def test_ucf101_same_group_number_in_two_classes_is_no_overlap(tmp_path):
 
 def test_ucf101_group_overlap_refused_with_the_group_named(tmp_path):
     moved = "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c02.avi"
-    root = ucf(tmp_path, GOOD_TRAIN.replace(f"{moved} 2\n", "") + "Archery/v_Archery_g01_c02.avi 1\n",
-               GOOD_TEST + f"{moved}\n")
+    train = GOOD_TRAIN.replace(f"{moved} 2\n", "") + "Archery/v_Archery_g01_c02.avi 1\n"
+    root = ucf(tmp_path, train, GOOD_TEST + f"{moved}\n")
     with pytest.raises(SplitOverlapError) as caught:
         load_dataset("ucf101", str(root))
     message = str(caught.value)
@@ -177,7 +177,8 @@ def test_hmdb51_train_test_unused(tmp_path):
     (splits / "cartwheel_test_split1.txt").write_text(
         "Bodenturnen_cartwheel_f_cm_np1_le_med_0.avi 2\n"
         "Cartwheel_cartwheel_f_cm_np1_ri_med_3.avi 1\n")
-    (splits / "cartwheel_test_split2.txt").write_text("Cartwheel_cartwheel_f_cm_np1_ri_med_3.avi 2\n")
+    (splits / "cartwheel_test_split2.txt").write_text(
+        "Cartwheel_cartwheel_f_cm_np1_ri_med_3.avi 2\n")
     for action, video in [("brush_hair", "April_09_brush_hair_u_nm_np1_ba_goo_0.avi"),
                           ("brush_hair", "April_09_brush_hair_u_nm_np1_ba_goo_1.avi"),
                           ("brush_hair", "Blonde_being_brushed_brush_hair_f_nm_np2_ri_med_0.avi"),
@@ -201,7 +202,8 @@ def test_hmdb51_train_test_unused(tmp_path):
     os.remove(root / "cartwheel/Cartwheel_cartwheel_f_cm_np1_ri_med_3.avi")
     with pytest.raises(DatasetError, match="Cartwheel_cartwheel_f_cm_np1_ri_med_3.avi"):
         load_dataset("hmdb51", str(root))
-    (splits / "cartwheel_test_split1.txt").write_text("Bodenturnen_cartwheel_f_cm_np1_le_med_0.avi\n")
+    (splits / "cartwheel_test_split1.txt").write_text(
+        "Bodenturnen_cartwheel_f_cm_np1_le_med_0.avi\n")
     with pytest.raises(DatasetError, match=r"cartwheel_test_split1.txt line 1"):
         load_dataset("hmdb51", str(root))
     (splits / "cartwheel_test_split1.txt").write_text("")

@@ -301,12 +301,12 @@ def _load_ucf101(root: str, splits_dir: Optional[str], split: int, seed: int) ->
         if path is None:
             missing[which].append(relative)
             continue
-        group = ucf101_group(relative) or folder_group(relative, label)
+        group = folder_group(relative, label)
         lists[which].append(Sample(path, code[label], group))
     for which in ("train", "test"):
         if missing[which]:
-            raise _missing_error(missing[which], os.path.join(folder, f"{which}list{split:02d}.txt"),
-                                 root)
+            list_file = os.path.join(folder, f"{which}list{split:02d}.txt")
+            raise _missing_error(missing[which], list_file, root)
     return _Loaded(labels.classes, tuple(lists["train"]), tuple(lists["test"]), folder,
                    (note,))
 
