@@ -199,3 +199,16 @@ def test_frame_folder_frames_in_natural_order(tmp_path):
 
 def _rel(sample: Sample, data) -> str:
     return str(Path(sample.path).relative_to(data.root)).replace("\\", "/")
+
+
+def test_unreadable_video_is_a_video_read_error_naming_it(tmp_path):
+    from c3d_extract.errors import VideoReadError
+
+    broken = tmp_path / "v_Broken_g01_c01.avi"
+    broken.write_bytes(b"RIFF" + bytes(range(256)) * 8)
+    dataset = ClipDataset([Sample(str(broken), 0, "Broken_g01")], preset=SPORTS1M, clip_len=8,
+                          crop_size=56, training=True, seed=0)
+    with pytest.raises(VideoReadError, match="v_Broken_g01_c01.avi"):
+        dataset[0]
+    with pytest.raises(VideoReadError, match="v_Broken_g01_c01.avi"):
+        eval_windows(Sample(str(broken), 0, "Broken_g01"), SPORTS1M, 8, 56)
