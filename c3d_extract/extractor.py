@@ -24,8 +24,9 @@ from c3d_extract.preprocess import Preprocessing, load_mean, preprocessing_with_
 from c3d_extract.records import RunParameters, VideoRecord
 from c3d_extract.sharding import Shard, select, shard_path
 from c3d_extract.sources import VideoSource, discover
-from c3d_extract.weights.loading import LoadedWeights, load_network, resolve_weights
-from c3d_extract.workers import DecodePool, Failed, Finished, Frames, Started, default_workers
+from c3d_extract.weights.loading import LoadedModel, LoadedWeights, load_model
+from c3d_extract.workers import (DecodePool, Failed, Finished, Frames, Started, Warned,
+                                 default_workers)
 
 #: Seconds between fsyncs of the journal: what a power loss can cost at most.
 SYNC_INTERVAL = 2.0
@@ -81,6 +82,7 @@ class _VideoState:
     height: int = 0
     status: str = ""
     finished: bool = False
+    warnings: List[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -95,16 +97,16 @@ class PreparedNetwork:
     device_type: str
 
 
-def prepare_network(weights: Union[LoadedWeights, str, None], options: ExtractOptions,
-                    mean: Optional[str] = None) -> PreparedNetwork:
+def prepare_network(weights: Union[LoadedModel, LoadedWeights, str, None],
+                    options: ExtractOptions, mean: Optional[str] = None) -> PreparedNetwork:
     """Resolve weights, device and precision; build the network and its runner."""
     options.validate()  # before torch is imported: a usage error comes at once
     from c3d_extract.runner import ClipRunner, resolve_device, resolve_precision
 
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device)
-    loaded = weights if isinstance(weights, LoadedWeights) else resolve_weights(weights)
-    if loaded.is_random:
+    loaded = weights if isinstance(weights, LoadedModel) else load_model(weights)
+    if loaded.weights.is_random:
         warnings.warn("using RANDOM weights: the features are meaningless except for testing",
                       UserWarning, stacklevel=2)
     preprocessing = loaded.preprocessing
@@ -114,16 +116,16 @@ def prepare_network(weights: Union[LoadedWeights, str, None], options: ExtractOp
         preprocessing.cropped_mean(options.clip_len)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    model = load_network(loaded)
-    missing = [layer for layer in options.layers if layer not in model.available_layers]
+    missing = [layer for layer in options.layers if layer not in loaded.layers]
     if missing:
         raise UsageError(f"{loaded.name} has no fc8 (no classifier), so {', '.join(missing)} "
                          "cannot be extracted; choose from "
-                         f"{', '.join(model.available_layers)}")
+                         f"{', '.join(loaded.layers)}")
     batch_size = options.batch_size or default_batch_size(device.type)
-    runner = ClipRunner(model, preprocessing, options.clip_len, options.layers, device,
+    runner = ClipRunner(loaded.model, preprocessing, options.clip_len, options.layers, device,
                         precision, fixed_batch=batch_size)
-    return PreparedNetwork(runner, model, loaded, preprocessing, precision, device.type)
+    return PreparedNetwork(runner, loaded.model, loaded.weights, preprocessing, precision,
+                           device.type)
 
 
 def iter_records(videos: Sequence[Union[VideoSource, Tuple[str, str]]],
@@ -185,6 +187,8 @@ def _apply_event(event, states: Dict[int, _VideoState],
     elif isinstance(event, Frames):
         batcher.add_frames(event.slot, event.frames)
         state.n_frames += len(event.frames)
+    elif isinstance(event, Warned):
+        state.warnings.append(event.message)
     elif isinstance(event, Finished):
         state.n_frames, state.width, state.height = event.n_frames, event.width, event.height
         state.status = batcher.finish_video(event.slot, event.n_frames)
@@ -203,7 +207,7 @@ def _apply_event(event, states: Dict[int, _VideoState],
 def _finished_record(state: _VideoState) -> VideoRecord:
     record = VideoRecord(id=state.source.id, status=state.status, n_frames=state.n_frames,
                          n_clips=state.accumulator.count, fps=state.fps, width=state.width,
-                         height=state.height)
+                         height=state.height, warnings=tuple(state.warnings))
     if state.accumulator.count:
         record.features, record.zero_descriptor = state.accumulator.descriptors()
         if state.accumulator.keep_clips:

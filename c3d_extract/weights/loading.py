@@ -15,9 +15,10 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Union
 
 import torch
+from torch import nn
 
 from c3d_extract.errors import WeightsError, WeightsNotFoundError
 from c3d_extract.models.c3d import C3D, SPORTS1M_CLASSES, build_c3d, state_dict_shapes
@@ -246,6 +247,44 @@ def load_network(weights: LoadedWeights) -> C3D:
     if result.missing_keys or result.unexpected_keys:  # unreachable after check_state_dict
         raise WeightsError(f"{weights.name}: {result}")
     return model.eval()
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A network ready to run and what prediction needs to know about it.
+
+    Every architecture's loading returns one: the model offers
+    ``extract(clips, layers)`` for ``layers``; ``probability_layer`` (``prob``) gives
+    class probabilities, and is None for a network without a classifier.
+    """
+
+    model: nn.Module = field(repr=False)  # in eval mode
+    weights: LoadedWeights = field(repr=False)  # the source: name, sha256, random or not
+    architecture: str
+    preprocessing: Preprocessing
+    clip_len: int
+    class_names: Tuple[str, ...]
+    num_classes: int
+    layers: Tuple[str, ...]
+    probability_layer: Optional[str]
+
+    @property
+    def name(self) -> str:
+        return self.weights.name
+
+
+def load_model(weights: Union[LoadedWeights, str, None]) -> LoadedModel:
+    """``--weights`` (or weights already read) -> the network and its description."""
+    from c3d_extract.models.registry import get_architecture
+
+    loaded = weights if isinstance(weights, LoadedWeights) else resolve_weights(weights)
+    architecture = get_architecture("c3d")
+    model = load_network(loaded)
+    return LoadedModel(
+        model=model, weights=loaded, architecture=architecture.name,
+        preprocessing=loaded.preprocessing, clip_len=architecture.clip_len,
+        class_names=loaded.class_names, num_classes=loaded.num_classes,
+        layers=model.available_layers, probability_layer="prob" if loaded.num_classes else None)
 
 
 def names_of_missing(weights: LoadedWeights) -> List[str]:
