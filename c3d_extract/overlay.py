@@ -64,7 +64,7 @@ def draw_predictions(frame: np.ndarray, lines: Sequence[Tuple[str, float, int]],
     line_height = int(round(26 * scale)) + 2
     swatch = max(3, line_height // 2)
     for row, (label, probability, index) in enumerate(lines):
-        text = f"{label}  {probability:.2f}"
+        text = f"{label}  {probability:.1%}"
         (text_width, _), _ = cv2.getTextSize(text, _FONT, scale, thickness)
         top, bottom = row * line_height, (row + 1) * line_height
         right = min(width, 3 * swatch + text_width + 4)

@@ -95,7 +95,7 @@ def csv_rows(timeline: Timeline, fps: float) -> Iterable[List[str]]:
         times = [f"{start / rate:.3f}", f"{(end + 1) / rate:.3f}"] if rate > 0 else ["", ""]
         row = [timeline.video_id, str(start), str(end), *times]
         for index, probability in zip(timeline.top_index[n], timeline.top_probability[n]):
-            row += [timeline.label(int(index)), f"{probability:.6f}"]
+            row += [timeline.label(int(index)), f"{probability:.6g}"]
         yield row
 
 
