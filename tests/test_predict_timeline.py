@@ -187,6 +187,7 @@ def test_timeline_overlay_and_json_of_a_64_frame_video(decisive_model, tmp_path)
     (["--overlay-dir", "{tmp}/a-file/d"], 1, "cannot create the overlay folder"),
     (["--overlay", "{tmp}/o.mp4", "--overlay-dir", "{tmp}/d"], 2, "not both"),
     (["--timeline", "{tmp}/a-file/t.csv"], 1, "is not a directory"),
+    (["--overlay", "{tmp}/v.mp4"], 2, "would replace an input video"),
 ])
 def test_unwritable_outputs_fail_before_any_work(tmp_path, arguments, code, message):
     (tmp_path / "a-file").write_text("")

@@ -16,6 +16,7 @@ from c3d_extract.decoders import DECODERS
 from c3d_extract.errors import StoreError, UsageError, VideoReadError
 from c3d_extract.overlay import DEFAULT_FPS, check_overlay_path
 from c3d_extract.predict import Prediction
+from c3d_extract.sources import VideoSource
 from c3d_extract.store import check_output_location
 from c3d_extract.timeline import write_timeline_csv
 
@@ -88,6 +89,7 @@ def cli(videos: Sequence[str], weights: Optional[str], labels: Optional[str], to
     show_warnings_plainly()
     sources = discover(list(videos))
     overlays = overlay_paths([s.id for s in sources], overlay, overlay_dir)
+    _not_an_input(overlays, sources)
     if timeline is not None:
         check_output_location(timeline)
     loaded = load_model(weights)
@@ -139,6 +141,13 @@ def overlay_paths(video_ids: Sequence[str], overlay: Optional[str],
     for path in paths.values():
         check_overlay_path(path)
     return paths
+
+
+def _not_an_input(overlays: Dict[str, str], sources: Sequence[VideoSource]) -> None:
+    inputs = {os.path.realpath(s.path) for s in sources}
+    for path in overlays.values():
+        if os.path.realpath(path) in inputs:
+            raise UsageError(f"the overlay {path} would replace an input video")
 
 
 def overlay_dir_path(directory: str, video_id: str) -> str:
