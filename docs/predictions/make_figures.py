@@ -2,11 +2,12 @@
 
     python docs/predictions/make_figures.py [OUT_DIR]     (default: docs/predictions)
 
-Writes a 96-frame video whose content changes halfway, a C3D with seeded random weights
-and four placeholder classes, then runs ``c3d-predict --timeline --overlay`` on it and
-draws: ``overlay_frame.png`` (one frame of the overlay video) and ``timeline.png`` (the
-per-window probabilities from the CSV). The weights are random, so the labels mean
-nothing; the pictures show what the outputs look like.
+Writes a 96-frame video whose content changes halfway (a sweeping bar, then a
+checkerboard), a C3D with seeded random convolutions and fc6/fc7 whose four-class fc8 is
+fitted to tell the two halves apart (its fc7 directions), then runs
+``c3d-predict --timeline --overlay`` on it and draws ``overlay_frame.png`` (one frame of
+the overlay video) and ``timeline.png`` (the per-window probabilities from the CSV).
+No trained network is involved: the pictures show what the outputs look like.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tempfile
 
 import numpy as np
 
-CLASSES = ["class A", "class B", "class C", "class D"]
+CLASSES = ["sweeping bar", "checkerboard", "other 1", "other 2"]
 WIDTH, HEIGHT, N_FRAMES, FPS = 320, 240, 96, 24
 
 
@@ -51,15 +52,34 @@ def write_video(path: str) -> None:
             container.mux(packet)
 
 
-def write_weights(path: str) -> None:
+def write_weights(path: str, video: str) -> None:
+    """Seeded random convolutions and fc6/fc7; fc8 fitted to tell the two halves apart."""
     import torch
     from safetensors.torch import save_file
 
+    from c3d_extract.extractor import ExtractOptions, iter_records
     from c3d_extract.models.c3d import build_c3d
+    from c3d_extract.weights.loading import LoadedWeights
 
     model = build_c3d(num_classes=len(CLASSES), seed=3)
+    weights = LoadedWeights(state_dict=model.state_dict(), name="demo", sha256="demo",
+                            source_format="safetensors")
+    (record,) = iter_records([("demo", video)], weights,
+                             ExtractOptions(layers=("fc7",), per_clip=True))
+    fc7 = record.clip_features["fc7"].astype(np.float64)
+    first = record.clip_starts + 16 <= N_FRAMES // 2
+    second = record.clip_starts >= N_FRAMES // 2
+    centre = fc7.mean(0)
+    rows = []
+    for group in (first, second):
+        direction = fc7[group].mean(0) - centre
+        rows.append(direction * 4.0 / float(direction @ direction))  # logit +4 at the group mean
+    rng = np.random.default_rng(0)
+    rows += [rng.normal(0, 1e-4, fc7.shape[1]) for _ in CLASSES[2:]]
+    weight = np.stack(rows)
     with torch.no_grad():
-        model.fc8.weight.mul_(400.0)  # random fc7 features differ little: spread the classes
+        model.fc8.weight.copy_(torch.from_numpy(weight))
+        model.fc8.bias.copy_(torch.from_numpy(-weight @ centre))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
 
 
@@ -97,7 +117,7 @@ def timeline_plot(timeline_csv: str, out: str) -> None:
     axes.set_ylabel("probability")
     axes.set_ylim(0, 1.02)
     axes.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    axes.set_title("c3d-predict --timeline (random weights, placeholder classes)")
+    axes.set_title("c3d-predict --timeline (demo model, 16-frame windows at stride 8)")
     figure.savefig(out, format="png", bbox_inches="tight")
 
 
@@ -108,7 +128,7 @@ def main() -> None:
         labels, timeline = os.path.join(work, "labels.txt"), os.path.join(work, "timeline.csv")
         overlay = os.path.join(work, "overlay.mp4")
         write_video(video)
-        write_weights(weights)
+        write_weights(weights, video)
         with open(labels, "w") as handle:
             handle.write("".join(f"{name}\n" for name in CLASSES))
         subprocess.run([sys.executable, "-m", "c3d_extract.cli.predict", video, "--weights",
