@@ -56,16 +56,6 @@ def is_frame_folder_listing(files: Sequence[str], subdirectories: Sequence[str])
     return bool(files) and not subdirectories and all(is_frame_name(n) for n in files)
 
 
-def is_frame_folder(path: str) -> bool:
-    """Whether the folder at ``path`` is a frame folder; False for anything unreadable."""
-    try:
-        entries = list(os.scandir(path))
-    except OSError:
-        return False
-    files = [e.name for e in entries if not e.is_dir()]
-    return is_frame_folder_listing(files, [e.name for e in entries if e.is_dir()])
-
-
 def list_frames(folder: str) -> FrameListing:
     """The frame files of ``folder`` in playing order; raises ``OSError`` if it cannot be
     listed. Files that are not numbered JPEG/PNG images are left out, with a warning."""

@@ -107,7 +107,8 @@ def discover(inputs: Sequence[str], list_file: Optional[str] = None) -> List[Vid
 def _given_frame_folder(path: str) -> bool:
     """A folder named as an input is one video unless it holds a subfolder or a video file."""
     try:
-        entries = [e for e in os.scandir(path) if not e.name.startswith(".")]
+        with os.scandir(path) as scan:
+            entries = [e for e in scan if not e.name.startswith(".")]
     except OSError as error:
         raise InputNotFoundError(f"cannot read the directory {path}: {error.strerror}") from None
     return not any(e.is_dir() or is_video_name(e.name) for e in entries)
