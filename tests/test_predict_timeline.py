@@ -200,3 +200,36 @@ def test_unwritable_outputs_fail_before_any_work(tmp_path, arguments, code, mess
     assert result.exit_code == code, result.output
     assert message in result.output and "Traceback" not in result.output
     assert sorted(os.listdir(tmp_path)) == ["a-file", "v.mp4"]
+
+
+OVERLAY_PEAK = """
+import sys
+import av, cv2, numpy as np
+from c3d_extract import store
+from c3d_extract.overlay import write_overlay
+from c3d_extract.timeline import build_timeline
+source, output, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+starts = np.arange(0, n - 15, 8)
+timeline = build_timeline("v", starts, np.random.default_rng(0).random((len(starts), 487)),
+                          clip_len=16, n_frames=n, fps=25.0, top_k=5)
+with open("/proc/self/clear_refs", "w") as handle:
+    handle.write("5")  # the peak (VmHWM) restarts from the present size
+assert write_overlay(source, timeline, output) == n
+print([line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")][0])
+"""
+
+
+@pytest.mark.slow
+def test_overlay_memory_does_not_grow_with_the_video(tmp_path):
+    import subprocess
+    import sys
+
+    peaks = {}
+    for n_frames in (80, 400):
+        video = write_video(tmp_path / f"v{n_frames}.mp4", n_frames, width=320, height=240)
+        run = subprocess.run([sys.executable, "-c", OVERLAY_PEAK, str(video),
+                              str(tmp_path / f"o{n_frames}.mp4"), str(n_frames)],
+                             capture_output=True, text=True, timeout=600, check=True)
+        peaks[n_frames] = int(run.stdout.split()[-1]) / 1024  # MiB, while writing
+    # Keeping the 320 extra frames (225 KiB each as RGB) would add 70 MiB.
+    assert peaks[400] - peaks[80] < 25, peaks
