@@ -12,12 +12,15 @@ from __future__ import annotations
 import colorsys
 import os
 from fractions import Fraction
-from typing import Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from c3d_extract.errors import StoreError, UsageError, VideoReadError
 from c3d_extract.timeline import Timeline
+
+if TYPE_CHECKING:
+    from c3d_extract.sources import VideoSource
 
 #: Containers that hold H.264, by file extension, as FFmpeg names them.
 OVERLAY_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -37,6 +40,46 @@ def check_overlay_path(path: str) -> None:
     if os.path.isdir(path):
         raise StoreError(f"{path} is a directory, so the overlay cannot be written there")
     check_output_location(path)
+
+
+def overlay_destinations(sources: Sequence["VideoSource"], overlay: Optional[str],
+                         overlay_dir: Optional[str]) -> Dict[str, str]:
+    """Where each video's overlay goes (``{id: path}``), checked before any work:
+    ``overlay`` for a single video, or ``overlay_dir/<id>.mp4`` (folders made as needed)."""
+    if overlay is not None and overlay_dir is not None:
+        raise UsageError("give --overlay (one video) or --overlay-dir (many), not both")
+    if overlay is not None:
+        if len(sources) != 1:
+            raise UsageError(f"--overlay writes one video, but {len(sources)} were given; "
+                             "use --overlay-dir DIR")
+        paths = {sources[0].id: overlay}
+    elif overlay_dir is not None:
+        paths = {s.id: overlay_dir_path(overlay_dir, s) for s in sources}
+        if len(set(paths.values())) != len(paths):
+            raise UsageError("two videos would get the same overlay file name in "
+                             "--overlay-dir; give them from one root")
+        try:
+            for folder in sorted({os.path.dirname(p) for p in paths.values()}):
+                os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create the overlay folder {error.filename}: "
+                             f"{error.strerror}") from None
+    else:
+        return {}
+    inputs = {os.path.realpath(s.path) for s in sources}
+    for path in paths.values():
+        check_overlay_path(path)
+        if os.path.realpath(path) in inputs:
+            raise UsageError(f"the overlay {path} would replace an input video")
+    return paths
+
+
+def overlay_dir_path(directory: str, source: "VideoSource") -> str:
+    """``DIR/<id>.mp4``, the id's folders kept, ``..`` and a leading ``/`` dropped."""
+    parts = [part for part in source.id.split("/") if part not in ("", ".", "..")]
+    if not parts:  # the id was "." or ".."
+        parts = [os.path.basename(os.path.realpath(source.path)) or "video"]
+    return os.path.join(directory, *parts) + ".mp4"
 
 
 def class_colour(index: int) -> Tuple[int, int, int]:

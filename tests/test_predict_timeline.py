@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from c3d_extract.cli.predict import cli
-from c3d_extract.errors import VideoReadError
-from c3d_extract.overlay import class_colour, write_overlay
+from c3d_extract.errors import UsageError, VideoReadError
+from c3d_extract.overlay import class_colour, overlay_destinations, write_overlay
+from c3d_extract.sources import VideoSource
 from c3d_extract.timeline import Timeline, build_timeline, csv_rows, moving_average
 from tests.reference import reference_clip_features
 from tests.videos import write_video
@@ -117,6 +118,18 @@ def test_overlay_failing_midway_leaves_nothing(tmp_path):
     with pytest.raises(VideoReadError, match="img_020.png"):
         write_overlay(str(folder), two_class_timeline(32), str(out))
     assert sorted(os.listdir(tmp_path)) == ["frames"]
+
+
+def test_overlay_dir_destinations(tmp_path):
+    out = tmp_path / "out"
+    sources = [VideoSource("a/b.avi", "x"), VideoSource("../c.mp4", "y"),
+               VideoSource(".", str(tmp_path / "frames"))]
+    assert overlay_destinations(sources, None, str(out)) == {
+        "a/b.avi": str(out / "a" / "b.avi.mp4"), "../c.mp4": str(out / "c.mp4.mp4"),
+        ".": str(out / "frames.mp4")}
+    assert (out / "a").is_dir()
+    with pytest.raises(UsageError, match="the same overlay file name"):
+        overlay_destinations([VideoSource("c.mp4", "z"), *sources], None, str(out))
 
 
 # ---------------------------------------------------------------- c3d-predict end to end

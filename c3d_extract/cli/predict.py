@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -13,10 +12,9 @@ import click
 from c3d_extract.cli.common import (EXIT_OK, EXIT_SOME_FAILED, library_errors,
                                     show_warnings_plainly)
 from c3d_extract.decoders import DECODERS
-from c3d_extract.errors import StoreError, UsageError, VideoReadError
-from c3d_extract.overlay import DEFAULT_FPS, check_overlay_path
+from c3d_extract.errors import VideoReadError
+from c3d_extract.overlay import DEFAULT_FPS, overlay_destinations
 from c3d_extract.predict import Prediction
-from c3d_extract.sources import VideoSource
 from c3d_extract.store import check_output_location
 from c3d_extract.timeline import write_timeline_csv
 
@@ -88,8 +86,7 @@ def cli(videos: Sequence[str], weights: Optional[str], labels: Optional[str], to
 
     show_warnings_plainly()
     sources = discover(list(videos))
-    overlays = overlay_paths([s.id for s in sources], overlay, overlay_dir)
-    _not_an_input(overlays, sources)
+    overlays = overlay_destinations(sources, overlay, overlay_dir)
     if timeline is not None:
         check_output_location(timeline)
     loaded = load_model(weights)
@@ -113,47 +110,6 @@ def cli(videos: Sequence[str], weights: Optional[str], labels: Optional[str], to
         click.echo("\n\n".join("\n".join(text_lines(p)) for p in predictions))
     failed = [p for p in predictions if not p.top]
     sys.exit(EXIT_SOME_FAILED if failed or failed_overlays else EXIT_OK)
-
-
-def overlay_paths(video_ids: Sequence[str], overlay: Optional[str],
-                  overlay_dir: Optional[str]) -> Dict[str, str]:
-    """Where each video's overlay goes, checked before any work: ``{id: path}``."""
-    if overlay is not None and overlay_dir is not None:
-        raise UsageError("give --overlay (one video) or --overlay-dir (many), not both")
-    if overlay is not None:
-        if len(video_ids) != 1:
-            raise UsageError(f"--overlay writes one video, but {len(video_ids)} were given; "
-                             "use --overlay-dir DIR")
-        check_overlay_path(overlay)
-        return {video_ids[0]: overlay}
-    if overlay_dir is None:
-        return {}
-    paths = {video_id: overlay_dir_path(overlay_dir, video_id) for video_id in video_ids}
-    if len(set(paths.values())) != len(paths):
-        raise UsageError("two videos would get the same overlay file name in --overlay-dir; "
-                         "give them from one root")
-    try:
-        for path in sorted(set(os.path.dirname(p) for p in paths.values())):
-            os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise StoreError(f"cannot create the overlay folder {error.filename}: "
-                         f"{error.strerror}") from None
-    for path in paths.values():
-        check_overlay_path(path)
-    return paths
-
-
-def _not_an_input(overlays: Dict[str, str], sources: Sequence[VideoSource]) -> None:
-    inputs = {os.path.realpath(s.path) for s in sources}
-    for path in overlays.values():
-        if os.path.realpath(path) in inputs:
-            raise UsageError(f"the overlay {path} would replace an input video")
-
-
-def overlay_dir_path(directory: str, video_id: str) -> str:
-    """``DIR/<id>.mp4``, the id's folders kept; ``..`` and leading ``/`` dropped."""
-    parts = [part for part in video_id.split("/") if part not in ("", ".", "..")]
-    return os.path.join(directory, *parts) + ".mp4"
 
 
 def write_overlays(predictions: Sequence[Prediction], paths_of: Dict[str, str],
