@@ -144,25 +144,27 @@ def write_overlay(path: str, timeline: Timeline, output: str, *,
     with replaced_atomically(output, growth_bound=0) as temporary:
         with open_decoder("pyav", path) as video:
             rate = video.frame_rate() or Fraction(fps or DEFAULT_FPS).limit_denominator(1001)
-            with av.open(temporary, "w", format=container_format) as container:
-                stream = container.add_stream("libx264", rate=rate)
-                strip = None
-                try:
+            try:
+                with av.open(temporary, "w", format=container_format) as container:
+                    stream = container.add_stream("libx264", rate=rate)
+                    strip = None
                     for frame in video.frames():
                         if strip is None:
                             strip = _configure(stream, frame.shape, timeline)
                         if frame.shape[:2] != (stream.height, stream.width):
                             raise VideoReadError(f"frame {written} of {path} is "
-                                             f"{frame.shape[1]}x{frame.shape[0]}, the first "
-                                             f"{stream.width}x{stream.height}")
+                                                 f"{frame.shape[1]}x{frame.shape[0]}, the "
+                                                 f"first {stream.width}x{stream.height}")
                         _draw_frame(frame, timeline, written, strip)
                         for packet in stream.encode(av.VideoFrame.from_ndarray(frame, "rgb24")):
                             container.mux(packet)
                         written += 1
+                    if not written:
+                        raise VideoReadError(f"no frames could be decoded from {path}")
                     for packet in stream.encode():
                         container.mux(packet)
-                except av.error.FFmpegError as error:
-                    raise StoreError(f"cannot encode the overlay {output}: {error}") from None
+            except av.error.FFmpegError as error:
+                raise StoreError(f"cannot encode the overlay {output}: {error}") from None
     return written
 
 
