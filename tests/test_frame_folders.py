@@ -138,3 +138,13 @@ def test_predict_reports_bad_frame_folders(tmp_path):
     assert found["broken"]["status"] == "error"
     assert "cannot read the frame frame5.png" in found["broken"]["error"]
     assert "Traceback" not in result.output
+
+
+def test_extract_prints_frame_folder_warnings_even_when_quiet(capsys):
+    from c3d_extract.cli.extract import BarProgress
+    from c3d_extract.records import VideoRecord
+
+    BarProgress(quiet=True).video_done(VideoRecord("frames/v1", "ok", warnings=(
+        "gaps in the frame numbering (1 numbers missing): 3 -> 5",)))
+    assert capsys.readouterr().err == \
+        "warning: frames/v1: gaps in the frame numbering (1 numbers missing): 3 -> 5\n"
