@@ -42,7 +42,7 @@ def test_listing_order_and_warnings(tmp_path):
     assert [os.path.basename(p) for p in listing.paths] == \
         ["frame1.png", "frame2.png", "frame3.jpg", "frame5.png", "frame10.png"]
     text = "\n".join(listing.warnings)
-    assert "1 files that are not numbered JPEG/PNG frames were left out: Thumbs.db" in text
+    assert "left out 1 file not named as numbered JPEG/PNG frames: Thumbs.db" in text
     assert "mixed image types: 1 .jpg, 4 .png" in text
     assert "gaps in the frame numbering (5 numbers missing): 3 -> 5, 5 -> 10" in text
 
@@ -79,7 +79,7 @@ def test_decoder_gives_rgb_frames_in_numeric_order(tmp_path):
     with open_decoder("decord", str(folder)) as video:
         assert isinstance(video, FrameFolderDecoder) and video.fps() == 0.0
         decoded = list(video.frames())
-        assert video.warnings == ("gaps in the frame numbering (1 numbers missing): 11 -> 13",)
+        assert video.warnings == ("gaps in the frame numbering (1 number missing): 11 -> 13",)
     assert len(decoded) == 12
     assert all(np.array_equal(a, b) for a, b in zip(decoded, frames))  # frame2 before frame10
     assert np.array_equal(decoded[11], np.full((30, 40, 3), 77, np.uint8))
@@ -145,6 +145,6 @@ def test_extract_prints_frame_folder_warnings_even_when_quiet(capsys):
     from c3d_extract.records import VideoRecord
 
     BarProgress(quiet=True).video_done(VideoRecord("frames/v1", "ok", warnings=(
-        "gaps in the frame numbering (1 numbers missing): 3 -> 5",)))
+        "gaps in the frame numbering (1 number missing): 3 -> 5",)))
     assert capsys.readouterr().err == \
-        "warning: frames/v1: gaps in the frame numbering (1 numbers missing): 3 -> 5\n"
+        "warning: frames/v1: gaps in the frame numbering (1 number missing): 3 -> 5\n"
