@@ -17,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from fractions import Fraction
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from c3d_extract.errors import UsageError, VideoReadError
+from c3d_extract.frame_folders import list_frames
 
 
 class DecoderUnsuitableError(VideoReadError):
@@ -35,6 +37,8 @@ class VideoDecoder:
     """
 
     name = "base"
+    #: Problems worth reporting that did not stop the decoding (e.g. gaps in frame numbers).
+    warnings: Tuple[str, ...] = ()
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -42,6 +46,11 @@ class VideoDecoder:
     def fps(self) -> float:
         """Average frame rate from the container (0.0 when unknown); informative only."""
         raise NotImplementedError
+
+    def frame_rate(self) -> Optional[Fraction]:
+        """The average frame rate as an exact fraction (30000/1001), None when unknown."""
+        fps = self.fps()
+        return Fraction(fps).limit_denominator(1001) if fps > 0 else None
 
     def frames(self) -> Iterator[np.ndarray]:
         raise NotImplementedError
@@ -128,8 +137,12 @@ class PyAVDecoder(VideoDecoder):
         self._stream = self._container.streams.video[0]
 
     def fps(self) -> float:
-        rate = self._stream.average_rate or self._stream.guessed_rate
+        rate = self.frame_rate()
         return float(rate) if rate else 0.0
+
+    def frame_rate(self) -> Optional[Fraction]:
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        return Fraction(rate) if rate else None
 
     def frames(self) -> Iterator[np.ndarray]:
         import av
@@ -173,6 +186,46 @@ class TorchCodecDecoder(VideoDecoder):
                 raise VideoReadError(_first_line(error)) from None
             yield frame.data.numpy()
             index += 1
+
+
+class FrameFolderDecoder(VideoDecoder):
+    """A folder of numbered JPEG/PNG frames (``frame_folders``), read with OpenCV.
+
+    ``warnings`` lists what looked wrong with the numbering or the file types.
+    """
+
+    name = "frames"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        try:
+            listing = list_frames(path)
+        except OSError as error:
+            raise VideoReadError(f"cannot list the frame folder: {error.strerror}") from None
+        if not listing.paths:
+            raise VideoReadError("the folder holds no frames (JPEG/PNG files named with a "
+                                 "number)")
+        self.frame_paths = listing.paths
+        self.warnings = listing.warnings
+
+    def fps(self) -> float:
+        return 0.0  # a folder of images has no frame rate
+
+    def frames(self) -> Iterator[np.ndarray]:
+        import cv2
+
+        shape = None
+        for path in self.frame_paths:
+            bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+            name = os.path.basename(path)
+            if bgr is None:
+                raise VideoReadError(f"cannot read the frame {name} (missing, unreadable or "
+                                     "not a JPEG/PNG image)")
+            if shape is not None and bgr.shape != shape:
+                raise VideoReadError(f"the frame {name} is {bgr.shape[1]}x{bgr.shape[0]}, the "
+                                     f"frames before it {shape[1]}x{shape[0]}")
+            shape = bgr.shape
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 DECODERS: Dict[str, Callable[[str], VideoDecoder]] = {
@@ -219,6 +272,9 @@ def check_readable(path: str) -> None:
 
 
 def open_decoder(name: str, path: str) -> VideoDecoder:
+    """Backend ``name`` on the video file ``path``; a folder is read as a frame folder."""
+    if os.path.isdir(path):
+        return FrameFolderDecoder(path)
     check_readable(path)
     return DECODERS[name](path)
 

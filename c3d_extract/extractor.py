@@ -24,7 +24,8 @@ from c3d_extract.preprocess import Preprocessing, load_mean, preprocessing_with_
 from c3d_extract.records import RunParameters, VideoRecord
 from c3d_extract.sharding import Shard, select, shard_path
 from c3d_extract.sources import VideoSource, discover
-from c3d_extract.workers import DecodePool, Failed, Finished, Frames, Started, default_workers
+from c3d_extract.workers import (DecodePool, Failed, Finished, Frames, Started, Warned,
+                                 default_workers)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -105,6 +106,7 @@ class _VideoState:
     height: int = 0
     status: str = ""
     finished: bool = False
+    warnings: List[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,8 @@ def _apply_event(event, states: Dict[int, _VideoState],
     elif isinstance(event, Frames):
         batcher.add_frames(event.slot, event.frames)
         state.n_frames += len(event.frames)
+    elif isinstance(event, Warned):
+        state.warnings.append(event.message)
     elif isinstance(event, Finished):
         state.n_frames, state.width, state.height = event.n_frames, event.width, event.height
         state.status = batcher.finish_video(event.slot, event.n_frames)
@@ -227,7 +231,7 @@ def _apply_event(event, states: Dict[int, _VideoState],
 def _finished_record(state: _VideoState) -> VideoRecord:
     record = VideoRecord(id=state.source.id, status=state.status, n_frames=state.n_frames,
                          n_clips=state.accumulator.count, fps=state.fps, width=state.width,
-                         height=state.height)
+                         height=state.height, warnings=tuple(state.warnings))
     if state.accumulator.count:
         record.features, record.zero_descriptor = state.accumulator.descriptors()
         if state.accumulator.keep_clips:

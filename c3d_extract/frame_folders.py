@@ -76,8 +76,8 @@ def list_frames(folder: str) -> FrameListing:
     warnings = []
     others = [name for name in names if not is_frame_name(name)]
     if others and frames:
-        warnings.append(f"{len(others)} files that are not numbered JPEG/PNG frames were "
-                        f"left out: {_shown(others)}")
+        warnings.append(f"left out {_count(len(others), 'file')} not named as numbered "
+                        f"JPEG/PNG frames: {_shown(others)}")
     extensions = sorted({os.path.splitext(name)[1].lower() for name in frames})
     if len(extensions) > 1:
         counts = [f"{sum(os.path.splitext(n)[1].lower() == e for n in frames)} {e}"
@@ -94,12 +94,16 @@ def numbering_problems(numbers: Sequence[int]) -> List[str]:
     problems = []
     if gaps:
         missing = sum(b - a - 1 for a, b in gaps)
-        problems.append(f"gaps in the frame numbering ({missing} numbers missing): "
+        problems.append(f"gaps in the frame numbering ({_count(missing, 'number')} missing): "
                         + _shown([f"{a} -> {b}" for a, b in gaps]))
     if repeated:
         problems.append(f"frame numbers used by more than one file: "
                         f"{_shown([str(n) for n in repeated])}")
     return problems
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _shown(items: Sequence[str]) -> str:

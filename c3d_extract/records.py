@@ -72,6 +72,7 @@ class VideoRecord:
     clip_features: Dict[str, np.ndarray] = field(default_factory=dict)
     clip_starts: Optional[np.ndarray] = None
     zero_descriptor: bool = False  # every clip feature was zero: the descriptor stays zero
+    warnings: Tuple[str, ...] = ()  # decoded, but something looked wrong (frame folders)
 
     def metadata(self) -> Dict[str, Any]:
         return {"id": self.id, "status": self.status, "error": self.error,

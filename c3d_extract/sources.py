@@ -3,6 +3,12 @@
 A video's id is its path relative to the input root (the directory given, or
 the folder of a ``--list`` file), with POSIX separators. Ids are unique and
 the same on every run with the same inputs.
+
+A video is a file with a video extension or a frame folder (``frame_folders``):
+a folder holding only JPEG/PNG files named with a number. Searching a directory
+finds both; a frame folder is one video and is not searched further. A folder
+given by name that holds no subfolder and no video file is taken as a frame
+folder, so that one without usable frames is reported instead of ignored.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from c3d_extract.errors import InputNotFoundError, UsageError
+from c3d_extract.frame_folders import is_frame_folder_listing
 
 VIDEO_EXTENSIONS = frozenset({
     ".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv", ".3gp",
@@ -35,13 +42,17 @@ def _as_id(relative_path: str) -> str:
 
 
 def scan_directory(root: str) -> List[VideoSource]:
-    """Every file under ``root`` (recursively) with a video extension, sorted by id.
+    """Every file under ``root`` (recursively) with a video extension and every frame folder
+    below ``root``, sorted by id.
 
     Directories named like videos are not videos; symbolic links to files are followed.
     """
     found = []
     for directory, subdirectories, files in os.walk(root, onerror=_raise_walk_error):
         subdirectories.sort()
+        if directory != root and is_frame_folder_listing(files, subdirectories):
+            found.append(VideoSource(_as_id(os.path.relpath(directory, root)), directory))
+            continue
         for name in sorted(files):
             if is_video_name(name):
                 path = os.path.join(directory, name)
@@ -80,7 +91,9 @@ def discover(inputs: Sequence[str], list_file: Optional[str] = None) -> List[Vid
         raise UsageError("give at least one video, directory or --list FILE")
     collected: List[VideoSource] = []
     for item in inputs:
-        if os.path.isdir(item):
+        if os.path.isdir(item) and _given_frame_folder(item):
+            collected.append(VideoSource(_as_id(os.path.normpath(item)), item))
+        elif os.path.isdir(item):
             collected.extend(scan_directory(item))
         elif os.path.exists(item) or os.path.islink(item):
             collected.append(VideoSource(_as_id(os.path.normpath(item)), item))
@@ -89,6 +102,16 @@ def discover(inputs: Sequence[str], list_file: Optional[str] = None) -> List[Vid
     if list_file is not None:
         collected.extend(read_list_file(list_file))
     return _unique(collected)
+
+
+def _given_frame_folder(path: str) -> bool:
+    """A folder named as an input is one video unless it holds a subfolder or a video file."""
+    try:
+        with os.scandir(path) as scan:
+            entries = [e for e in scan if not e.name.startswith(".")]
+    except OSError as error:
+        raise InputNotFoundError(f"cannot read the directory {path}: {error.strerror}") from None
+    return not any(e.is_dir() or is_video_name(e.name) for e in entries)
 
 
 def _unique(sources: Iterable[VideoSource]) -> List[VideoSource]:

@@ -60,12 +60,18 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Warned:
+    slot: int
+    message: str  # a problem that did not stop the decoding
+
+
+@dataclass(frozen=True)
 class Failed:
     slot: int
     message: str
 
 
-Event = Any  # Started | Frames | Finished | Failed
+Event = Any  # Started | Frames | Warned | Finished | Failed
 
 
 # ---------------------------------------------------------------- inside a worker
@@ -82,15 +88,16 @@ def _die_with_parent() -> None:
 
 
 def decode_video(decoder: str, path: str, preprocessing: Preprocessing, send) -> None:
-    """Decode one video, sending ``("start", fps)``, ``("frames", array)``... and
-    ``("end", n, width, height)``, or ``("error", message)``.
+    """Decode one video, sending ``("start", fps)``, ``("frames", array)``..., any
+    ``("warning", text)`` and ``("end", n, width, height)``, or ``("error", message)``.
 
     When ``decoder`` fails before it has sent any frame and has a fallback
     (``decoders.FALLBACK``), the fallback decodes the video instead; if that
     fails too, its message is sent, as it usually names the cause better.
+    A folder is a frame folder, whatever the decoder.
     """
     fallback = FALLBACK.get(decoder)
-    if fallback is not None and fallback not in available_decoders():
+    if os.path.isdir(path) or (fallback is not None and fallback not in available_decoders()):
         fallback = None
     failure = _decode_with(decoder, path, preprocessing, send, quiet_failure=fallback is not None)
     if failure is not None and fallback is not None:
@@ -103,6 +110,7 @@ def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
     is returned instead of sent (the caller may try another backend); else None."""
     n_frames, width, height = 0, 0, 0
     started = False
+    warnings: Tuple[str, ...] = ()
     try:
         with open_decoder(decoder, path) as video:
             fps = video.fps()
@@ -123,6 +131,7 @@ def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
                 started = True
             if chunk:
                 send(("frames", np.stack(chunk)))
+            warnings = video.warnings
     except VideoReadError as error:
         return _failed(_with_position(str(error), n_frames), quiet_failure and not started, send)
     except (OSError, ValueError, MemoryError) as error:
@@ -130,6 +139,8 @@ def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
         return _failed(message, quiet_failure and not started, send)
     if n_frames == 0:
         return _failed("no frames could be decoded", quiet_failure, send)
+    for warning in warnings:
+        send(("warning", warning))
     send(("end", n_frames, width, height))
     return None
 
@@ -385,6 +396,8 @@ def _event(slot: int, message: Tuple[Any, ...]) -> Event:
         return Started(slot, float(message[1]))
     if kind == "frames":
         return Frames(slot, message[1])
+    if kind == "warning":
+        return Warned(slot, str(message[1]))
     if kind == "end":
         return Finished(slot, int(message[1]), int(message[2]), int(message[3]))
     return Failed(slot, str(message[1]))

@@ -68,6 +68,12 @@ class BarProgress:
             self.bar.update(1)
             if record.status == "error":
                 self.bar.write(f"error: {record.id}: {record.error}", file=sys.stderr)
+        for warning in record.warnings:  # shown even with --quiet: they are about the data
+            line = f"warning: {record.id}: {warning}"
+            if self.bar is not None:
+                self.bar.write(line, file=sys.stderr)
+            else:
+                click.echo(line, err=True)
         self._postfix()
 
     def _postfix(self) -> None:
@@ -139,7 +145,8 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
         shard_text: Optional[str], quiet: bool) -> None:
     """Extract C3D video descriptors (Tran et al., ICCV 2015) into one HDF5 file.
 
-    INPUTS are video files and directories (searched recursively). Each video
+    INPUTS are video files, frame folders (numbered JPEG/PNG images, one
+    video each) and directories (searched recursively for both). Each video
     gets 16-frame clips at stride 8, Caffe's preprocessing (BGR, 128x171,
     mean, centre crop 112), the chosen layers per clip, and their mean, L2
     normalised. With a model file (c3d-train's model.safetensors, C3D or

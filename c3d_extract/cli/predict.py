@@ -1,23 +1,30 @@
-"""``c3d-predict``: the top Sports-1M classes of each video, averaged over its clips."""
+"""``c3d-predict``: each video's top classes, averaged over its clips, and per window
+(a CSV timeline, an overlay video)."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import click
 
 from c3d_extract.cli.common import (EXIT_OK, EXIT_SOME_FAILED, library_errors,
                                     show_warnings_plainly)
 from c3d_extract.decoders import DECODERS
+from c3d_extract.errors import VideoReadError
+from c3d_extract.overlay import DEFAULT_FPS, overlay_destinations
 from c3d_extract.predict import Prediction
+from c3d_extract.store import check_output_location
+from c3d_extract.timeline import write_timeline_csv
 
 EXAMPLES = """
 \b
 Examples:
   c3d-predict match.mp4 --weights sports1m-caffe --labels labels.txt
   c3d-predict videos/ --top-k 3 --json --weights c3d_sports1m.safetensors > predictions.json
+  c3d-predict match.mp4 --timeline match.csv --smooth 3 --overlay match-labelled.mp4
+  c3d-predict videos/ frames/clip_001/ --timeline all.csv --overlay-dir labelled/
 """
 
 
@@ -31,6 +38,22 @@ Examples:
               "the weights, else class numbers).")
 @click.option("-k", "--top-k", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of text.")
+@click.option("--stride", type=click.IntRange(min=1),
+              help="Frames between windows (default: half the model's clip length, 8 for C3D).")
+@click.option("--timeline", type=click.Path(dir_okay=False),
+              help="Write a CSV file with one row per window of every video: video, "
+              "start_frame, end_frame, start_s, end_s, then label_i, probability_i (top-k).")
+@click.option("--smooth", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Moving average over this many windows before the per-window top-k "
+              "(timeline and overlay).")
+@click.option("--overlay", type=click.Path(dir_okay=False),
+              help="Write the (single) input video re-encoded as H.264 (.mp4, .mov, .mkv) "
+              "with the predictions drawn on every frame.")
+@click.option("--overlay-dir", type=click.Path(file_okay=False),
+              help="Write one overlay video per input into this folder: <video id>.mp4.")
+@click.option("--fps", type=click.FloatRange(min=0.001),
+              help=f"Frame rate of frame folders and of videos that state none "
+              f"(default {DEFAULT_FPS:g}), for times and overlays.")
 @click.option("--mean", type=click.Path(exists=True, dir_okay=False),
               help="Mean to subtract: .npy or Caffe .binaryproto (default: the weights' preset).")
 @click.option("--batch-size", default=0, type=click.IntRange(min=0),
@@ -42,14 +65,19 @@ Examples:
               type=click.Choice(sorted(DECODERS)))
 @library_errors
 def cli(videos: Sequence[str], weights: Optional[str], labels: Optional[str], top_k: int,
-        as_json: bool, mean: Optional[str], batch_size: int, device: str, precision: str,
+        as_json: bool, stride: Optional[int], timeline: Optional[str], smooth: int,
+        overlay: Optional[str], overlay_dir: Optional[str], fps: Optional[float],
+        mean: Optional[str], batch_size: int, device: str, precision: str,
         decoder: str) -> None:
-    """Print each video's top-k Sports-1M classes with probabilities.
+    """Print each video's top-k classes with probabilities; optionally per window.
 
-    VIDEOS are files or directories (searched recursively). Each video's
-    probabilities are the mean of the softmax (`prob`) over its 16-frame clips
-    at stride 8, with Caffe's preprocessing. Exit status: 0 every video was
-    predicted, 3 some could not be decoded, 2 usage error, 1 other error.
+    VIDEOS are files, frame folders (numbered JPEG/PNG images, one video each)
+    or directories (searched recursively for both). Each video's probabilities
+    are the mean of the softmax (`prob`) over its clips (the model's clip
+    length, 16 frames for C3D, at --stride), with the preprocessing of the
+    weights. --timeline and --overlay show the top-k of each window. Exit
+    status: 0 every video was predicted, 3 some could not be decoded (or their
+    overlay not written), 2 usage error, 1 other error.
     """
     from c3d_extract.extractor import ExtractOptions
     from c3d_extract.predict import class_names_for, predict_in_order
@@ -59,18 +87,49 @@ def cli(videos: Sequence[str], weights: Optional[str], labels: Optional[str], to
 
     show_warnings_plainly()
     sources = discover(list(videos))
+    overlays = overlay_destinations(sources, overlay, overlay_dir)
+    if timeline is not None:
+        check_output_location(timeline)
     loaded = load_model(weights)
     names = class_names_for(loaded, read_class_names(labels) if labels else None)
-    options = ExtractOptions(layers=("prob",), per_clip=True, batch_size=batch_size,
-                             device=device, precision=precision, decoder=decoder)
-    predictions = predict_in_order([(s.id, s.path) for s in sources], loaded, top_k=top_k,
-                                   class_names=names, options=options, mean=mean)
+    options = ExtractOptions(batch_size=batch_size, device=device, precision=precision,
+                             decoder=decoder)
+    predictions = predict_in_order(
+        [(s.id, s.path) for s in sources], loaded, top_k=top_k, class_names=names,
+        options=options, mean=mean, stride=stride, smooth=smooth,
+        timeline=bool(timeline or overlays))
+    for prediction in predictions:
+        for warning in prediction.warnings:
+            click.echo(f"warning: {prediction.video_id}: {warning}", err=True)
+    if timeline is not None:
+        write_timeline_csv(timeline, [p.timeline for p in predictions if p.timeline],
+                           min(top_k, loaded.num_classes), fps=fps or DEFAULT_FPS)
+    failed_overlays = write_overlays(predictions, {s.id: s.path for s in sources}, overlays, fps)
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in predictions], indent=2, ensure_ascii=False))
     else:
         click.echo("\n\n".join("\n".join(text_lines(p)) for p in predictions))
     failed = [p for p in predictions if not p.top]
-    sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+    sys.exit(EXIT_SOME_FAILED if failed or failed_overlays else EXIT_OK)
+
+
+def write_overlays(predictions: Sequence[Prediction], paths_of: Dict[str, str],
+                   overlays: Dict[str, str], fps: Optional[float]) -> List[str]:
+    """Write each predicted video's overlay; returns the ids whose overlay failed (each
+    reported on stderr). A file that cannot be written stops the run."""
+    from c3d_extract.overlay import write_overlay
+
+    failed = []
+    for prediction in predictions:
+        output = overlays.get(prediction.video_id)
+        if output is None or prediction.timeline is None:
+            continue
+        try:
+            write_overlay(paths_of[prediction.video_id], prediction.timeline, output, fps=fps)
+        except VideoReadError as error:
+            click.echo(f"overlay failed: {prediction.video_id}: {error}", err=True)
+            failed.append(prediction.video_id)
+    return failed
 
 
 def text_lines(prediction: Prediction) -> List[str]:

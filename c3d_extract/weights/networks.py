@@ -55,6 +55,11 @@ class LoadedModel:
         return tuple(self.model.available_layers)  # type: ignore[arg-type]
 
     @property
+    def probability_layer(self) -> Optional[str]:
+        """The layer giving class probabilities; None for a network without a classifier."""
+        return "prob" if "prob" in self.layers else None
+
+    @property
     def default_layer(self) -> str:
         return get_architecture(self.arch).default_layer
 
