@@ -24,7 +24,9 @@ from c3d_extract.preprocess import Preprocessing, load_mean, preprocessing_with_
 from c3d_extract.records import RunParameters, VideoRecord
 from c3d_extract.sharding import Shard, select, shard_path
 from c3d_extract.sources import VideoSource, discover
-from c3d_extract.weights.loading import LoadedWeights, load_network, resolve_weights
+from c3d_extract.weights.convert import LoadedWeights, check_kernel_order
+from c3d_extract.weights.loading import load_network
+from c3d_extract.weights.registry import resolve_weights
 from c3d_extract.workers import DecodePool, Failed, Finished, Frames, Started, default_workers
 
 #: Seconds between fsyncs of the journal: what a power loss can cost at most.
@@ -46,6 +48,7 @@ class ExtractOptions:
     workers: int = 0
     timeout: float = 600.0
     per_clip: bool = False
+    kernel_order: Optional[str] = None  # declared kernel order of the weights file
 
     def validate(self) -> None:
         unknown = [layer for layer in self.layers if layer not in FEATURE_LAYERS]
@@ -64,6 +67,7 @@ class ExtractOptions:
         if not self.timeout > 0:
             raise UsageError("timeout must be a positive number of seconds")
         check_decoder(self.decoder)
+        check_kernel_order(self.kernel_order)
 
 
 def default_batch_size(device_type: str) -> int:
@@ -103,10 +107,13 @@ def prepare_network(weights: Union[LoadedWeights, str, None], options: ExtractOp
 
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device)
-    loaded = weights if isinstance(weights, LoadedWeights) else resolve_weights(weights)
+    loaded = weights if isinstance(weights, LoadedWeights) \
+        else resolve_weights(weights, kernel_order=options.kernel_order)
     if loaded.is_random:
         warnings.warn("using RANDOM weights: the features are meaningless except for testing",
                       UserWarning, stacklevel=2)
+    if loaded.kernel_order_assumed:
+        warnings.warn(f"{loaded.name}: {loaded.conversion_notes[0]}", UserWarning, stacklevel=2)
     preprocessing = loaded.preprocessing
     if mean is not None:
         preprocessing = preprocessing_with_mean(preprocessing, load_mean(mean))
@@ -307,7 +314,8 @@ def extract_videos(videos: Sequence[VideoSource], output: str, *,
         layers=tuple(options.layers), clip_len=options.clip_len, stride=options.stride,
         short_policy=options.short_policy, weights=prepared.weights.name,
         weights_sha256=prepared.weights.sha256, preprocessing=prepared.preprocessing.to_json(),
-        precision=prepared.precision, per_clip=options.per_clip)
+        precision=prepared.precision, per_clip=options.per_clip,
+        weights_kernel_order=prepared.weights.kernel_order)
     dims = feature_dims(options.layers, prepared.model.feature_dim)
     summary = ExtractSummary(output=output, n_inputs=len(videos), n_skipped_existing=0,
                              weights=prepared.weights.name,

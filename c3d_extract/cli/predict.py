@@ -8,8 +8,8 @@ from typing import List, Optional, Sequence
 
 import click
 
-from c3d_extract.cli.common import (EXIT_OK, EXIT_SOME_FAILED, library_errors,
-                                    show_warnings_plainly)
+from c3d_extract.cli.common import (EXIT_OK, EXIT_SOME_FAILED, kernel_order_option,
+                                    library_errors, show_warnings_plainly)
 from c3d_extract.decoders import DECODERS
 from c3d_extract.predict import Prediction
 
@@ -25,6 +25,7 @@ Examples:
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--weights", help="Weights file (any published format with fc8), registry name, "
               "or 'random'. Default: weights/c3d_sports1m.safetensors or the cache.")
+@kernel_order_option
 @click.option("--labels", type=click.Path(dir_okay=False),
               help="Class names, one per line in class order (default: the names embedded in "
               "the weights, else class numbers).")
@@ -40,7 +41,8 @@ Examples:
 @click.option("--decoder", default="decord", show_default=True,
               type=click.Choice(sorted(DECODERS)))
 @library_errors
-def cli(videos: Sequence[str], weights: Optional[str], labels: Optional[str], top_k: int,
+def cli(videos: Sequence[str], weights: Optional[str], kernel_order: Optional[str],
+        labels: Optional[str], top_k: int,
         as_json: bool, mean: Optional[str], batch_size: int, device: str, precision: str,
         decoder: str) -> None:
     """Print each video's top-k Sports-1M classes with probabilities.
@@ -54,14 +56,15 @@ def cli(videos: Sequence[str], weights: Optional[str], labels: Optional[str], to
     from c3d_extract.predict import class_names_for, predict_in_order
     from c3d_extract.sources import discover
     from c3d_extract.weights.convert import read_class_names
-    from c3d_extract.weights.loading import resolve_weights
+    from c3d_extract.weights.registry import resolve_weights
 
     show_warnings_plainly()
     sources = discover(list(videos))
-    loaded = resolve_weights(weights)
+    loaded = resolve_weights(weights, kernel_order=kernel_order)
     names = class_names_for(loaded, read_class_names(labels) if labels else None)
     options = ExtractOptions(layers=("prob",), per_clip=True, batch_size=batch_size,
-                             device=device, precision=precision, decoder=decoder)
+                             device=device, precision=precision, decoder=decoder,
+                             kernel_order=kernel_order)
     predictions = predict_in_order([(s.id, s.path) for s in sources], loaded, top_k=top_k,
                                    class_names=names, options=options, mean=mean)
     if as_json:
