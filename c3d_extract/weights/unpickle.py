@@ -20,6 +20,7 @@ capitalised (Python's naming convention) and refused otherwise.
 
 from __future__ import annotations
 
+import _compat_pickle
 import builtins
 import collections
 import io
@@ -125,6 +126,17 @@ class _Refused:
                            "code meant to run when loaded); nothing from it was run")
 
 
+#: The storage types ``torch.save`` names, and their element types.
+_STORAGE_DTYPES: Dict[str, torch.dtype] = {
+    "UntypedStorage": torch.uint8, "ByteStorage": torch.uint8, "CharStorage": torch.int8,
+    "ShortStorage": torch.int16, "IntStorage": torch.int32, "LongStorage": torch.int64,
+    "HalfStorage": torch.float16, "FloatStorage": torch.float32,
+    "DoubleStorage": torch.float64, "BFloat16Storage": torch.bfloat16,
+    "BoolStorage": torch.bool, "ComplexFloatStorage": torch.complex64,
+    "ComplexDoubleStorage": torch.complex128,
+}
+
+
 class _StorageType:
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
@@ -153,6 +165,10 @@ class _TensorsOnlyUnpickler(pickle.Unpickler):
         self.refused: List[str] = []
 
     def find_class(self, module: str, name: str) -> Any:
+        # Python 2 names that pickle protocols 0-2 use (__builtin__, copy_reg ...).
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if (module, name) in self._allowed:
             return self._allowed[(module, name)]
         qualified = f"{module}.{name}"
@@ -179,13 +195,9 @@ class _TensorsOnlyUnpickler(pickle.Unpickler):
         return self._placeholders[qualified]
 
     def _storage_type(self, name: str) -> _StorageType:
-        if name == "UntypedStorage":
-            return _StorageType(torch.uint8)
-        legacy = vars(torch).get(name)
-        dtype = getattr(legacy, "dtype", None) if isinstance(legacy, type) else None
-        if not isinstance(dtype, torch.dtype):
+        if name not in _STORAGE_DTYPES:
             raise WeightsError(f"{self._source}: unknown storage type torch.{name}")
-        return _StorageType(dtype)
+        return _StorageType(_STORAGE_DTYPES[name])
 
     def persistent_load(self, saved_id: Any) -> Any:
         if (not isinstance(saved_id, tuple) or len(saved_id) != 5 or saved_id[0] != "storage"
