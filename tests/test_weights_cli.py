@@ -36,7 +36,8 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], prog_name="c3d-weights")
 
 
-@pytest.mark.parametrize("command", [[], ["convert"], ["info"], ["fetch"], ["list"]])
+@pytest.mark.parametrize("command", [[], ["convert"], ["info"], ["compare"], ["fetch"],
+                                     ["list"]])
 def test_help(command):
     result = run(*command, "--help")
     assert result.exit_code == 0 and "Usage: c3d-weights" in result.output
@@ -69,6 +70,9 @@ def test_convert_writes_metadata_and_the_same_tensors(source, pickle_file, tmp_p
     assert metadata["num_classes"] == str(NUM_CLASSES)
     assert json.loads(metadata["class_names"]) == names
     assert any("pool5" in note for note in json.loads(metadata["conversion_notes"]))
+    assert metadata["source_kernel_order"] == "kd-reversed"
+    assert metadata["kernel_order_assumed"] == "true"
+    assert any("ASSUMED" in note for note in json.loads(metadata["conversion_notes"]))
     tensors = load_file(str(out))
     expected = source.state_dict()
     assert set(tensors) == set(expected)
@@ -83,6 +87,8 @@ def test_info(source, pickle_file, tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "format: c3d-pytorch-pickle" in lines
+    assert any(line.startswith("kernel order: kd-reversed (ASSUMED, not verified")
+               for line in lines)
     assert f"sha256: {hashlib.sha256(out.read_bytes()).hexdigest()}" in lines
     count = sum(p.numel() for p in source.parameters())
     assert f"parameters: {count:,}" in lines
@@ -95,6 +101,19 @@ def test_info(source, pickle_file, tmp_path):
     result = run("info", pickle_file)
     assert result.exit_code == 0
     assert f"sha256: {hashlib.sha256(pickle_file.read_bytes()).hexdigest()}" in result.output
+
+
+def test_info_and_convert_with_a_declared_kernel_order(pickle_file, tmp_path):
+    result = run("info", pickle_file, "--kernel-order", "khkw-reversed")
+    assert result.exit_code == 0, result.output
+    assert "kernel order: khkw-reversed (read as: Caffe's kernels reversed in kH and kW" \
+        in result.output
+    out = tmp_path / "declared.safetensors"
+    assert run("convert", pickle_file, "-o", out, "--kernel-order", "khkw-reversed").exit_code == 0
+    with safe_open(str(out), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["source_kernel_order"] == "khkw-reversed"
+    assert metadata["kernel_order_assumed"] == "false"
 
 
 def test_errors_and_exit_codes(pickle_file, tmp_path):
@@ -113,7 +132,7 @@ def test_errors_and_exit_codes(pickle_file, tmp_path):
     assert not (tmp_path / "x.safetensors").exists()
     result = run("info", tmp_path / "nope.safetensors")
     assert result.exit_code == 1 and "no weights file" in result.output
-    result = run("convert", pickle_file, "-o", tmp_path / "x.safetensors", "--keras-layout", "x")
+    result = run("convert", pickle_file, "-o", tmp_path / "x.safetensors", "--kernel-order", "x")
     assert result.exit_code == 2
 
 

@@ -189,7 +189,8 @@ def caffe_c3d_v10_net(params: Dict[str, np.ndarray], fc_names: Sequence[str]) ->
         body += b"".join(f_bytes(6, blob_c3d_v10(b)) for b in blobs)
         return f_bytes(2, body)
 
-    out = [f_bytes(1, b"deep_c3d_ucf101"), layer("data", 29)]
+    dropout = 6
+    out = [f_bytes(1, b"DeepConv3DNet_Sport1M_Val"), layer("data", 29)]
     for name in CONV_NAMES:
         out.append(layer(name, convolution3d, [params[f"{name}.weight"],
                                                params[f"{name}.bias"].reshape(1, 1, 1, 1, -1)]))
@@ -201,6 +202,8 @@ def caffe_c3d_v10_net(params: Dict[str, np.ndarray], fc_names: Sequence[str]) ->
         out.append(layer(caffe_name, inner_product,
                          [weight.reshape(1, 1, 1, *weight.shape),
                           params[f"{ours}.bias"].reshape(1, 1, 1, 1, -1)]))
+        if ours != "fc8":
+            out += [layer(f"relu{ours[2]}", relu), layer(f"drop{ours[2]}", dropout)]
     out.append(layer("prob", softmax))
     return b"".join(out)
 
