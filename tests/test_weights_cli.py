@@ -165,3 +165,41 @@ def test_fetch_unreachable(tmp_path):
     assert "http://127.0.0.1:9/c3d.pickle" in result.output
     assert "c3d-weights convert" in result.output and "Traceback" not in result.output
     assert run("fetch", "no-such-name").exit_code == 2
+
+
+def test_extract_and_predict_read_a_pickle_with_the_stated_kernel_order(source, pickle_file,
+                                                                       tmp_path):
+    """c3d-extract on real decoded video: the pickle read as kD-reversed by default gives the
+    source network's descriptor; the order is recorded, and a rerun declaring another order
+    is refused instead of mixing features."""
+    import h5py
+
+    from c3d_extract.cli.extract import cli as extract_cli
+    from c3d_extract.cli.predict import cli as predict_cli
+    from c3d_extract.store import read_features
+    from tests.weights_support import MIN_FC6_COSINE, decoded_clip, fc6_cosine, write_video
+
+    video = tmp_path / "clip.mp4"
+    write_video(str(video))
+    out = tmp_path / "features.h5"
+    args = [str(video), "-o", str(out), "--weights", str(pickle_file), "--decoder", "pyav",
+            "--device", "cpu", "--precision", "fp32", "-q"]
+    result = CliRunner().invoke(extract_cli, args, prog_name="c3d-extract")
+    assert result.exit_code == 0, result.output
+    assert "kernel order ASSUMED" in result.stderr
+    with h5py.File(out) as handle:
+        assert handle.attrs["weights_kernel_order"] == "kd-reversed"
+    with torch.no_grad():
+        expected = source.extract(decoded_clip(str(video)), ["fc6"])["fc6"][0]
+    descriptor = torch.from_numpy(read_features(str(out))[1][0])
+    assert fc6_cosine(descriptor, expected / expected.norm()) >= MIN_FC6_COSINE
+    rerun = CliRunner().invoke(extract_cli, args + ["--kernel-order", "khkw-reversed"],
+                               prog_name="c3d-extract")
+    assert rerun.exit_code != 0 and "weights_kernel_order" in rerun.output
+    assert "Traceback" not in rerun.output
+    predicted = CliRunner().invoke(predict_cli, [str(video), "--weights", str(pickle_file),
+                                                 "--kernel-order", "kd-reversed", "--decoder",
+                                                 "pyav", "--device", "cpu", "-k", "2"],
+                                   prog_name="c3d-predict")
+    assert predicted.exit_code == 0, predicted.output
+    assert "ASSUMED" not in predicted.stderr  # declared, not assumed
