@@ -59,6 +59,28 @@ def test_davidea_pickle_in_the_legacy_torch_format(params, source, tmp_path):
     _equals_source(weights, source)
 
 
+def test_a_cached_conversion_without_a_recorded_kernel_order_is_redone(params, source,
+                                                                       tmp_path, monkeypatch):
+    """Conversions cached before kernel orders were recorded read c3d.pickle as Caffe order:
+    they are converted again, not reused."""
+    from safetensors.torch import save_file
+
+    from c3d_extract.weights.loading import converted_cache_path, file_sha256
+
+    monkeypatch.setenv("C3D_EXTRACT_CACHE", str(tmp_path / "cache"))
+    path = str(tmp_path / "c3d.pickle")
+    torch.save(pickle_state_dict(params), path)
+    stale = {k.replace("conv1.", "conv1a.").replace("conv2.", "conv2a."): v.contiguous()
+             for k, v in pickle_state_dict(params).items()}
+    cached = converted_cache_path(file_sha256(path))
+    cached.parent.mkdir(parents=True)
+    save_file(stale, str(cached), metadata={"source_format": "c3d-pytorch-pickle",
+                                            "source_sha256": file_sha256(path)})
+    weights = resolve_weights(path)
+    assert weights.kernel_order == "kd-reversed"
+    _equals_source(weights, source)
+
+
 def test_davidea_keys_decide_the_default_order_and_the_option_overrides_it(params, source,
                                                                           tmp_path):
     """Any file with DavideA's keys is read as kD-reversed, whatever its name; a declared
