@@ -313,3 +313,12 @@ def test_unknown_bytes_are_refused(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(WeightsError, match="empty"):
         load_state_dict(str(empty), use_cache=False)
+
+
+def test_safetensors_with_an_unknown_kernel_order_in_its_metadata(tmp_path):
+    from safetensors.torch import save_file
+
+    path = str(tmp_path / "odd.safetensors")
+    save_file({"conv1a.weight": torch.zeros(1)}, path, metadata={"source_kernel_order": "sideways"})
+    with pytest.raises(WeightsError, match="unreadable metadata.*sideways"):
+        load_state_dict(path, use_cache=False)

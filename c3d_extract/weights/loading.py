@@ -27,6 +27,7 @@ from c3d_extract.weights.convert import (  # noqa: F401 - LoadedWeights is part 
     write_safetensors,
 )
 from c3d_extract.weights.formats import StoredWeights, looks_like_safetensors
+from c3d_extract.weights.kernel_orders import CAFFE
 
 DEFAULT_WEIGHTS_FILE = "c3d_sports1m.safetensors"
 RANDOM_SEED = 0
@@ -116,13 +117,14 @@ def _from_safetensors(path: str, name: str,
             preprocessing = Preprocessing.from_dict(json.loads(metadata["preprocessing"]))
         class_names = tuple(json.loads(metadata.get("class_names", "[]")))
         notes = tuple(json.loads(metadata.get("conversion_notes", "[]")))
-    except (ValueError, TypeError) as error:
+        kernel_order = check_kernel_order(metadata.get("source_kernel_order", CAFFE))
+    except (ValueError, TypeError, UsageError) as error:
         raise WeightsError(f"{path} has unreadable metadata: {error}") from None
     return LoadedWeights(
         state_dict=state_dict, name=name, sha256=sha256,
         source_format=metadata.get("source_format", "safetensors"),
         preprocessing=preprocessing, class_names=class_names, conversion_notes=notes,
-        kernel_order=metadata.get("source_kernel_order", "caffe"),
+        kernel_order=str(kernel_order),
         kernel_order_assumed=metadata.get("kernel_order_assumed") == "true"), metadata
 
 
