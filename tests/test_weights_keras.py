@@ -2,6 +2,8 @@
 (c3d-keras, Keras 2.0.0 fixed-length strings and tf-keras variable-length strings) and
 Keras 1 / Theano (keras-model-zoo), written with h5py directly."""
 
+import hashlib
+
 import h5py
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from click.testing import CliRunner
 from c3d_extract.cli.weights import cli
 from c3d_extract.errors import WeightsError
 from c3d_extract.weights.formats import detect_format
+from c3d_extract.weights import loading
 from c3d_extract.weights.loading import load_state_dict
 from tests.weights_support import (
     assert_right_conversion, fc6_of, keras1_theano_arrays, keras2_arrays, numpy_params,
@@ -181,3 +184,13 @@ def test_truncated_hdf5_is_refused(keras_files, tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError, match="truncated or damaged"):
         load_state_dict(str(cut), use_cache=False)
+
+
+def test_a_known_derived_copy_is_named_as_unverified(keras_files, monkeypatch):
+    """Files known by md5 (adamcasson/c3d's copy) carry a note saying they are unverified."""
+    path = keras_files["tf2"]
+    with open(path, "rb") as handle:
+        md5 = hashlib.md5(handle.read()).hexdigest()
+    monkeypatch.setitem(loading.DERIVED_FILES, md5, "a derived copy: NOT verified")
+    weights = load_state_dict(path, use_cache=False)
+    assert "a derived copy: NOT verified" in weights.conversion_notes

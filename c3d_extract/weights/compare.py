@@ -34,7 +34,8 @@ _AXIS_NAMES = {2: "kD", 3: "kH", 4: "kW"}
 @dataclass(frozen=True)
 class LayerComparison:
     """One layer: the transform that maps A's weight onto B's (None: none of the known ones),
-    the largest absolute difference after it (weight and bias), and B's largest value."""
+    the largest absolute difference after it (weight and bias; without any transform when none
+    matches), and B's largest value."""
 
     layer: str
     transform: Optional[str]
@@ -102,17 +103,19 @@ def compare_layer(layer: str, a: Dict[str, torch.Tensor],
     else:
         candidates = [(name, (), transform)
                       for name, transform in _dense_transforms(layer, tuple(weight_a.shape))]
-    best = (None, float("inf"), ())
+    identity = float("inf")
     for name, axes, transform in candidates:
         mapped = transform(weight_a)
         if tuple(mapped.shape) != tuple(weight_b.shape):
             continue
+        if name != "identity" and _difference(mapped[:1], weight_b[:1]) > tolerance:
+            continue  # the first output unit already differs: skip the full comparison
         difference = max(_difference(mapped, weight_b), bias)
-        if difference < best[1]:
-            best = (name, difference, axes)
+        if name == "identity":
+            identity = difference
         if difference <= tolerance:
             return LayerComparison(layer, name, difference, scale, reversed_axes=axes)
-    return LayerComparison(layer, None, best[1], scale)
+    return LayerComparison(layer, None, identity, scale)
 
 
 def _layers(state: Dict[str, torch.Tensor]) -> List[str]:

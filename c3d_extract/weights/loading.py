@@ -48,12 +48,26 @@ def default_weights_path() -> Optional[Path]:
     return None
 
 
-def file_sha256(path: os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: os.PathLike, chunk: int = 1 << 20, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_md5(path: os.PathLike) -> str:
+    return file_sha256(path, algorithm="md5")
+
+
+#: Derived copies seen in the wild whose conversion cannot be verified, by md5 (SPEC 4.7).
+DERIVED_FILES: Dict[str, str] = {
+    "b7a93b2f9156ccbebe3ca24b41fc5402": (
+        "this is adamcasson/c3d's sports1M_weights_tf.h5, most likely converted from the "
+        "Theano file by a script that reverses all three kernel axes and reorders fc6's rows "
+        "the other way; it is read like any Keras 2 file, which is NOT verified to be right. "
+        "Check it with `c3d-weights compare FILE conv3d_deepnetA_sport1m_iter_1900000`"),
+}
 
 
 def random_weights(seed: int = RANDOM_SEED, num_classes: int = SPORTS1M_CLASSES) -> LoadedWeights:
@@ -171,7 +185,12 @@ def load_state_dict(path: str, *, kernel_order: Optional[str] = None,
         converted = convert_stored(stored, name=path, sha256=sha256, kernel_order=kernel_order)
         return _checked(replace(converted, preprocessing=own.preprocessing,
                                 class_names=own.class_names), path)
-    weights = _checked(convert_stored(formats.read_stored(path), name=path, sha256=sha256,
+    stored = formats.read_stored(path)
+    derived = DERIVED_FILES.get(file_md5(path)) if stored.source_format.startswith("keras") \
+        else None
+    if derived:
+        stored = replace(stored, notes=stored.notes + (derived,))
+    weights = _checked(convert_stored(stored, name=path, sha256=sha256,
                                       kernel_order=kernel_order), path)
     if use_cache:
         try:
