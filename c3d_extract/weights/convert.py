@@ -82,8 +82,10 @@ def _order_note(order: str, assumed: bool, declared: bool) -> Optional[str]:
     return None
 
 
-def caffe_order_arrays(stored: StoredWeights, kernel_order: str) -> Dict[str, torch.Tensor]:
-    """``stored``'s arrays in ``nn.Conv3d`` / ``nn.Linear`` layout and Caffe order."""
+def caffe_order_arrays(stored: StoredWeights, kernel_order: str,
+                       source: str) -> Dict[str, torch.Tensor]:
+    """``stored``'s arrays in ``nn.Conv3d`` / ``nn.Linear`` layout and Caffe order; shapes are
+    checked against C3D afterwards (``loading.check_state_dict``)."""
     layout = stored.layout
     state: Dict[str, torch.Tensor] = {}
     for key, array in stored.arrays.items():
@@ -94,14 +96,15 @@ def caffe_order_arrays(stored: StoredWeights, kernel_order: str) -> Dict[str, to
                     if array.ndim != 5:
                         raise ValueError(f"a convolution kernel must be 5-D, not {array.shape}")
                     array = layouts.keras_conv_kernel(array, channels_first=False)
-                array = layouts.kernel_to_caffe_order(array, kernel_order)
+                if kernel_order != CAFFE:
+                    array = layouts.kernel_to_caffe_order(array, kernel_order)
             elif kind == "weight" and layer.startswith("fc"):
                 if layout.dense_in_out:
                     array = layouts.keras_dense_kernel(array)
                 if layer == "fc6" and layout.fc6_inputs_thwc:
                     array = layouts.fc6_columns_from_thwc(array)
         except ValueError as error:
-            raise WeightsError(f"{stored.source_format} file: layer {layer}: {error}") from None
+            raise WeightsError(f"{source}: layer {layer}: {error}") from None
         state[key] = torch.from_numpy(array)
     return state
 
@@ -122,7 +125,7 @@ def convert_stored(stored: StoredWeights, *, name: str, sha256: str,
     note = _order_note(order, assumed, declared)
     if note:
         notes.insert(0, note)
-    return LoadedWeights(state_dict=caffe_order_arrays(stored, order), name=name, sha256=sha256,
+    return LoadedWeights(state_dict=caffe_order_arrays(stored, order, name), name=name, sha256=sha256,
                          source_format=stored.source_format, conversion_notes=tuple(notes),
                          kernel_order=order, kernel_order_assumed=assumed)
 
