@@ -20,7 +20,7 @@ _EXPORTS = {
     "extract": "c3d_extract.extractor",
     "iter_records": "c3d_extract.extractor",
     "read_features": "c3d_extract.store",
-    "resolve_weights": "c3d_extract.weights.loading",
+    "resolve_weights": "c3d_extract.weights.registry",
     "load_network": "c3d_extract.weights.loading",
     "load_model": "c3d_extract.weights.networks",
     "create_model": "c3d_extract.models.registry",

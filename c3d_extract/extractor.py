@@ -24,13 +24,14 @@ from c3d_extract.preprocess import Preprocessing, load_mean, preprocessing_with_
 from c3d_extract.records import RunParameters, VideoRecord
 from c3d_extract.sharding import Shard, select, shard_path
 from c3d_extract.sources import VideoSource, discover
+from c3d_extract.weights.convert import check_kernel_order
 from c3d_extract.workers import (DecodePool, Failed, Finished, Frames, Started, Warned,
                                  default_workers)
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from c3d_extract.weights.loading import LoadedWeights
+    from c3d_extract.weights.convert import LoadedWeights
     from c3d_extract.weights.networks import LoadedModel
 
 #: What ``--weights`` may be: a loaded network or C3D state dict, a path or name, or None.
@@ -56,6 +57,7 @@ class ExtractOptions:
     workers: int = 0
     timeout: float = 600.0
     per_clip: bool = False
+    kernel_order: Optional[str] = None  # declared kernel order of the weights file
 
     def validate(self) -> None:
         from c3d_extract.models.registry import all_layer_names
@@ -77,6 +79,7 @@ class ExtractOptions:
         if not self.timeout > 0:
             raise UsageError("timeout must be a positive number of seconds")
         check_decoder(self.decoder)
+        check_kernel_order(self.kernel_order)
 
     def for_network(self, network: "LoadedModel") -> "ExtractOptions":
         """These options with the layers, clip length and stride left open filled in from
@@ -133,10 +136,12 @@ def prepare_network(weights: WeightsSpec, options: ExtractOptions,
 
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device)
-    loaded = load_model(weights)
+    loaded = load_model(weights, kernel_order=options.kernel_order)
     if loaded.is_random:
         warnings.warn("using RANDOM weights: the features are meaningless except for testing",
                       UserWarning, stacklevel=2)
+    if loaded.kernel_order_assumed:
+        warnings.warn(f"{loaded.name}: {loaded.notes[0]}", UserWarning, stacklevel=2)
     options = options.for_network(loaded)
     preprocessing = loaded.preset
     if mean is not None:
@@ -336,7 +341,8 @@ def extract_videos(videos: Sequence[VideoSource], output: str, *,
         layers=tuple(options.layers), clip_len=options.clip_len, stride=options.stride,
         short_policy=options.short_policy, weights=prepared.weights.name,
         weights_sha256=prepared.weights.sha256, preprocessing=prepared.preprocessing.to_json(),
-        precision=prepared.precision, per_clip=options.per_clip)
+        precision=prepared.precision, per_clip=options.per_clip,
+        weights_kernel_order=prepared.weights.kernel_order)
     dims = feature_dims(options.layers, prepared.model.feature_dim)
     summary = ExtractSummary(output=output, n_inputs=len(videos), n_skipped_existing=0,
                              weights=prepared.weights.name,

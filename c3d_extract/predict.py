@@ -16,7 +16,7 @@ import numpy as np
 
 from c3d_extract.errors import LabelsError, UsageError
 from c3d_extract.timeline import Timeline, build_timeline
-from c3d_extract.weights.loading import LoadedWeights
+from c3d_extract.weights.convert import LoadedWeights
 from c3d_extract.weights.networks import LoadedModel, load_model
 
 if TYPE_CHECKING:

@@ -30,6 +30,7 @@ class RunParameters:
     preprocessing: str  # JSON of the Preprocessing preset
     precision: str      # fp32, bf16 or fp16, as resolved
     per_clip: bool
+    weights_kernel_order: str = "caffe"  # the kernel order the weights file was read as
 
     def to_attrs(self) -> Dict[str, Any]:
         attrs = asdict(self)
@@ -44,7 +45,8 @@ class RunParameters:
                    short_policy=str(attrs["short_policy"]), weights=str(attrs["weights"]),
                    weights_sha256=str(attrs["weights_sha256"]),
                    preprocessing=str(attrs["preprocessing"]),
-                   precision=str(attrs["precision"]), per_clip=bool(attrs["per_clip"]))
+                   precision=str(attrs["precision"]), per_clip=bool(attrs["per_clip"]),
+                   weights_kernel_order=str(attrs.get("weights_kernel_order", "caffe")))
 
     def differences(self, other: "RunParameters") -> List[str]:
         """Human-readable ``name: recorded -> requested`` for every differing field.

@@ -11,9 +11,10 @@ from c3d_extract.errors import UsageError, WeightsError
 from c3d_extract.preprocess import load_mean, preprocessing_with_mean, SPORTS1M
 from c3d_extract.weights import caffe_proto
 from c3d_extract.weights.formats import detect_format
-from c3d_extract.weights.loading import converted_cache_path, load_state_dict, resolve_weights
+from c3d_extract.weights.loading import converted_cache_path, load_state_dict
+from c3d_extract.weights.registry import resolve_weights
 from tests.weights_support import (
-    assert_same_fc6, blob_bvlc, blob_c3d_v10, caffe_bvlc_net, caffe_c3d_v10_net, f_bytes,
+    assert_right_conversion, assert_same_fc6, blob_bvlc, blob_c3d_v10, caffe_bvlc_net, caffe_c3d_v10_net, f_bytes,
     f_unpacked_floats, f_varint, fc6_of, numpy_params, source_model, varint,
 )
 
@@ -108,9 +109,9 @@ def caffe_files(source, tmp_path_factory):
     params = numpy_params(source)
     folder = tmp_path_factory.mktemp("caffe")
     v10 = folder / "conv3d_deepnetA_sport1m_iter_1900000"
-    v10.write_bytes(caffe_c3d_v10_net(params, ["fc6", "fc7", "fc8"]))
+    v10.write_bytes(caffe_c3d_v10_net(params, ["fc6-1", "fc7-1", "fc8-1"]))  # SPEC 4.1 names
     bvlc = folder / "c3d_sport1m.caffemodel"
-    bvlc.write_bytes(caffe_bvlc_net(params, ["fc6-1", "fc7-1", "fc8-1"]))
+    bvlc.write_bytes(caffe_bvlc_net(params, ["fc6", "fc7", "fc8"]))
     return {"v10": str(v10), "bvlc": str(bvlc)}
 
 
@@ -125,7 +126,7 @@ def test_caffe_net_gives_the_source_fc6(dialect, caffe_files, source, clip, refe
     assert weights.sha256 == hashlib.sha256(open(path, "rb").read()).hexdigest()
     for key, value in source.state_dict().items():
         assert torch.equal(weights.state_dict[key], value), key
-    assert_same_fc6(fc6_of(weights.state_dict, clip), reference_fc6)
+    assert_right_conversion(weights.state_dict, clip, reference_fc6)
 
 
 def test_caffe_conversion_is_cached_by_sha256(caffe_files, clip, reference_fc6, tmp_path,
@@ -147,7 +148,7 @@ def test_caffe_conversion_is_cached_by_sha256(caffe_files, clip, reference_fc6, 
     def no_conversion(*args, **kwargs):
         raise AssertionError("converted again instead of reading the cache")
 
-    monkeypatch.setattr(formats, "read_weights", no_conversion)
+    monkeypatch.setattr(formats, "read_stored", no_conversion)
     second = resolve_weights(path)
     assert second.source_format == "caffe" and second.sha256 == first.sha256
     assert_same_fc6(fc6_of(second.state_dict, clip), reference_fc6)
@@ -164,7 +165,7 @@ def test_truncated_caffe_file_is_refused(caffe_files, tmp_path, monkeypatch):
 
 
 def test_caffe_layers_with_a_wrong_shape_name_the_layer():
-    from c3d_extract.weights.formats import caffe_state_dict
+    from c3d_extract.weights.formats import caffe_arrays
     from c3d_extract.weights.loading import check_state_dict
 
     params = numpy_params(source_model(num_classes=3))
@@ -178,13 +179,13 @@ def test_caffe_layers_with_a_wrong_shape_name_the_layer():
         weight = params[f"{name}.weight"]
         layers.append(caffe_proto.CaffeLayer(f"{name}-1", 14, (weight[None, None, None],
                                                                 params[f"{name}.bias"])))
-    state = caffe_state_dict(layers, "test.caffemodel")
+    state = {k: torch.from_numpy(v) for k, v in caffe_arrays(layers, "test.caffemodel").items()}
     with pytest.raises(WeightsError, match="layer conv3b"):
         check_state_dict(state, "test.caffemodel")
     layers[-1] = caffe_proto.CaffeLayer("fc8", 14, (np.zeros((2, 1, 3, 4), np.float32),
                                                     np.zeros(3, np.float32)))
     with pytest.raises(WeightsError, match="layer fc8"):
-        caffe_state_dict(layers, "test.caffemodel")
+        caffe_arrays(layers, "test.caffemodel")
 
 
 def test_caffe_net_without_c3d_layers(tmp_path):

@@ -36,7 +36,8 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], prog_name="c3d-weights")
 
 
-@pytest.mark.parametrize("command", [[], ["convert"], ["info"], ["fetch"], ["list"]])
+@pytest.mark.parametrize("command", [[], ["convert"], ["info"], ["compare"], ["fetch"],
+                                     ["list"]])
 def test_help(command):
     result = run(*command, "--help")
     assert result.exit_code == 0 and "Usage: c3d-weights" in result.output
@@ -69,6 +70,9 @@ def test_convert_writes_metadata_and_the_same_tensors(source, pickle_file, tmp_p
     assert metadata["num_classes"] == str(NUM_CLASSES)
     assert json.loads(metadata["class_names"]) == names
     assert any("pool5" in note for note in json.loads(metadata["conversion_notes"]))
+    assert metadata["source_kernel_order"] == "kd-reversed"
+    assert metadata["kernel_order_assumed"] == "true"
+    assert any("ASSUMED" in note for note in json.loads(metadata["conversion_notes"]))
     tensors = load_file(str(out))
     expected = source.state_dict()
     assert set(tensors) == set(expected)
@@ -83,6 +87,8 @@ def test_info(source, pickle_file, tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "format: c3d-pytorch-pickle" in lines
+    assert any(line.startswith("kernel order: kd-reversed (ASSUMED, not verified")
+               for line in lines)
     assert f"sha256: {hashlib.sha256(out.read_bytes()).hexdigest()}" in lines
     count = sum(p.numel() for p in source.parameters())
     assert f"parameters: {count:,}" in lines
@@ -95,6 +101,19 @@ def test_info(source, pickle_file, tmp_path):
     result = run("info", pickle_file)
     assert result.exit_code == 0
     assert f"sha256: {hashlib.sha256(pickle_file.read_bytes()).hexdigest()}" in result.output
+
+
+def test_info_and_convert_with_a_declared_kernel_order(pickle_file, tmp_path):
+    result = run("info", pickle_file, "--kernel-order", "khkw-reversed")
+    assert result.exit_code == 0, result.output
+    assert "kernel order: khkw-reversed (read as: Caffe's kernels reversed in kH and kW" \
+        in result.output
+    out = tmp_path / "declared.safetensors"
+    assert run("convert", pickle_file, "-o", out, "--kernel-order", "khkw-reversed").exit_code == 0
+    with safe_open(str(out), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["source_kernel_order"] == "khkw-reversed"
+    assert metadata["kernel_order_assumed"] == "false"
 
 
 def test_errors_and_exit_codes(pickle_file, tmp_path):
@@ -113,7 +132,7 @@ def test_errors_and_exit_codes(pickle_file, tmp_path):
     assert not (tmp_path / "x.safetensors").exists()
     result = run("info", tmp_path / "nope.safetensors")
     assert result.exit_code == 1 and "no weights file" in result.output
-    result = run("convert", pickle_file, "-o", tmp_path / "x.safetensors", "--keras-layout", "x")
+    result = run("convert", pickle_file, "-o", tmp_path / "x.safetensors", "--kernel-order", "x")
     assert result.exit_code == 2
 
 
@@ -146,3 +165,41 @@ def test_fetch_unreachable(tmp_path):
     assert "http://127.0.0.1:9/c3d.pickle" in result.output
     assert "c3d-weights convert" in result.output and "Traceback" not in result.output
     assert run("fetch", "no-such-name").exit_code == 2
+
+
+def test_extract_and_predict_read_a_pickle_with_the_stated_kernel_order(source, pickle_file,
+                                                                       tmp_path):
+    """c3d-extract on real decoded video: the pickle read as kD-reversed by default gives the
+    source network's descriptor; the order is recorded, and a rerun declaring another order
+    is refused instead of mixing features."""
+    import h5py
+
+    from c3d_extract.cli.extract import cli as extract_cli
+    from c3d_extract.cli.predict import cli as predict_cli
+    from c3d_extract.store import read_features
+    from tests.weights_support import MIN_FC6_COSINE, decoded_clip, fc6_cosine, write_video
+
+    video = tmp_path / "clip.mp4"
+    write_video(str(video))
+    out = tmp_path / "features.h5"
+    args = [str(video), "-o", str(out), "--weights", str(pickle_file), "--decoder", "pyav",
+            "--device", "cpu", "--precision", "fp32", "-q"]
+    result = CliRunner().invoke(extract_cli, args, prog_name="c3d-extract")
+    assert result.exit_code == 0, result.output
+    assert "kernel order ASSUMED" in result.stderr
+    with h5py.File(out) as handle:
+        assert handle.attrs["weights_kernel_order"] == "kd-reversed"
+    with torch.no_grad():
+        expected = source.extract(decoded_clip(str(video)), ["fc6"])["fc6"][0]
+    descriptor = torch.from_numpy(read_features(str(out))[1][0])
+    assert fc6_cosine(descriptor, expected / expected.norm()) >= MIN_FC6_COSINE
+    rerun = CliRunner().invoke(extract_cli, args + ["--kernel-order", "khkw-reversed"],
+                               prog_name="c3d-extract")
+    assert rerun.exit_code != 0 and "weights_kernel_order" in rerun.output
+    assert "Traceback" not in rerun.output
+    predicted = CliRunner().invoke(predict_cli, [str(video), "--weights", str(pickle_file),
+                                                 "--kernel-order", "kd-reversed", "--decoder",
+                                                 "pyav", "--device", "cpu", "-k", "2"],
+                                   prog_name="c3d-predict")
+    assert predicted.exit_code == 0, predicted.output
+    assert "ASSUMED" not in predicted.stderr  # declared, not assumed

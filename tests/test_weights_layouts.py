@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from c3d_extract.weights import layouts
-from c3d_extract.weights.formats import keras_backend_from_evidence
 
 
 @pytest.mark.parametrize("caffe_name, ours", [
@@ -43,42 +42,51 @@ def test_keras_kernel_storage_is_told_by_shape():
         layouts.keras_kernel_is_channels_first((3, 3, 3, 64, 3), 64, 3)
 
 
-@pytest.mark.parametrize("flipped", [False, True])
-def test_keras_conv_kernel_channels_last(flipped):
+def test_keras_conv_kernel_channels_last():
     rng = np.random.default_rng(0)
     kernel = rng.standard_normal((3, 3, 3, 2, 4)).astype(np.float32)  # kD kH kW in out
-    out = layouts.keras_conv_kernel(kernel, channels_first=False, flipped=flipped)
+    out = layouts.keras_conv_kernel(kernel, channels_first=False)
     assert out.shape == (4, 2, 3, 3, 3)
     for o, i, d, h, w in itertools.product(range(4), range(2), range(3), range(3), range(3)):
-        src = (2 - d, 2 - h, 2 - w) if flipped else (d, h, w)
-        assert out[o, i, d, h, w] == kernel[src + (i, o)]
+        assert out[o, i, d, h, w] == kernel[d, h, w, i, o]
+    assert np.array_equal(layouts.keras_conv_kernel(out, channels_first=True), out)
 
 
-def test_keras_conv_kernel_channels_first_flipped():
+@pytest.mark.parametrize("order, source", [
+    ("caffe", lambda d, h, w: (d, h, w)),
+    ("kd-reversed", lambda d, h, w: (2 - d, h, w)),
+    ("khkw-reversed", lambda d, h, w: (d, 2 - h, 2 - w)),
+])
+def test_kernel_to_caffe_order_index_by_index(order, source):
     rng = np.random.default_rng(1)
     kernel = rng.standard_normal((4, 2, 3, 3, 3)).astype(np.float32)
-    out = layouts.keras_conv_kernel(kernel, channels_first=True, flipped=True)
+    out = layouts.kernel_to_caffe_order(kernel, order)
     for o, i, d, h, w in itertools.product(range(4), range(2), range(3), range(3), range(3)):
-        assert out[o, i, d, h, w] == kernel[o, i, 2 - d, 2 - h, 2 - w]
-    assert np.array_equal(layouts.keras_conv_kernel(kernel, channels_first=True, flipped=False),
-                          kernel)
+        assert out[o, i, d, h, w] == kernel[(o, i) + source(d, h, w)]
+    with pytest.raises(ValueError):
+        layouts.kernel_to_caffe_order(kernel[0], order)
 
 
-def test_flipping_turns_convolution_into_cross_correlation():
-    """Theano convolves: conv(x, k) == cross-correlation(x, flip(k)), which is why Theano
-    kernels are flipped back."""
+def test_theano_convolution_of_a_rotated_kernel_is_caffe_reversed_in_time():
+    """SPEC 4.4: the Theano file holds Caffe's kernels with each kH x kW slice rotated by 180
+    degrees; Theano's conv3d convolves (flips all three axes), so keras-model-zoo's model
+    computes Caffe's cross-correlation with the kernels reversed in time only."""
     rng = np.random.default_rng(2)
-    x = torch.from_numpy(rng.standard_normal((1, 2, 5, 6, 7)).astype(np.float32))
-    kernel = rng.standard_normal((3, 3, 3, 2, 1)).astype(np.float32)  # Keras (kD, kH, kW, in, out)
-    # True convolution written out directly from its definition, 'same' padding.
-    padded = np.pad(x.numpy()[0], ((0, 0), (1, 1), (1, 1), (1, 1)))
-    expected = np.zeros((5, 6, 7), np.float32)
-    for t, r, c in itertools.product(range(5), range(6), range(7)):
+    x = rng.standard_normal((2, 4, 5, 6))        # in, T, H, W (float64 throughout: the
+    caffe = rng.standard_normal((1, 2, 3, 3, 3))  # 54-term sums then agree to ~1e-15)
+    theano_file = np.rot90(caffe, 2, axes=(3, 4))
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (1, 1)))
+    convolution = np.zeros((4, 5, 6))  # true convolution, from its definition
+    for t, r, c in itertools.product(range(4), range(5), range(6)):
         for i, d, h, w in itertools.product(range(2), range(3), range(3), range(3)):
-            expected[t, r, c] += padded[i, t + 2 - d, r + 2 - h, c + 2 - w] * kernel[d, h, w, i, 0]
-    weight = layouts.keras_conv_kernel(kernel, channels_first=False, flipped=True)
-    actual = torch.nn.functional.conv3d(x, torch.from_numpy(weight), padding=1)[0, 0].numpy()
-    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+            convolution[t, r, c] += padded[i, t + 2 - d, r + 2 - h, c + 2 - w] * \
+                theano_file[0, i, d, h, w]
+    reversed_in_time = np.ascontiguousarray(caffe[:, :, ::-1])
+    expected = torch.nn.functional.conv3d(torch.from_numpy(x)[None],
+                                          torch.from_numpy(reversed_in_time), padding=1)[0, 0]
+    np.testing.assert_allclose(convolution, expected.numpy(), rtol=0, atol=1e-12)
+    # Read with the file's order declared, the file gives Caffe's kernel back exactly.
+    assert np.array_equal(layouts.kernel_to_caffe_order(theano_file, "khkw-reversed"), caffe)
 
 
 def test_keras_dense_kernel_is_transposed():
@@ -122,12 +130,22 @@ def test_fc6_columns_from_thwc_computes_the_same_linear_layer():
         layouts.fc6_columns_from_thwc(np.zeros((4, 100), np.float32))
 
 
+def test_fc6_columns_to_thwc_inverts_from_thwc():
+    weight = np.arange(2 * 8192, dtype=np.float32).reshape(2, 8192)
+    there = layouts.fc6_columns_to_thwc(weight)
+    assert not np.array_equal(there, weight)
+    assert np.array_equal(layouts.fc6_columns_from_thwc(there), weight)
+
+
 @pytest.mark.parametrize("key, ours", [
+    ("conv1a.conv.weight", "conv1a.weight"),
+    ("fc6.weight", "fc6.weight"),
+    ("conv1a.weight", None),
+    ("fc6.conv.weight", None),
     ("backbone.conv1a.conv.weight", "conv1a.weight"),
     ("backbone.conv5b.conv.bias", "conv5b.bias"),
     ("backbone.fc6.weight", "fc6.weight"),
     ("backbone.fc7.bias", "fc7.bias"),
-    ("module.backbone.conv2a.conv.weight", "conv2a.weight"),
     ("cls_head.fc_cls.weight", None),
     ("backbone.conv1a.bn.weight", None),
 ])
@@ -142,19 +160,3 @@ def test_mmaction2_keys(key, ours):
 ])
 def test_pickle_keys(key, ours):
     assert layouts.pickle_key(key) == ours
-
-
-@pytest.mark.parametrize("backend, names, expected", [
-    ("theano", ["conv1/kernel:0"], "theano"),            # the attribute wins
-    ("tensorflow", ["conv1_W"], "tensorflow"),
-    ("cntk", [], "tensorflow"),                          # only Theano flips
-    (None, ["conv1_W:0", "conv1_b:0"], "tensorflow"),    # Keras 1 on TensorFlow
-    (None, ["conv1/kernel:0"], "tensorflow"),
-    (None, ["conv1_W", "conv1_b"], "theano"),            # Keras 1 on Theano
-    (None, ["conv1/kernel", "conv1/bias"], "theano"),
-    (None, ["param_0", "param_1"], None),                # Keras 0.x: no evidence
-    (None, [], None),
-    (None, ["conv1_W", "conv1_b:0"], None),              # contradictory
-])
-def test_keras_backend_from_evidence(backend, names, expected):
-    assert keras_backend_from_evidence(backend, names) == expected

@@ -13,7 +13,7 @@ import torch
 
 from c3d_extract.errors import ChecksumError, DownloadError, WeightsNotFoundError
 from c3d_extract.weights import registry
-from c3d_extract.weights.loading import resolve_weights
+from c3d_extract.weights.registry import resolve_weights
 from tests.weights_support import numpy_params, pickle_state_dict
 
 PICKLE = registry.REGISTRY["sports1m-pytorch"].filename

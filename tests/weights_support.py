@@ -104,6 +104,23 @@ def assert_same_fc6(actual: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
 
 
+#: The issue's bar for a right conversion on real video (a right one gives 1.0000000).
+MIN_FC6_COSINE = 0.99999
+
+
+def fc6_cosine(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(actual.double().flatten(),
+                                                       expected.double().flatten(), dim=0))
+
+
+def assert_right_conversion(state_dict: Dict[str, torch.Tensor], clip: torch.Tensor,
+                            expected: torch.Tensor) -> None:
+    """fc6 of ``state_dict`` on the real clip: cosine >= 0.99999 and equal within 1e-5."""
+    actual = fc6_of(state_dict, clip)
+    assert fc6_cosine(actual, expected) >= MIN_FC6_COSINE
+    assert_same_fc6(actual, expected)
+
+
 def relative_difference(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return float((actual - expected).abs().max() / expected.abs().max())
 
@@ -172,7 +189,8 @@ def caffe_c3d_v10_net(params: Dict[str, np.ndarray], fc_names: Sequence[str]) ->
         body += b"".join(f_bytes(6, blob_c3d_v10(b)) for b in blobs)
         return f_bytes(2, body)
 
-    out = [f_bytes(1, b"deep_c3d_ucf101"), layer("data", 29)]
+    dropout = 6
+    out = [f_bytes(1, b"DeepConv3DNet_Sport1M_Val"), layer("data", 29)]
     for name in CONV_NAMES:
         out.append(layer(name, convolution3d, [params[f"{name}.weight"],
                                                params[f"{name}.bias"].reshape(1, 1, 1, 1, -1)]))
@@ -184,6 +202,8 @@ def caffe_c3d_v10_net(params: Dict[str, np.ndarray], fc_names: Sequence[str]) ->
         out.append(layer(caffe_name, inner_product,
                          [weight.reshape(1, 1, 1, *weight.shape),
                           params[f"{ours}.bias"].reshape(1, 1, 1, 1, -1)]))
+        if ours != "fc8":
+            out += [layer(f"relu{ours[2]}", relu), layer(f"drop{ours[2]}", dropout)]
     out.append(layer("prob", softmax))
     return b"".join(out)
 
@@ -214,20 +234,13 @@ def thwc_row_order() -> np.ndarray:
     return np.arange(512 * 1 * 4 * 4).reshape(512, 1, 4, 4).transpose(1, 2, 3, 0).ravel()
 
 
-def keras_arrays(params: Dict[str, np.ndarray], *, theano: bool,
-                 channels_first_kernels: bool) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    """Keras layer name -> (kernel, bias) in the documented Keras layouts.
-
-    Conv kernels: caffe.transpose(2, 3, 4, 1, 0) (or kept (out, in, ...) for Keras 1 'th'),
-    reversed along kD, kH, kW for Theano. Dense kernels W.T; fc6's rows in (T, H, W, C) order.
-    """
+def keras2_arrays(params: Dict[str, np.ndarray]) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """Keras layer name -> (kernel, bias) as c3d-keras's convert_caffe_model.py writes them
+    (SPEC 4.3): conv caffe.transpose(2, 3, 4, 1, 0), no flip; dense W.T with fc6's rows
+    reordered from (C, T, H, W) to (T, H, W, C)."""
     out = {}
     for name in CONV_NAMES:
-        kernel = params[f"{name}.weight"]
-        if theano:
-            kernel = np.flip(kernel, axis=(2, 3, 4))
-        if not channels_first_kernels:
-            kernel = kernel.transpose(2, 3, 4, 1, 0)
+        kernel = params[f"{name}.weight"].transpose(2, 3, 4, 1, 0)
         out[KERAS_NAMES.get(name, name)] = (np.ascontiguousarray(kernel), params[f"{name}.bias"])
     for name in ("fc6", "fc7", "fc8"):
         kernel = params[f"{name}.weight"].T
@@ -237,69 +250,133 @@ def keras_arrays(params: Dict[str, np.ndarray], *, theano: bool,
     return out
 
 
-LAYER_SEQUENCE = ["conv1", "pool1", "conv2", "pool2", "conv3a", "conv3b", "pool3", "conv4a",
-                  "conv4b", "pool4", "conv5a", "conv5b", "zeropad", "pool5", "flatten_1", "fc6",
-                  "dropout_1", "fc7", "dropout_2", "fc8"]
-
-
-def write_keras2(path: str, arrays: Dict[str, Tuple[np.ndarray, np.ndarray]],
-                 backend: str = "tensorflow") -> None:
-    """``model.save`` layout of Keras 2: ``model_weights/<layer>/<layer>/kernel:0``."""
-    import h5py
-
-    with h5py.File(path, "w") as f:
-        f.attrs["keras_version"] = b"2.2.4"
-        f.attrs["backend"] = backend.encode()
-        f.attrs["model_config"] = b'{"class_name": "Sequential"}'
-        weights = f.create_group("model_weights")
-        weights.attrs["layer_names"] = [n.encode() for n in LAYER_SEQUENCE]
-        weights.attrs["backend"] = backend.encode()
-        weights.attrs["keras_version"] = b"2.2.4"
-        for name in LAYER_SEQUENCE:
-            group = weights.create_group(name)
-            if name not in arrays:
-                group.attrs["weight_names"] = np.array([], dtype="S1")
-                continue
-            names = [f"{name}/kernel:0", f"{name}/bias:0"]
-            group.attrs["weight_names"] = [n.encode() for n in names]
-            for weight_name, value in zip(names, arrays[name]):
-                group.create_dataset(weight_name, data=value)
-
-
-def write_keras1(path: str, arrays: Dict[str, Tuple[np.ndarray, np.ndarray]],
-                 weight_names: Tuple[str, str] = ("{}_W", "{}_b")) -> None:
-    """``save_weights`` layout of Keras 1: root ``layer_names``, datasets ``conv1_W``."""
-    import h5py
-
-    with h5py.File(path, "w") as f:
-        f.attrs["layer_names"] = [n.encode() for n in LAYER_SEQUENCE]
-        for name in LAYER_SEQUENCE:
-            group = f.create_group(name)
-            if name not in arrays:
-                group.attrs["weight_names"] = np.array([], dtype="S1")
-                continue
-            names = [pattern.format(name) for pattern in weight_names]
-            group.attrs["weight_names"] = [n.encode() for n in names]
-            for weight_name, value in zip(names, arrays[name]):
-                group.create_dataset(weight_name, data=value)
-
-
-def pickle_state_dict(params: Dict[str, np.ndarray]) -> Dict[str, torch.Tensor]:
-    """DavideA/c3d-pytorch keys: conv1, conv2, then conv3a ... fc8."""
-    renamed = {"conv1a": "conv1", "conv2a": "conv2"}
+def keras1_theano_arrays(params: Dict[str, np.ndarray]
+                         ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """As albertomontesg's gist / keras-model-zoo wrote them (SPEC 4.4): conv kernels kept
+    (out, in, kD, kH, kW) with each 2-D kH x kW slice rotated by 180 degrees (kD untouched);
+    dense W.T with fc6's rows left in Caffe's (C, T, H, W) order."""
     out = {}
-    for key_name, value in params.items():
-        layer, _, kind = key_name.rpartition(".")
-        out[f"{renamed.get(layer, layer)}.{kind}"] = torch.from_numpy(value.copy())
+    for name in CONV_NAMES:
+        rotated = np.rot90(params[f"{name}.weight"], 2, axes=(3, 4))  # every kH x kW slice
+        out[KERAS_NAMES.get(name, name)] = (np.ascontiguousarray(rotated), params[f"{name}.bias"])
+    for name in ("fc6", "fc7", "fc8"):
+        out[name] = (np.ascontiguousarray(params[f"{name}.weight"].T), params[f"{name}.bias"])
     return out
 
 
-def mmaction2_checkpoint(params: Dict[str, np.ndarray]) -> Dict[str, object]:
-    state = {}
+LAYER_SEQUENCE = ["conv1", "pool1", "conv2", "pool2", "conv3a", "conv3b", "pool3", "conv4a",
+                  "conv4b", "pool4", "conv5a", "conv5b", "zeropadding3d_1", "pool5", "flatten_1",
+                  "fc6", "dropout_1", "fc7", "dropout_2", "fc8"]
+
+
+def _string_attr(node, name: str, value, kind: str) -> None:
+    """An attribute the way Keras 2.0.0 (fixed-length bytes) or tf-keras (variable-length
+    strings) writes it; ``value`` is a str or a list of str."""
+    import h5py
+
+    if kind == "fixed":
+        node.attrs[name] = (np.array([v.encode("utf8") for v in value]) if isinstance(value, list)
+                            else np.bytes_(value.encode("utf8")))  # numpy 'S' dtype: fixed
+    else:
+        node.attrs.create(name, value, dtype=h5py.string_dtype("utf-8"))
+
+
+def write_keras2(path: str, arrays: Dict[str, Tuple[np.ndarray, np.ndarray]], *,
+                 strings: str = "fixed", keras_version: str = "2.0.0",
+                 backend: str = "tensorflow", weightless_layers: bool = True,
+                 model_save: bool = False) -> None:
+    """Keras 2's ``save_weights`` (or, ``model_save``, ``model.save`` under
+    ``model_weights``): root attrs ``layer_names``, ``backend``, ``keras_version``; groups
+    ``conv1/conv1/kernel:0``; layers without weights get an empty ``weight_names``."""
+    import h5py
+
+    names = [n for n in LAYER_SEQUENCE if weightless_layers or n in arrays]
+    with h5py.File(path, "w") as f:
+        root = f
+        if model_save:
+            _string_attr(f, "model_config", '{"class_name": "Sequential"}', strings)
+            root = f.create_group("model_weights")
+        _string_attr(root, "layer_names", names, strings)
+        _string_attr(root, "backend", backend, strings)
+        _string_attr(root, "keras_version", keras_version, strings)
+        for name in names:
+            group = root.create_group(name)
+            if name not in arrays:
+                group.attrs["weight_names"] = []  # what Keras 2.0.0 writes for an empty list
+                continue
+            weight_names = [f"{name}/kernel:0", f"{name}/bias:0"]
+            _string_attr(group, "weight_names", weight_names, strings)
+            for weight_name, value in zip(weight_names, arrays[name]):
+                group.create_dataset(weight_name, data=value.astype(np.float32))
+
+
+def write_keras1(path: str, arrays: Dict[str, Tuple[np.ndarray, np.ndarray]], *,
+                 weightless_layers: bool = True,
+                 weight_names: Tuple[str, str] = ("{}_W", "{}_b")) -> None:
+    """Keras 1.0.5's ``save_weights``: root ``layer_names`` only (no backend, no
+    keras_version), datasets ``conv1_W`` / ``conv1_b`` directly in each layer's group."""
+    import h5py
+
+    names = [n for n in LAYER_SEQUENCE if weightless_layers or n in arrays]
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([n.encode("utf8") for n in names])  # h5py 2: 'S' arrays
+        for name in names:
+            group = f.create_group(name)
+            if name not in arrays:
+                group.attrs["weight_names"] = []
+                continue
+            names_here = [pattern.format(name) for pattern in weight_names]
+            group.attrs["weight_names"] = np.array([n.encode("utf8") for n in names_here])
+            for weight_name, value in zip(names_here, arrays[name]):
+                group.create_dataset(weight_name, data=value.astype(np.float32))
+
+
+# ------------------------------------------------------------------ PyTorch files
+
+def pickle_state_dict(params: Dict[str, np.ndarray], *, reversed_axes: Tuple[int, ...] = (2,)
+                      ) -> "OrderedDict[str, torch.Tensor]":
+    """DavideA/c3d-pytorch's model's state dict (SPEC 4.5): keys conv1, conv2, conv3a ... fc8;
+    conv kernels Caffe's reversed along ``reversed_axes`` (kD by default, the likely case)."""
+    from collections import OrderedDict
+
+    renamed = {"conv1a": "conv1", "conv2a": "conv2"}
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for key_name, value in params.items():
+        layer, _, kind = key_name.rpartition(".")
+        if kind == "weight" and layer.startswith("conv") and reversed_axes:
+            value = np.flip(value, axis=reversed_axes)
+        out[f"{renamed.get(layer, layer)}.{kind}"] = torch.from_numpy(np.ascontiguousarray(value))
+    return out
+
+
+def mmaction2_backbone(params: Dict[str, np.ndarray], prefix: str = ""
+                       ) -> "OrderedDict[str, torch.Tensor]":
+    """mmaction2's C3D backbone state dict (SPEC 4.6): ``conv1a.conv.weight`` ... ``fc7``,
+    no fc8, each key under ``prefix``."""
+    from collections import OrderedDict
+
+    state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     for key_name, value in params.items():
         layer, _, kind = key_name.rpartition(".")
         if layer == "fc8":
             continue
         inner = f"{layer}.conv" if layer.startswith("conv") else layer
-        state[f"backbone.{inner}.{kind}"] = torch.from_numpy(value.copy())
-    return {"meta": {"mmcv_version": "1.1.5", "time": "Fri Oct 16 2020"}, "state_dict": state}
+        state[f"{prefix}{inner}.{kind}"] = torch.from_numpy(value.copy())
+    return state
+
+
+def mmaction2_checkpoint(params: Dict[str, np.ndarray]) -> Dict[str, object]:
+    """The published pretrain file: the unprefixed backbone under ``state_dict`` with mmcv's
+    ``meta``."""
+    return {"meta": {"mmcv_version": "1.1.5", "time": "Fri Oct 16 2020"},
+            "state_dict": mmaction2_backbone(params)}
+
+
+def recognizer3d_checkpoint(params: Dict[str, np.ndarray], num_classes: int = 101
+                            ) -> Dict[str, object]:
+    """A fine-tuned Recognizer3D: the backbone under ``backbone.`` plus ``cls_head.fc_cls``."""
+    state = mmaction2_backbone(params, prefix="backbone.")
+    generator = torch.Generator().manual_seed(7)
+    state["cls_head.fc_cls.weight"] = torch.randn(num_classes, 4096, generator=generator)
+    state["cls_head.fc_cls.bias"] = torch.zeros(num_classes)
+    return {"meta": {"mmaction2_version": "1.2.0"}, "state_dict": state}

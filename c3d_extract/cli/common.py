@@ -8,6 +8,7 @@ from typing import Any, Callable, List, Sequence, TypeVar
 import click
 
 from c3d_extract.errors import C3DError, UsageError
+from c3d_extract.weights.kernel_orders import KERNEL_ORDERS, OPTION_HELP
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -16,6 +17,11 @@ EXIT_FATAL = 1
 EXIT_USAGE = 2
 EXIT_SOME_FAILED = 3
 EXIT_INTERRUPTED = 130
+
+
+#: ``--kernel-order``, for every command that reads weights.
+kernel_order_option = click.option("--kernel-order", type=click.Choice(KERNEL_ORDERS),
+                                   default=None, help=OPTION_HELP)
 
 
 def library_errors(func: F) -> F:

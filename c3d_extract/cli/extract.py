@@ -11,7 +11,8 @@ from typing import Optional, Sequence
 import click
 
 from c3d_extract.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
-                                    library_errors, show_warnings_plainly, split_list)
+                                    kernel_order_option, library_errors,
+                                    show_warnings_plainly, split_list)
 from c3d_extract.clips import SHORT_POLICIES
 from c3d_extract.decoders import DECODERS
 from c3d_extract.records import VideoRecord
@@ -102,6 +103,7 @@ def _raise_interrupt(signum, frame) -> None:
 @click.option("--weights", help="Weights file (any published C3D format, a c3d-train "
               "model.safetensors, a torchvision R(2+1)D-18 .pth), registry name, or 'random' "
               "for a smoke test. Default: weights/c3d_sports1m.safetensors or the cache.")
+@kernel_order_option
 @click.option("--mean", type=click.Path(exists=True, dir_okay=False),
               help="Mean to subtract: .npy (3x16x128x171 BGR volume or 3 values) or a Caffe "
               ".binaryproto. Default: the preset of the weights.")
@@ -138,8 +140,8 @@ def _raise_interrupt(signum, frame) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @library_errors
 def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: Optional[str],
-        mean: Optional[str], layers: Optional[str], clip_len: Optional[int],
-        stride: Optional[int], short_policy: str,
+        kernel_order: Optional[str], mean: Optional[str], layers: Optional[str],
+        clip_len: Optional[int], stride: Optional[int], short_policy: str,
         batch_size: int, device: str, precision: str, decoder: str, workers: int,
         timeout: float, per_clip: bool, overwrite: bool, retry_errors: bool,
         shard_text: Optional[str], quiet: bool) -> None:
@@ -167,7 +169,8 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
         layers=() if layers is None else tuple(split_list(layers, "--layer")),
         clip_len=clip_len or 0, stride=stride or 0,
         short_policy=short_policy, batch_size=batch_size, device=device, precision=precision,
-        decoder=decoder, workers=workers, timeout=timeout, per_clip=per_clip)
+        decoder=decoder, workers=workers, timeout=timeout, per_clip=per_clip,
+        kernel_order=kernel_order)
     launched = launched_shard(os.environ)
     shard = parse_shard(shard_text) if shard_text is not None else launched
     progress = BarProgress(quiet)

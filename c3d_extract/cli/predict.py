@@ -9,8 +9,8 @@ from typing import Dict, List, Optional, Sequence
 
 import click
 
-from c3d_extract.cli.common import (EXIT_OK, EXIT_SOME_FAILED, library_errors,
-                                    show_warnings_plainly)
+from c3d_extract.cli.common import (EXIT_OK, EXIT_SOME_FAILED, kernel_order_option,
+                                    library_errors, show_warnings_plainly)
 from c3d_extract.decoders import DECODERS
 from c3d_extract.errors import VideoReadError
 from c3d_extract.overlay import DEFAULT_FPS, overlay_destinations
@@ -33,6 +33,7 @@ Examples:
 @click.option("--weights", help="Weights file (any published C3D format with fc8, a c3d-train "
               "model.safetensors, a torchvision R(2+1)D-18 .pth), registry name, or 'random'. "
               "Default: weights/c3d_sports1m.safetensors or the cache.")
+@kernel_order_option
 @click.option("--labels", type=click.Path(dir_okay=False),
               help="Class names, one per line in class order (default: the names embedded in "
               "the weights, else class numbers).")
@@ -64,10 +65,11 @@ Examples:
 @click.option("--decoder", default="decord", show_default=True,
               type=click.Choice(sorted(DECODERS)))
 @library_errors
-def cli(videos: Sequence[str], weights: Optional[str], labels: Optional[str], top_k: int,
-        as_json: bool, stride: Optional[int], timeline: Optional[str], smooth: int,
-        overlay: Optional[str], overlay_dir: Optional[str], fps: Optional[float],
-        mean: Optional[str], batch_size: int, device: str, precision: str,
+def cli(videos: Sequence[str], weights: Optional[str], kernel_order: Optional[str],
+        labels: Optional[str], top_k: int, as_json: bool, stride: Optional[int],
+        timeline: Optional[str], smooth: int, overlay: Optional[str],
+        overlay_dir: Optional[str], fps: Optional[float], mean: Optional[str],
+        batch_size: int, device: str, precision: str,
         decoder: str) -> None:
     """Print each video's top-k classes with probabilities; optionally per window.
 
@@ -90,10 +92,10 @@ def cli(videos: Sequence[str], weights: Optional[str], labels: Optional[str], to
     overlays = overlay_destinations(sources, overlay, overlay_dir)
     if timeline is not None:
         check_output_location(timeline)
-    loaded = load_model(weights)
+    loaded = load_model(weights, kernel_order=kernel_order)
     names = class_names_for(loaded, read_class_names(labels) if labels else None)
     options = ExtractOptions(batch_size=batch_size, device=device, precision=precision,
-                             decoder=decoder)
+                             decoder=decoder, kernel_order=kernel_order)
     predictions = predict_in_order(
         [(s.id, s.path) for s in sources], loaded, top_k=top_k, class_names=names,
         options=options, mean=mean, stride=stride, smooth=smooth,

@@ -7,10 +7,13 @@ from typing import Optional
 
 import click
 
-from c3d_extract.cli.common import echo_table, library_errors
-from c3d_extract.weights import convert as convert_lib
-from c3d_extract.weights import registry
-from c3d_extract.weights.formats import KERAS_LAYOUTS
+from c3d_extract.cli.common import EXIT_OK, echo_table, kernel_order_option, library_errors
+from c3d_extract.weights import loading, registry
+from c3d_extract.weights.kernel_orders import DESCRIPTIONS, KERNEL_ORDERS
+
+#: ``c3d-weights compare`` exit codes besides 0 (identical), 1 (error) and 2 (usage).
+EXIT_SAME_UP_TO_TRANSFORMS = 3
+EXIT_DIFFERENT = 4
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,14 +21,16 @@ def cli() -> None:
     """Convert, inspect and download C3D Sports-1M weights.
 
     Every published format is read from its content: the Caffe C3D binary,
-    Keras HDF5 (TensorFlow or Theano layout), DavideA's c3d.pickle, mmaction2
-    checkpoints, and this project's safetensors / PyTorch state dicts.
+    Keras 2 / TensorFlow and Keras 1 / Theano HDF5, DavideA's c3d.pickle,
+    mmaction2 pretrain files and checkpoints, and this project's safetensors /
+    PyTorch state dicts. Each is put in Caffe's kernel order.
 
     \b
     Example:
       c3d-weights fetch sports1m-caffe
       c3d-weights convert sports1M_weights_tf.h5 -o c3d.safetensors --labels labels.txt
       c3d-weights info c3d.safetensors
+      c3d-weights compare c3d.pickle conv3d_deepnetA_sport1m_iter_1900000
     """
 
 
@@ -35,15 +40,14 @@ def cli() -> None:
               help="The safetensors file to write.")
 @click.option("--labels", type=click.Path(dir_okay=False),
               help="Class names, one per line in class order, embedded in the output.")
-@click.option("--keras-layout", type=click.Choice(list(KERAS_LAYOUTS)),
-              help="Layout of a Keras file whose backend cannot be told from the file "
-                   "(theano: kernels flipped). Ignored for other formats.")
+@kernel_order_option
 @library_errors
 def convert(source: str, output: str, labels: Optional[str],
-            keras_layout: Optional[str]) -> None:
+            kernel_order: Optional[str]) -> None:
     """Convert SOURCE (any supported format) to a checked safetensors file.
 
-    The output records the source format, the source's sha256, the input
+    The output records the source format, the source's sha256, the kernel
+    order the source was read as (and whether it was assumed), the input
     preprocessing preset, the number of classes and, with --labels, the class
     names.
 
@@ -51,7 +55,7 @@ def convert(source: str, output: str, labels: Optional[str],
     Example:
       c3d-weights convert conv3d_deepnetA_sport1m_iter_1900000 -o c3d_sports1m.safetensors
     """
-    weights = convert_lib.convert_file(source, output, labels=labels, keras_layout=keras_layout)
+    weights = loading.convert_file(source, output, labels=labels, kernel_order=kernel_order)
     click.echo(f"{output}: {weights.source_format} -> safetensors, "
                f"{len(weights.state_dict)} tensors, {weights.num_classes} classes"
                f"{', with class names' if weights.class_names else ''}")
@@ -61,10 +65,9 @@ def convert(source: str, output: str, labels: Optional[str],
 
 @cli.command()
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--keras-layout", type=click.Choice(list(KERAS_LAYOUTS)),
-              help="Layout of a Keras file whose backend cannot be told from the file.")
+@kernel_order_option
 @library_errors
-def info(path: str, keras_layout: Optional[str]) -> None:
+def info(path: str, kernel_order: Optional[str]) -> None:
     """Show a weights file's format, layers with shapes, parameter count and sha256.
 
     A model file (c3d-train's model.safetensors) or a torchvision R(2+1)D-18 file
@@ -81,10 +84,13 @@ def info(path: str, keras_layout: Optional[str]) -> None:
     if model is not None:
         _echo_model_info(model)
         return
-    described = convert_lib.describe(path, keras_layout=keras_layout)
+    described = loading.describe(path, kernel_order=kernel_order)
     click.echo(f"file: {described.path}")
     click.echo(f"format: {described.source_format}")
     click.echo(f"sha256: {described.sha256}")
+    how = "ASSUMED, not verified" if described.kernel_order_assumed else "read as"
+    click.echo(f"kernel order: {described.kernel_order} ({how}: "
+               f"{DESCRIPTIONS[described.kernel_order]}; converted to Caffe order)")
     click.echo(f"parameters: {described.parameter_count:,}")
     click.echo(f"classes: {described.num_classes}"
                f"{' (names embedded)' if described.class_names else ''}")
@@ -113,6 +119,54 @@ def _echo_model_info(model) -> None:
     click.echo("")
     echo_table([(name, " x ".join(map(str, shape))) for name, shape in model.tensors],
                header=("tensor", "shape"))
+
+
+@cli.command()
+@click.argument("file_a", type=click.Path(dir_okay=False))
+@click.argument("file_b", type=click.Path(dir_okay=False))
+@click.option("--kernel-order-a", type=click.Choice(KERNEL_ORDERS),
+              help="Declare FILE_A's kernel order (as --kernel-order does).")
+@click.option("--kernel-order-b", type=click.Choice(KERNEL_ORDERS),
+              help="Declare FILE_B's kernel order.")
+@library_errors
+def compare(file_a: str, file_b: str, kernel_order_a: Optional[str],
+            kernel_order_b: Optional[str]) -> None:
+    """Compare two weights files of any formats, layer by layer.
+
+    Both are read as `info` reads them (converted to Caffe order). For each
+    layer the known transforms are tried on FILE_A's weight (identity;
+    reversal of any of kD, kH, kW; kH and kW swapped; fc6 inputs in (C,T,H,W)
+    vs (T,H,W,C) order; a transposed dense kernel) until one gives FILE_B's;
+    the table shows it and the largest difference after it, then a one-line
+    verdict. Exit status: 0 every layer both files hold is identical, 3 the
+    same network up to known transforms, 4 different networks, 1 a file
+    cannot be read, 2 usage error.
+
+    \b
+    Example:
+      c3d-weights compare c3d.pickle conv3d_deepnetA_sport1m_iter_1900000
+    """
+    from c3d_extract.weights.compare import DIFFERENT, IDENTICAL, compare_files
+
+    result = compare_files(file_a, file_b, kernel_orders=(kernel_order_a, kernel_order_b))
+    for label, weights in (("A", result.a), ("B", result.b)):
+        assumed = ", assumed" if weights.kernel_order_assumed else ""
+        click.echo(f"{label}: {weights.name} ({weights.source_format}, kernel order "
+                   f"{weights.kernel_order}{assumed}, sha256 {weights.sha256[:16]})")
+    click.echo("")
+    rows = []
+    for layer in result.layers:
+        if layer.only_in:
+            rows.append((layer.layer, f"only in {layer.only_in}", "", ""))
+        else:
+            rows.append((layer.layer, layer.transform or "no known transform",
+                         f"{layer.max_difference:.3g}", f"{layer.scale:.3g}"))
+    echo_table(rows, header=("layer", "B = transform(A)", "max |diff|", "max |B|"))
+    click.echo("")
+    click.echo(f"verdict: {result.verdict}")
+    if result.status == IDENTICAL:
+        sys.exit(EXIT_OK)
+    sys.exit(EXIT_DIFFERENT if result.status == DIFFERENT else EXIT_SAME_UP_TO_TRANSFORMS)
 
 
 @cli.command()

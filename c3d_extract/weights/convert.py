@@ -1,10 +1,16 @@
-"""Write checked weights as safetensors with their provenance, and describe weights files.
+"""Conversion to Caffe order, and the converted weights written as safetensors.
+
+``convert_stored`` takes a file's arrays as its reader found them (``formats``)
+and puts them in the layout of ``nn.Conv3d`` / ``nn.Linear`` with Caffe's kernel
+order: conv axes transposed, reversed kernel axes reversed back, dense kernels
+transposed, fc6's inputs put back in (C, T, H, W) order.
 
 The metadata of a converted file says where the tensors came from
-(``source_format``, ``source_sha256``), the input preset they expect
-(``preprocessing``, JSON), ``num_classes``, optional ``class_names`` (JSON list)
-and any ``conversion_notes`` (JSON list). Files are written to a temporary name
-and renamed, so a reader never sees half a file.
+(``source_format``, ``source_sha256``, ``source_kernel_order`` and whether that
+order was assumed), the input preset they expect (``preprocessing``, JSON),
+``num_classes``, optional ``class_names`` (JSON list) and any
+``conversion_notes`` (JSON list). Files are written to a temporary name and
+renamed, so a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -12,16 +18,117 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
 
 from c3d_extract.errors import UsageError, WeightsError
-from c3d_extract.models.c3d import C3D
-from c3d_extract.weights.loading import LoadedWeights, load_state_dict
+from c3d_extract.preprocess import SPORTS1M, Preprocessing
+from c3d_extract.weights import layouts
+from c3d_extract.weights.formats import StoredWeights
+from c3d_extract.weights.kernel_orders import CAFFE, DESCRIPTIONS, KERNEL_ORDERS
 
-if TYPE_CHECKING:
-    from c3d_extract.weights.formats import KerasLayout
+#: What users are told wherever weights read with an assumed kernel order are used.
+ASSUMED_ORDER_NOTE = (
+    "kernel order ASSUMED, not verified: read as {description} ({order}). DavideA's "
+    "c3d.pickle was converted from keras-model-zoo's Theano weights and reproduces that "
+    "model, which reverses every kernel in time (SPEC 4.5); if the file holds Caffe's kernels "
+    "reversed in kH and kW instead, pass --kernel-order khkw-reversed. `c3d-weights compare "
+    "FILE conv3d_deepnetA_sport1m_iter_1900000` settles it")
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """A checked state dict in the project's naming and what is known about it."""
+
+    state_dict: Dict[str, torch.Tensor] = field(repr=False)
+    name: str                 # as given: path, registry name or "random"
+    sha256: str               # of the source file ("random-seed-0" for random weights)
+    source_format: str
+    preprocessing: Preprocessing = SPORTS1M
+    class_names: Tuple[str, ...] = ()
+    conversion_notes: Tuple[str, ...] = ()  # e.g. how the source's own pipeline differed
+    kernel_order: str = CAFFE              # the order the source file held, as read
+    kernel_order_assumed: bool = False     # that order was inferred, not declared or known
+
+    @property
+    def num_classes(self) -> int:
+        weight = self.state_dict.get("fc8.weight")
+        return 0 if weight is None else int(weight.shape[0])
+
+    @property
+    def is_random(self) -> bool:
+        return self.source_format == "random"
+
+
+def check_kernel_order(kernel_order: Optional[str]) -> Optional[str]:
+    """``kernel_order`` if it is None or a known order; ``UsageError`` otherwise."""
+    if kernel_order is not None and kernel_order not in KERNEL_ORDERS:
+        raise UsageError(f"unknown kernel order {kernel_order!r}; choose from "
+                         f"{', '.join(KERNEL_ORDERS)}")
+    return kernel_order
+
+
+def _order_note(order: str, assumed: bool, declared: bool) -> Optional[str]:
+    description = DESCRIPTIONS[order]
+    if assumed:
+        return ASSUMED_ORDER_NOTE.format(description=description, order=order)
+    if declared:
+        return f"kernel order declared: {description} ({order}); converted to Caffe order"
+    if order != CAFFE:
+        return f"kernels stored as {description}; converted to Caffe order"
+    return None
+
+
+def caffe_order_arrays(stored: StoredWeights, kernel_order: str,
+                       source: str) -> Dict[str, torch.Tensor]:
+    """``stored``'s arrays in ``nn.Conv3d`` / ``nn.Linear`` layout and Caffe order; shapes are
+    checked against C3D afterwards (``loading.check_state_dict``)."""
+    layout = stored.layout
+    state: Dict[str, torch.Tensor] = {}
+    for key, array in stored.arrays.items():
+        layer, _, kind = key.rpartition(".")
+        try:
+            if kind == "weight" and layer.startswith("conv"):
+                if layout.conv_channels_last:
+                    if array.ndim != 5:
+                        raise ValueError(f"a convolution kernel must be 5-D, not {array.shape}")
+                    array = layouts.keras_conv_kernel(array, channels_first=False)
+                if kernel_order != CAFFE:
+                    array = layouts.kernel_to_caffe_order(array, kernel_order)
+            elif kind == "weight" and layer.startswith("fc"):
+                if layout.dense_in_out:
+                    array = layouts.keras_dense_kernel(array)
+                if layer == "fc6" and layout.fc6_inputs_thwc:
+                    array = layouts.fc6_columns_from_thwc(array)
+        except ValueError as error:
+            raise WeightsError(f"{source}: layer {layer}: {error}") from None
+        state[key] = torch.from_numpy(array)
+    return state
+
+
+def convert_stored(stored: StoredWeights, *, name: str, sha256: str,
+                   kernel_order: Optional[str] = None) -> LoadedWeights:
+    """``stored`` in Caffe order. ``kernel_order`` declares the order the file holds; by
+    default the format's (``StoredLayout.kernel_order``) is taken."""
+    declared = check_kernel_order(kernel_order) is not None
+    order = kernel_order if declared else stored.layout.kernel_order
+    if order is None:
+        raise WeightsError(f"{name} ({stored.source_format}) does not say in which order its "
+                           "kernels are: none of the published files is written this way. "
+                           "Declare it with --kernel-order (caffe, kd-reversed or "
+                           "khkw-reversed)")
+    assumed = not declared and stored.layout.kernel_order_assumed
+    notes = list(stored.notes)
+    note = _order_note(order, assumed, declared)
+    if note:
+        notes.insert(0, note)
+    return LoadedWeights(state_dict=caffe_order_arrays(stored, order, name), name=name, sha256=sha256,
+                         source_format=stored.source_format, conversion_notes=tuple(notes),
+                         kernel_order=order, kernel_order_assumed=assumed)
+
 
 METADATA_FORMAT = "c3d-extract-weights/1"
 
@@ -34,6 +141,8 @@ def weights_metadata(weights: LoadedWeights) -> Dict[str, str]:
         "source_sha256": weights.sha256,
         "preprocessing": weights.preprocessing.to_json(),
         "num_classes": str(weights.num_classes),
+        "source_kernel_order": weights.kernel_order,
+        "kernel_order_assumed": "true" if weights.kernel_order_assumed else "false",
     }
     if weights.class_names:
         metadata["class_names"] = json.dumps(list(weights.class_names), ensure_ascii=False)
@@ -95,61 +204,3 @@ def with_class_names(weights: LoadedWeights, class_names: Sequence[str],
     return replace(weights, class_names=tuple(class_names))
 
 
-def _keras_layout(name: Optional[str]) -> Optional[KerasLayout]:
-    from c3d_extract.weights.formats import KERAS_LAYOUTS
-
-    if name is None:
-        return None
-    if name not in KERAS_LAYOUTS:
-        raise UsageError(f"unknown Keras layout {name!r}; choose from {', '.join(KERAS_LAYOUTS)}")
-    return KERAS_LAYOUTS[name]
-
-
-def convert_file(source: str, out: str, *, labels: Optional[str] = None,
-                 keras_layout: Optional[str] = None) -> LoadedWeights:
-    """Convert any supported weights file to a checked safetensors file at ``out``."""
-    layout = _keras_layout(keras_layout)
-    if not os.path.isfile(source):
-        from c3d_extract.errors import InputNotFoundError
-        raise InputNotFoundError(f"no weights file at {source}")
-    if os.path.abspath(out) == os.path.abspath(source):
-        raise UsageError("the output would overwrite the source file")
-    weights = load_state_dict(source, keras_layout=layout, use_cache=False)
-    if labels is not None:
-        weights = with_class_names(weights, read_class_names(labels), labels)
-    write_safetensors(weights, out)
-    return weights
-
-
-@dataclass(frozen=True)
-class WeightsInfo:
-    """What ``c3d-weights info`` shows about a weights file."""
-
-    path: str
-    source_format: str
-    sha256: str
-    layers: Tuple[Tuple[str, Tuple[int, ...]], ...]  # tensor name, shape
-    parameter_count: int
-    num_classes: int
-    available_layers: Tuple[str, ...]
-    class_names: Tuple[str, ...]
-    conversion_notes: Tuple[str, ...]
-
-
-def describe(path: str, *, keras_layout: Optional[str] = None) -> WeightsInfo:
-    """Read and check a weights file of any supported format (nothing is written)."""
-    import torch
-
-    layout = _keras_layout(keras_layout)
-    if not os.path.isfile(path):
-        raise WeightsError(f"no weights file at {path}")
-    weights = load_state_dict(path, keras_layout=layout, use_cache=False)
-    with torch.device("meta"):  # the architecture only, without allocating parameters
-        model = C3D(weights.num_classes)
-    return WeightsInfo(path=path, source_format=weights.source_format, sha256=weights.sha256,
-                       layers=tuple((k, tuple(v.shape)) for k, v in weights.state_dict.items()),
-                       parameter_count=sum(v.numel() for v in weights.state_dict.values()),
-                       num_classes=weights.num_classes,
-                       available_layers=model.available_layers,
-                       class_names=weights.class_names,
-                       conversion_notes=weights.conversion_notes)

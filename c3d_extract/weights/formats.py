@@ -1,19 +1,22 @@
 """Readers of the published Sports-1M weights formats (SPEC section 4).
 
-``read_weights(path)`` tells the format from the file's first bytes (never its
-name) and converts it to the project's state dict: Caffe C3D binaries (both
-protobuf dialects), Keras HDF5 files (TensorFlow and Theano layouts, Keras 1
-and 2 naming), DavideA's ``c3d.pickle``, mmaction2 checkpoints, and the
-project's own ``torch.save``d state dicts. Each reader is a pure conversion
-built from the transforms in ``layouts``; nothing here runs code from a file.
+``read_stored(path)`` tells the format from the file's content (never its name)
+and returns each layer's weight and bias as the file stores them, named the
+project's way, with a description of the file's layout (``StoredLayout``):
+Caffe C3D binaries (both protobuf dialects), Keras 2 / TensorFlow and Keras 1 /
+Theano HDF5 files (told apart by their structure), DavideA's ``c3d.pickle``,
+mmaction2 pretrain files and checkpoints (mmengine's included), and the
+project's own state dicts. Putting the arrays in Caffe order is ``convert``'s
+job. Nothing here runs code from a file.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,8 +25,9 @@ import torch
 from c3d_extract.errors import WeightsError
 from c3d_extract.models.c3d import CONV_LAYERS
 from c3d_extract.weights import caffe_proto, layouts
+from c3d_extract.weights.kernel_orders import CAFFE, KD_REVERSED, KHKW_REVERSED
 
-StateDict = Dict[str, torch.Tensor]
+Arrays = Dict[str, np.ndarray]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -38,53 +42,51 @@ PICKLE_NOTE = ("DavideA/c3d-pytorch's own model padded pool5 symmetrically and s
 
 
 @dataclass(frozen=True)
-class ConvertedWeights:
-    """A state dict in the project's naming, the format it came from, and what to know."""
+class StoredLayout:
+    """How a file stores the network, relative to Caffe.
 
-    state_dict: StateDict
-    source_format: str
-    notes: Tuple[str, ...] = ()
+    ``kernel_order``: the order its conv kernels hold (``kernel_orders``), None when the
+    format does not tell (the user must declare it); ``kernel_order_assumed``: inferred
+    from the file's history, not verified.
+    """
+
+    conv_channels_last: bool = False   # conv kernels (kD, kH, kW, in, out), else (out, in, ...)
+    dense_in_out: bool = False         # dense kernels (in, out), else (out, in)
+    fc6_inputs_thwc: bool = False      # fc6 reads pool5 flattened (T, H, W, C), else (C, T, H, W)
+    kernel_order: Optional[str] = CAFFE
+    kernel_order_assumed: bool = False
 
 
 @dataclass(frozen=True)
-class KerasLayout:
-    """How a Keras file stores C3D.
+class StoredWeights:
+    """A file's tensors as stored (``conv1a.weight`` ... in the project's names), float32."""
 
-    ``flipped``: kernels reversed along kD, kH, kW (written for Theano, which convolves).
-    ``fc6_channels_last``: fc6's inputs follow a (T, H, W, C) flatten of pool5 instead of
-    PyTorch's and Caffe's (C, T, H, W).
-    """
-
-    flipped: bool
-    fc6_channels_last: bool = True
-
-
-#: Values of ``--keras-layout``. Both published files flatten pool5 channels-last
-#: (SPEC 4); the ``-channels-first`` variants are for files that do not.
-KERAS_LAYOUTS: Dict[str, KerasLayout] = {
-    "tensorflow": KerasLayout(flipped=False, fc6_channels_last=True),
-    "theano": KerasLayout(flipped=True, fc6_channels_last=True),
-    "tensorflow-channels-first": KerasLayout(flipped=False, fc6_channels_last=False),
-    "theano-channels-first": KerasLayout(flipped=True, fc6_channels_last=False),
-}
-
-
-def keras_layout_name(layout: KerasLayout) -> str:
-    return next(name for name, known in KERAS_LAYOUTS.items() if known == layout)
+    arrays: Arrays
+    source_format: str
+    layout: StoredLayout = StoredLayout()
+    notes: Tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------- detection
+
+def looks_like_safetensors(head: bytes, size: int) -> bool:
+    """Whether a file of ``size`` bytes starting with ``head`` is safetensors: an 8-byte
+    little-endian header length that fits in the file, then a JSON object."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    header_length = int.from_bytes(head[:8], "little")
+    return 2 <= header_length <= size - 8
+
 
 def detect_format(path: str) -> str:
     """``safetensors``, ``hdf5``, ``torch`` or ``caffe``, from the file's first bytes."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(4096)
+        size = os.path.getsize(path)
     except OSError as error:
         raise WeightsError(f"cannot read {path}: {error}") from None
-    from c3d_extract.weights.loading import looks_like_safetensors
-
-    if looks_like_safetensors(head, os.path.getsize(path)):
+    if looks_like_safetensors(head, size):
         return "safetensors"
     if head.startswith(HDF5_MAGIC):
         return "hdf5"
@@ -98,36 +100,22 @@ def detect_format(path: str) -> str:
                        "binary, Keras HDF5, PyTorch state dict or checkpoint")
 
 
-def read_weights(path: str, *, keras_layout: Optional[KerasLayout] = None) -> ConvertedWeights:
-    """Read any supported non-safetensors weights file, converted to the project's naming.
-
-    ``keras_layout`` overrides the detected layout of Keras files (ignored otherwise).
-    """
+def read_stored(path: str) -> StoredWeights:
+    """Read any supported non-safetensors weights file, its arrays as stored."""
     kind = detect_format(path)
     if kind == "caffe":
         return read_caffe(path)
     if kind == "hdf5":
-        return read_keras_h5(path, layout=keras_layout)
+        return read_keras_h5(path)
     if kind == "torch":
-        return read_torch_weights(path)
+        return torch_stored(read_torch_file(path), path)
     raise WeightsError(f"{path} is a safetensors file; read it with load_state_dict")
 
 
-def read_any(path: str) -> Tuple[StateDict, str]:
-    """``(state_dict, format name)`` of a non-safetensors weights file."""
-    converted = read_weights(path)
-    return converted.state_dict, converted.source_format
-
-
-def registry_path(name: str) -> Optional[Path]:
-    """Path of a registry entry already downloaded to the cache (checksum verified), or None."""
-    from c3d_extract.weights import registry
-
-    return registry.registry_path(name)
-
-
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
+def _array(value: object) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", torch.float32).numpy()
+    return np.asarray(value, dtype=np.float32)
 
 
 def _conv_shapes() -> Dict[str, Tuple[int, int]]:
@@ -136,9 +124,9 @@ def _conv_shapes() -> Dict[str, Tuple[int, int]]:
 
 # -------------------------------------------------------------------------------- Caffe
 
-def caffe_state_dict(layers: Sequence[caffe_proto.CaffeLayer], source: str) -> StateDict:
-    """Pure conversion of decoded Caffe layers to the project's state dict."""
-    state: StateDict = {}
+def caffe_arrays(layers: Sequence[caffe_proto.CaffeLayer], source: str) -> Arrays:
+    """Decoded Caffe layers as the project's named arrays (FC blobs reshaped to (N, K))."""
+    state: Arrays = {}
     seen: Dict[str, str] = {}
     for layer in layers:
         ours = layouts.caffe_layer_name(layer.name)
@@ -161,46 +149,21 @@ def caffe_state_dict(layers: Sequence[caffe_proto.CaffeLayer], source: str) -> S
             bias = layouts.caffe_bias(bias)
         except ValueError as error:
             raise WeightsError(f"{source}: layer {layer.name}: {error}") from None
-        state[f"{ours}.weight"] = _tensor(weight)
-        state[f"{ours}.bias"] = _tensor(bias)
+        state[f"{ours}.weight"] = _array(weight)
+        state[f"{ours}.bias"] = _array(bias)
     if not state:
         raise WeightsError(f"{source} is a Caffe model without any C3D layer "
                            f"(found {', '.join(l.name for l in layers[:8])})")
     return state
 
 
-def read_caffe(path: str) -> ConvertedWeights:
-    layers = caffe_proto.read_net_file(path)
-    return ConvertedWeights(caffe_state_dict(layers, path), "caffe")
+def read_caffe(path: str) -> StoredWeights:
+    return StoredWeights(caffe_arrays(caffe_proto.read_net_file(path), path), "caffe")
 
 
 # -------------------------------------------------------------------------------- Keras
 
-_TENSORFLOW_NAME = re.compile(r":\d+$")
-_KERAS1_THEANO_NAME = re.compile(r"^\w+_[Wb]$")
-_UNNAMED = re.compile(r"^param_\d+$")
-
-
-def keras_backend_from_evidence(backend_attr: Optional[str],
-                                weight_names: Sequence[str]) -> Optional[str]:
-    """``theano``, ``tensorflow`` or None (undecidable) for a Keras weights file.
-
-    Keras 2 records the ``backend``. Keras 1 did not, but its weight names tell:
-    TensorFlow variables end in ``:0``, Theano's are ``<layer>_W`` / ``<layer>_b``
-    (or ``<layer>/kernel`` in Keras 2); ``param_N`` names carry no information.
-    Only Theano flips kernels; every other backend cross-correlates like Caffe.
-    """
-    if backend_attr:
-        return "theano" if backend_attr.lower() == "theano" else "tensorflow"
-    names = [n for n in weight_names if not _UNNAMED.match(n)]
-    if not names:
-        return None
-    if all(_TENSORFLOW_NAME.search(n) for n in names):
-        return "tensorflow"
-    if all(not _TENSORFLOW_NAME.search(n) and (_KERAS1_THEANO_NAME.match(n) or "/" in n)
-           for n in names):
-        return "theano"
-    return None
+_KERAS2_NAME = re.compile(r"(?:^|/)(kernel|bias)(?::\d+)?$")
 
 
 def _text(value: object) -> str:
@@ -224,43 +187,69 @@ def _keras_layer_arrays(group, layer: str, source: str) -> Tuple[List[str], List
     return [n for n, _ in found], [a for _, a in found]
 
 
-def keras_state_dict(arrays: Dict[str, List[np.ndarray]], layout: KerasLayout,
-                     source: str) -> StateDict:
-    """Pure conversion of per-layer Keras arrays (Keras layer name -> [kernel, bias]) to the
-    project's state dict."""
-    state: StateDict = {}
+@dataclass(frozen=True)
+class _KerasLayer:
+    names: Tuple[str, str]      # weight names: kernel, bias
+    kernel: np.ndarray
+    bias: np.ndarray
+
+
+def _keras_layers(root, layer_names: Sequence[str], source: str) -> Dict[str, _KerasLayer]:
+    found: Dict[str, _KerasLayer] = {}
+    for layer in layer_names:
+        if layer not in layouts.KERAS_LAYER_NAMES or layer not in root:
+            continue
+        names, values = _keras_layer_arrays(root[layer], layer, source)
+        if not values:
+            continue
+        kernels = [(n, a) for n, a in zip(names, values) if a.ndim >= 2]
+        biases = [(n, a) for n, a in zip(names, values) if a.ndim == 1]
+        if len(kernels) != 1 or len(biases) != 1 or len(values) != 2:
+            raise WeightsError(f"{source}: layer {layer} holds arrays of shapes "
+                               f"{[a.shape for a in values]}, expected a kernel and a bias")
+        found[layer] = _KerasLayer((kernels[0][0], biases[0][0]), kernels[0][1], biases[0][1])
+    return found
+
+
+def _keras_structure(layers: Dict[str, _KerasLayer],
+                     attrs: Dict[str, str]) -> Tuple[Optional[str], str]:
+    """``("keras2" | "keras1", "")`` from weight names and kernel shapes, or ``(None, why)``
+    for a file that fits neither."""
     conv_shapes = _conv_shapes()
-    for keras_name, ours in layouts.KERAS_LAYER_NAMES.items():
-        if keras_name not in arrays:
-            if ours == "fc8":
-                continue
-            raise WeightsError(f"{source}: no Keras layer {keras_name!r}")
-        kernels = [a for a in arrays[keras_name] if a.ndim >= 2]
-        biases = [a for a in arrays[keras_name] if a.ndim == 1]
-        if len(kernels) != 1 or len(biases) != 1:
-            raise WeightsError(f"{source}: layer {keras_name} holds arrays of shapes "
-                               f"{[a.shape for a in arrays[keras_name]]}, expected a kernel "
-                               "and a bias")
-        kernel, bias = kernels[0], biases[0]
-        try:
-            if ours in conv_shapes:
+
+    def misfit(channels_first: bool) -> str:
+        for keras_name, ours in layouts.KERAS_LAYER_NAMES.items():
+            if ours in conv_shapes and keras_name in layers:
+                shape = tuple(layers[keras_name].kernel.shape)
                 c_out, c_in = conv_shapes[ours]
-                channels_first = layouts.keras_kernel_is_channels_first(kernel.shape, c_out, c_in)
-                weight = layouts.keras_conv_kernel(kernel, channels_first=channels_first,
-                                                   flipped=layout.flipped)
-            else:
-                weight = layouts.keras_dense_kernel(kernel)
-                if ours == "fc6" and layout.fc6_channels_last:
-                    weight = layouts.fc6_columns_from_thwc(weight)
-        except ValueError as error:
-            raise WeightsError(f"{source}: layer {keras_name}: {error}") from None
-        state[f"{ours}.weight"] = _tensor(weight)
-        state[f"{ours}.bias"] = _tensor(bias)
-    return state
+                wanted = (c_out, c_in, 3, 3, 3) if channels_first else (3, 3, 3, c_in, c_out)
+                if shape != wanted:
+                    axes = "(out, in, kD, kH, kW)" if channels_first else "(kD, kH, kW, in, out)"
+                    return f"layer {keras_name}: kernel of shape {shape} is not {axes} = {wanted}"
+        return ""
+
+    def keras2_pair(names: Tuple[str, str]) -> bool:
+        kinds = [_KERAS2_NAME.search(name) for name in names]
+        return all(kinds) and [kind.group(1) for kind in kinds if kind] == ["kernel", "bias"]
+
+    version, backend = attrs.get("keras_version", ""), attrs.get("backend", "")
+    if all(keras2_pair(layer.names) for layer in layers.values()):
+        problem = misfit(channels_first=False)
+        if not problem and version.startswith("1"):
+            problem = f"Keras 2 weight names, but keras_version {version}"
+        return (None, problem) if problem else ("keras2", "")
+    if all(layer.names == (f"{name}_W", f"{name}_b") for name, layer in layers.items()):
+        problem = misfit(channels_first=True)
+        if not problem and (version.startswith("2") or backend.lower() not in ("", "theano")):
+            problem = f"Keras 1 weight names, but keras_version {version!r}, backend {backend!r}"
+        return (None, problem) if problem else ("keras1", "")
+    name, layer = next(iter(layers.items()))
+    return None, f"layer {name} has weights named {', '.join(layer.names)}"
 
 
-def read_keras_h5(path: str, *, layout: Optional[KerasLayout] = None) -> ConvertedWeights:
-    """A Keras 1 or Keras 2 HDF5 weights file (``save_weights`` or ``model.save``)."""
+def read_keras_h5(path: str) -> StoredWeights:
+    """A Keras 2 (TensorFlow layout) or Keras 1 (Theano layout) HDF5 weights file, written
+    by ``save_weights`` or ``model.save``, with or without its weightless layers."""
     import h5py
 
     try:
@@ -269,40 +258,71 @@ def read_keras_h5(path: str, *, layout: Optional[KerasLayout] = None) -> Convert
         raise WeightsError(f"cannot read {path} as HDF5 (truncated or damaged?): {error}") from None
     with handle:
         root = handle["model_weights"] if "model_weights" in handle else handle
-        backend_attr = _text(root.attrs.get("backend", handle.attrs.get("backend", ""))) or None
+        attrs = {name: _text(root.attrs.get(name, handle.attrs.get(name, "")))
+                 for name in ("backend", "keras_version")}
+        attrs = {k: v for k, v in attrs.items() if v}
         layer_names = [_text(n) for n in root.attrs.get("layer_names", [])] or list(root.keys())
-        arrays: Dict[str, List[np.ndarray]] = {}
-        weight_names: List[str] = []
         try:
-            for layer in layer_names:
-                if layer in layouts.KERAS_LAYER_NAMES and layer in root:
-                    names, values = _keras_layer_arrays(root[layer], layer, path)
-                    arrays[layer] = values
-                    weight_names.extend(names)
+            layers = _keras_layers(root, layer_names, path)
         except OSError as error:
             raise WeightsError(f"cannot read {path} (truncated or damaged?): {error}") from None
-    if not arrays:
+    if not layers:
         raise WeightsError(f"{path} is an HDF5 file without Keras C3D layers "
                            f"(expected conv1 ... fc8; found {', '.join(layer_names[:8])})")
-    if layout is None:
-        backend = keras_backend_from_evidence(backend_attr, weight_names)
-        if backend is None:
-            raise WeightsError(
-                f"cannot tell whether {path} was written for Theano (kernels flipped) or "
-                "TensorFlow: it records no backend and its weight names do not tell. Convert "
-                "it with `c3d-weights convert FILE -o OUT.safetensors --keras-layout theano` "
-                "(or tensorflow); keras-model-zoo's c3d-sports1M_weights.h5 is theano")
-        layout = KERAS_LAYOUTS[backend]
-    name = keras_layout_name(layout)
-    notes = () if layout == KERAS_LAYOUTS["tensorflow"] else (f"Keras layout: {name}",)
-    return ConvertedWeights(keras_state_dict(arrays, layout, path), f"keras-{name}", notes)
+    for keras_name, ours in layouts.KERAS_LAYER_NAMES.items():
+        if keras_name not in layers and ours != "fc8":
+            raise WeightsError(f"{path}: no Keras layer {keras_name!r}")
+    structure, problem = _keras_structure(layers, attrs)
+    if structure is None:
+        raise WeightsError(
+            f"{path} is neither a Keras 2 / TensorFlow file (weights named conv1/kernel:0, "
+            "conv kernels (kD, kH, kW, in, out)) nor a Keras 1 / Theano file (weights named "
+            f"conv1_W, conv kernels (out, in, kD, kH, kW), no backend attribute): {problem}")
+    arrays: Arrays = {}
+    for keras_name, layer in layers.items():
+        ours = layouts.KERAS_LAYER_NAMES[keras_name]
+        arrays[f"{ours}.weight"] = _array(layer.kernel)
+        arrays[f"{ours}.bias"] = _array(layer.bias)
+    if structure == "keras1":
+        layout = StoredLayout(conv_channels_last=False, dense_in_out=True, fc6_inputs_thwc=False,
+                              kernel_order=KHKW_REVERSED)
+        return StoredWeights(arrays, "keras1-theano", layout)
+    backend = attrs.get("backend", "tensorflow").lower()
+    layout = StoredLayout(conv_channels_last=True, dense_in_out=True, fc6_inputs_thwc=True,
+                          kernel_order=CAFFE if backend != "theano" else None)
+    return StoredWeights(arrays, f"keras2-{backend}", layout)
 
 
 # -------------------------------------------------------------------------------- PyTorch
 
-def torch_state_dict(loaded: object, source: str) -> ConvertedWeights:
-    """Pure conversion of a loaded PyTorch object: the project's state dict, DavideA's
-    ``c3d.pickle`` or an mmaction2 checkpoint."""
+def read_torch_file(path: str) -> object:
+    """What a PyTorch file holds, read without running code from it: ``torch.load`` with
+    ``weights_only=True``; a zip checkpoint holding other objects too (mmengine's) is read
+    again keeping its tensors only (``unpickle``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if zipfile.is_zipfile(path):
+            from c3d_extract.weights.unpickle import load_tensors_only
+            return load_tensors_only(path)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
+        raise WeightsError(f"refusing to load {path}: it holds more than tensors ({first}); "
+                           "only plain state dicts are read") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise WeightsError(f"cannot read {path} as a PyTorch file (truncated or damaged?): "
+                           f"{error}") from None
+
+
+_MMACTION2_CONV_KEY = re.compile(r"^(?:backbone\.)?conv\w+\.conv\.(?:weight|bias)$")
+
+
+def _some(keys: Sequence[str]) -> str:
+    return f"{', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+
+
+def torch_stored(loaded: object, source: str) -> StoredWeights:
+    """A loaded PyTorch object: DavideA's ``c3d.pickle``, an mmaction2 pretrain file or
+    checkpoint (bare or under ``state_dict``), or the project's own state dict."""
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict) or not loaded:
@@ -314,30 +334,25 @@ def torch_state_dict(loaded: object, source: str) -> ConvertedWeights:
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in loaded.items()}
     keys = list(state)
 
-    if any(k.startswith("backbone.") for k in keys):
-        converted, dropped = {}, []
-        for key, value in state.items():
-            ours = layouts.mmaction2_key(key)
-            if ours is None:
-                dropped.append(key)
-            else:
-                converted[ours] = value
+    if any(_MMACTION2_CONV_KEY.match(k) for k in keys):
+        prefixed = any(k.startswith("backbone.") for k in keys)
+        backbone = [k for k in keys if k.startswith("backbone.") or not prefixed]
+        unknown = [k for k in backbone if layouts.mmaction2_key(k) is None]
+        if unknown:
+            raise WeightsError(f"{source} looks like an mmaction2 C3D but has backbone keys "
+                               f"outside the C3D: {_some(unknown)}")
+        arrays = {str(layouts.mmaction2_key(k)): _array(state[k]) for k in backbone}
         notes = [MMACTION2_NOTE]
+        dropped = [k for k in keys if k not in backbone]
         if dropped:
-            notes.append(f"ignored {len(dropped)} keys outside the C3D backbone "
-                         f"({', '.join(dropped[:4])}{' ...' if len(dropped) > 4 else ''})")
-        return ConvertedWeights(converted, "mmaction2", tuple(notes))
+            notes.append(f"ignored {len(dropped)} keys outside the C3D backbone ({_some(dropped)})")
+        return StoredWeights(arrays, "mmaction2", StoredLayout(), tuple(notes))
     if "conv1.weight" in state:
         unknown = [k for k in keys if layouts.pickle_key(k) is None]
         if unknown:
             raise WeightsError(f"{source} looks like DavideA's c3d.pickle but has unexpected keys "
                                f"{', '.join(unknown[:6])}")
-        renamed = {str(layouts.pickle_key(k)): v for k, v in state.items()}
-        return ConvertedWeights(renamed, "c3d-pytorch-pickle", (PICKLE_NOTE,))
-    return ConvertedWeights(state, "pytorch")
-
-
-def read_torch_weights(path: str) -> ConvertedWeights:
-    from c3d_extract.weights.loading import read_torch_file
-
-    return torch_state_dict(read_torch_file(path), path)
+        arrays = {str(layouts.pickle_key(k)): _array(v) for k, v in state.items()}
+        layout = StoredLayout(kernel_order=KD_REVERSED, kernel_order_assumed=True)
+        return StoredWeights(arrays, "c3d-pytorch-pickle", layout, (PICKLE_NOTE,))
+    return StoredWeights({k: _array(v) for k, v in state.items()}, "pytorch")

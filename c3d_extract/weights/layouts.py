@@ -12,6 +12,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from c3d_extract.models.c3d import CONV_LAYERS, POOL5_SIZE
+from c3d_extract.weights.kernel_orders import REVERSED_AXES
 
 #: pool5's output, whose flattening fc6 reads: (channels, frames, height, width).
 POOL5_CTHW: Tuple[int, int, int, int] = (512, 1, 4, 4)
@@ -70,16 +71,19 @@ def keras_kernel_is_channels_first(shape: Tuple[int, ...], c_out: int, c_in: int
                      f"(3, 3, 3, {c_in}, {c_out}) nor (out, in, kD, kH, kW)")
 
 
-def keras_conv_kernel(kernel: np.ndarray, *, channels_first: bool, flipped: bool) -> np.ndarray:
-    """A Keras Conv3D kernel as (out, in, kD, kH, kW) for ``nn.Conv3d``.
-
-    ``flipped``: written for Theano, which convolves (flips the kernel) where Caffe and
-    PyTorch cross-correlate, so the kernel is reversed along kD, kH and kW.
-    """
+def keras_conv_kernel(kernel: np.ndarray, *, channels_first: bool) -> np.ndarray:
+    """A Keras Conv3D kernel as (out, in, kD, kH, kW), its kernel order unchanged."""
     out = kernel if channels_first else np.transpose(kernel, (4, 3, 0, 1, 2))
-    if flipped:
-        out = out[:, :, ::-1, ::-1, ::-1]
     return np.ascontiguousarray(out)
+
+
+def kernel_to_caffe_order(weight: np.ndarray, kernel_order: str) -> np.ndarray:
+    """An (out, in, kD, kH, kW) kernel held in ``kernel_order`` (``kernel_orders``), in
+    Caffe order: the reversed axes are reversed back."""
+    if weight.ndim != 5:
+        raise ValueError(f"a convolution kernel must be 5-D, not {weight.shape}")
+    axes = REVERSED_AXES[kernel_order]
+    return np.ascontiguousarray(np.flip(weight, axis=axes) if axes else weight)
 
 
 def keras_dense_kernel(kernel: np.ndarray) -> np.ndarray:
@@ -102,14 +106,33 @@ def fc6_columns_from_thwc(weight: np.ndarray,
     return np.ascontiguousarray(thwc.transpose(0, 4, 1, 2, 3).reshape(n_out, -1))
 
 
-_MMACTION_KEY = re.compile(r"^(?:module\.)?backbone\.(\w+?)(?:\.conv)?\.(weight|bias)$")
+def fc6_columns_to_thwc(weight: np.ndarray,
+                        pool5_cthw: Tuple[int, int, int, int] = POOL5_CTHW) -> np.ndarray:
+    """The inverse of ``fc6_columns_from_thwc``: columns in (C, T, H, W) order put in
+    channels-last (T, H, W, C) order."""
+    channels, frames, height, width = pool5_cthw
+    if weight.ndim != 2 or weight.shape[1] != channels * frames * height * width:
+        raise ValueError(f"fc6 weight of shape {weight.shape} does not read a "
+                         f"{'x'.join(map(str, pool5_cthw))} pool5")
+    cthw = weight.reshape(weight.shape[0], channels, frames, height, width)
+    return np.ascontiguousarray(cthw.transpose(0, 2, 3, 4, 1).reshape(weight.shape[0], -1))
+
+
+_MMACTION_KEY = re.compile(r"^(\w+?)(?:\.conv)?\.(weight|bias)$")
 
 
 def mmaction2_key(key: str) -> Optional[str]:
-    """``backbone.conv1a.conv.weight`` -> ``conv1a.weight``; ``backbone.fc6.bias`` ->
-    ``fc6.bias``; None for keys outside the backbone (e.g. a ``cls_head``)."""
+    """mmaction2's C3D backbone keys, unprefixed (the published pretrain file) or under
+    ``backbone.`` (a Recognizer3D): ``conv1a.conv.weight`` / ``backbone.conv1a.conv.weight``
+    -> ``conv1a.weight``; ``fc6.bias`` -> ``fc6.bias``. None for anything else (a
+    ``cls_head``, a norm layer)."""
+    if key.startswith("backbone."):
+        key = key[len("backbone."):]
     match = _MMACTION_KEY.match(key)
     if not match or match.group(1) not in OUR_LAYERS:
+        return None
+    is_conv = match.group(1).startswith("conv")
+    if is_conv != (".conv." in key):
         return None
     return f"{match.group(1)}.{match.group(2)}"
 

@@ -1,11 +1,10 @@
-"""Resolve a ``--weights`` value to a checked C3D state dict and its metadata.
+"""Load a weights file of any supported format as a checked C3D state dict.
 
-Sources, in order: ``random`` (seeded, for smoke tests), a registry name, a
-file in any supported format, or (nothing given) the default file in
-``weights/`` or the cache directory. Every file is read without executing
-code (``weights_only=True``, safetensors) and checked tensor by tensor
-against the architecture before a model is built, so a bad file never
-half-loads a network.
+Safetensors files are read as they are; every other format is read (``formats``),
+put in Caffe order (``convert``) and cached as safetensors. Every file is read
+without executing code and checked tensor by tensor against the architecture
+before a model is built, so a bad file never half-loads a network. Converting
+and describing files (``c3d-weights convert`` / ``info``) live here too.
 """
 
 from __future__ import annotations
@@ -13,44 +12,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from c3d_extract.errors import WeightsError, WeightsNotFoundError
+from c3d_extract.errors import InputNotFoundError, UsageError, WeightsError
 from c3d_extract.models.c3d import C3D, SPORTS1M_CLASSES, build_c3d, state_dict_shapes
 from c3d_extract.preprocess import SPORTS1M, Preprocessing
-
-if TYPE_CHECKING:
-    from c3d_extract.weights import formats
+from c3d_extract.weights import formats
+from c3d_extract.weights.convert import (  # noqa: F401 - LoadedWeights is part of this API
+    LoadedWeights, check_kernel_order, convert_stored, read_class_names, with_class_names,
+    write_safetensors,
+)
+from c3d_extract.weights.formats import StoredWeights, looks_like_safetensors
+from c3d_extract.weights.kernel_orders import CAFFE
 
 DEFAULT_WEIGHTS_FILE = "c3d_sports1m.safetensors"
 RANDOM_SEED = 0
-_PROJECT_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
-
-
-@dataclass(frozen=True)
-class LoadedWeights:
-    """A checked state dict in the project's naming and what is known about it."""
-
-    state_dict: Dict[str, torch.Tensor] = field(repr=False)
-    name: str                 # as given: path, registry name or "random"
-    sha256: str               # of the source file ("random-seed-0" for random weights)
-    source_format: str
-    preprocessing: Preprocessing = SPORTS1M
-    class_names: Tuple[str, ...] = ()
-    conversion_notes: Tuple[str, ...] = ()  # e.g. how the source's own pipeline differed
-
-    @property
-    def num_classes(self) -> int:
-        weight = self.state_dict.get("fc8.weight")
-        return 0 if weight is None else int(weight.shape[0])
-
-    @property
-    def is_random(self) -> bool:
-        return self.source_format == "random"
+PROJECT_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 
 
 def cache_dir() -> Path:
@@ -60,19 +41,33 @@ def cache_dir() -> Path:
 
 
 def default_weights_path() -> Optional[Path]:
-    for directory in (Path.cwd() / "weights", _PROJECT_WEIGHTS_DIR, cache_dir()):
+    for directory in (Path.cwd() / "weights", PROJECT_WEIGHTS_DIR, cache_dir()):
         candidate = directory / DEFAULT_WEIGHTS_FILE
         if candidate.is_file():
             return candidate
     return None
 
 
-def file_sha256(path: os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: os.PathLike, chunk: int = 1 << 20, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_md5(path: os.PathLike) -> str:
+    return file_sha256(path, algorithm="md5")
+
+
+#: Derived copies seen in the wild whose conversion cannot be verified, by md5 (SPEC 4.7).
+DERIVED_FILES: Dict[str, str] = {
+    "b7a93b2f9156ccbebe3ca24b41fc5402": (
+        "this is adamcasson/c3d's sports1M_weights_tf.h5, most likely converted from the "
+        "Theano file by a script that reverses all three kernel axes and reorders fc6's rows "
+        "the other way; it is read like any Keras 2 file, which is NOT verified to be right. "
+        "Check it with `c3d-weights compare FILE conv3d_deepnetA_sport1m_iter_1900000`"),
+}
 
 
 def random_weights(seed: int = RANDOM_SEED, num_classes: int = SPORTS1M_CLASSES) -> LoadedWeights:
@@ -113,30 +108,6 @@ def _read_safetensors(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str
         raise WeightsError(f"cannot read {path} as safetensors: {error}") from None
 
 
-def read_torch_file(path: str) -> object:
-    """``torch.load`` that never runs code from the file (``weights_only=True``, explicitly)."""
-    import pickle
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
-        raise WeightsError(f"refusing to load {path}: it holds more than tensors ({first}); "
-                           "only plain state dicts are read") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise WeightsError(f"cannot read {path} as a PyTorch file (truncated or damaged?): "
-                           f"{error}") from None
-
-
-def looks_like_safetensors(head: bytes, size: int) -> bool:
-    """Whether a file of ``size`` bytes starting with ``head`` is safetensors: an 8-byte
-    little-endian header length that fits in the file, then a JSON object."""
-    if len(head) < 9 or head[8:9] != b"{":
-        return False
-    header_length = int.from_bytes(head[:8], "little")
-    return 2 <= header_length <= size - 8
-
-
 def _looks_like_safetensors(path: str) -> bool:
     with open(path, "rb") as handle:
         head = handle.read(9)
@@ -160,13 +131,15 @@ def _from_safetensors(path: str, name: str,
             preprocessing = Preprocessing.from_dict(json.loads(metadata["preprocessing"]))
         class_names = tuple(json.loads(metadata.get("class_names", "[]")))
         notes = tuple(json.loads(metadata.get("conversion_notes", "[]")))
-    except (ValueError, TypeError) as error:
+        kernel_order = check_kernel_order(metadata.get("source_kernel_order", CAFFE))
+    except (ValueError, TypeError, UsageError) as error:
         raise WeightsError(f"{path} has unreadable metadata: {error}") from None
     return LoadedWeights(
         state_dict=state_dict, name=name, sha256=sha256,
         source_format=metadata.get("source_format", "safetensors"),
-        preprocessing=preprocessing, class_names=class_names,
-        conversion_notes=notes), metadata
+        preprocessing=preprocessing, class_names=class_names, conversion_notes=notes,
+        kernel_order=str(kernel_order),
+        kernel_order_assumed=metadata.get("kernel_order_assumed") == "true"), metadata
 
 
 def _checked(weights: LoadedWeights, source: str) -> LoadedWeights:
@@ -176,67 +149,55 @@ def _checked(weights: LoadedWeights, source: str) -> LoadedWeights:
     return replace(weights, state_dict=state_dict)
 
 
-def load_state_dict(path: str, *, keras_layout: "Optional[formats.KerasLayout]" = None,
+def load_state_dict(path: str, *, kernel_order: Optional[str] = None,
                     use_cache: bool = True) -> LoadedWeights:
-    """Read a weights file in any supported format, converted to the project's naming.
+    """Read a weights file in any supported format, converted to the project's naming and
+    Caffe order.
 
-    A foreign format (Caffe, Keras, PyTorch pickles) is converted once and, with
-    ``use_cache``, kept as safetensors under ``cache_dir()/converted/<sha256>`` so later
-    runs skip the conversion; ``sha256`` stays that of the source file.
+    ``kernel_order`` declares the order the file's kernels hold (``kernel_orders``); by
+    default its format decides. A foreign format (Caffe, Keras, PyTorch pickles) is converted
+    once and, with ``use_cache`` and no declared order, kept as safetensors under
+    ``cache_dir()/converted/<sha256>`` so later runs skip the conversion; ``sha256`` stays
+    that of the source file.
     """
-    from c3d_extract.weights import formats
-
+    check_kernel_order(kernel_order)
     if not os.path.isfile(path):
         raise WeightsError(f"no weights file at {path}")
     sha256 = file_sha256(path)
-    if _looks_like_safetensors(path):
+    if _looks_like_safetensors(path) and kernel_order is None:
         return _checked(_from_safetensors(path, path, sha256)[0], path)
     cached = converted_cache_path(sha256)
-    if use_cache and keras_layout is None and cached.is_file():
+    use_cache = use_cache and kernel_order is None
+    if use_cache and cached.is_file():
         try:
             weights, metadata = _from_safetensors(str(cached), path, sha256)
             weights = _checked(weights, str(cached))
         except WeightsError:
             cached.unlink(missing_ok=True)  # a damaged cache entry is rebuilt below
         else:
-            if metadata.get("source_sha256") == sha256:
+            # Entries written before kernel orders were recorded are converted again.
+            if metadata.get("source_sha256") == sha256 and "source_kernel_order" in metadata:
                 return weights
-    converted = formats.read_weights(path, keras_layout=keras_layout)
-    weights = _checked(LoadedWeights(state_dict=converted.state_dict, name=path, sha256=sha256,
-                                     source_format=converted.source_format,
-                                     conversion_notes=converted.notes), path)
-    if use_cache and keras_layout is None:
-        from c3d_extract.weights.convert import write_safetensors
+    if _looks_like_safetensors(path):  # a declared order applies to any file
+        own, _ = _from_safetensors(path, path, sha256)
+        stored = StoredWeights({k: v.to(torch.float32).numpy() for k, v in own.state_dict.items()},
+                               own.source_format, notes=own.conversion_notes)
+        converted = convert_stored(stored, name=path, sha256=sha256, kernel_order=kernel_order)
+        return _checked(replace(converted, preprocessing=own.preprocessing,
+                                class_names=own.class_names), path)
+    stored = formats.read_stored(path)
+    derived = DERIVED_FILES.get(file_md5(path)) if stored.source_format.startswith("keras") \
+        else None
+    if derived:
+        stored = replace(stored, notes=stored.notes + (derived,))
+    weights = _checked(convert_stored(stored, name=path, sha256=sha256,
+                                      kernel_order=kernel_order), path)
+    if use_cache:
         try:
             write_safetensors(weights, cached)
         except OSError:
             pass  # a read-only cache only costs the conversion next time
     return weights
-
-
-def resolve_weights(spec: Optional[str]) -> LoadedWeights:
-    """``--weights``: ``random``, a registry name, a file path, or None for the default file."""
-    if spec == "random":
-        return random_weights()
-    if spec is None:
-        found = default_weights_path()
-        if found is None:
-            raise WeightsNotFoundError(
-                "no C3D weights given and none found (looked for "
-                f"{DEFAULT_WEIGHTS_FILE} in ./weights, {_PROJECT_WEIGHTS_DIR} and {cache_dir()}). "
-                "Pass --weights FILE (safetensors, a PyTorch state dict, or a published "
-                "Sports-1M file), fetch one with `c3d-weights fetch`, or use --weights random "
-                "for a smoke test")
-        return load_state_dict(str(found))
-    if not os.path.exists(spec):
-        from c3d_extract.weights import formats
-        registry_path = formats.registry_path(spec)
-        if registry_path is not None:
-            loaded = load_state_dict(str(registry_path))
-            return replace(loaded, name=spec)
-        raise WeightsError(f"no weights file at {spec} (and {spec!r} is not a known "
-                           "registry name; see `c3d-weights fetch --help`)")
-    return load_state_dict(spec)
 
 
 def load_network(weights: LoadedWeights) -> C3D:
@@ -250,3 +211,54 @@ def load_network(weights: LoadedWeights) -> C3D:
 
 def names_of_missing(weights: LoadedWeights) -> List[str]:
     return [] if weights.num_classes else ["fc8", "prob"]
+
+
+def convert_file(source: str, out: str, *, labels: Optional[str] = None,
+                 kernel_order: Optional[str] = None) -> LoadedWeights:
+    """Convert any supported weights file to a checked safetensors file at ``out``."""
+    check_kernel_order(kernel_order)
+    if not os.path.isfile(source):
+        raise InputNotFoundError(f"no weights file at {source}")
+    if os.path.abspath(out) == os.path.abspath(source):
+        raise UsageError("the output would overwrite the source file")
+    weights = load_state_dict(source, kernel_order=kernel_order, use_cache=False)
+    if labels is not None:
+        weights = with_class_names(weights, read_class_names(labels), labels)
+    write_safetensors(weights, out)
+    return weights
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """What ``c3d-weights info`` shows about a weights file."""
+
+    path: str
+    source_format: str
+    sha256: str
+    layers: Tuple[Tuple[str, Tuple[int, ...]], ...]  # tensor name, shape
+    parameter_count: int
+    num_classes: int
+    available_layers: Tuple[str, ...]
+    class_names: Tuple[str, ...]
+    conversion_notes: Tuple[str, ...]
+    kernel_order: str
+    kernel_order_assumed: bool
+
+
+def describe(path: str, *, kernel_order: Optional[str] = None) -> WeightsInfo:
+    """Read and check a weights file of any supported format (nothing is written)."""
+    check_kernel_order(kernel_order)
+    if not os.path.isfile(path):
+        raise WeightsError(f"no weights file at {path}")
+    weights = load_state_dict(path, kernel_order=kernel_order, use_cache=False)
+    with torch.device("meta"):  # the architecture only, without allocating parameters
+        model = C3D(weights.num_classes)
+    return WeightsInfo(path=path, source_format=weights.source_format, sha256=weights.sha256,
+                       layers=tuple((k, tuple(v.shape)) for k, v in weights.state_dict.items()),
+                       parameter_count=sum(v.numel() for v in weights.state_dict.values()),
+                       num_classes=weights.num_classes,
+                       available_layers=model.available_layers,
+                       class_names=weights.class_names,
+                       conversion_notes=weights.conversion_notes,
+                       kernel_order=weights.kernel_order,
+                       kernel_order_assumed=weights.kernel_order_assumed)

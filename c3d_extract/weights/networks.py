@@ -3,7 +3,7 @@
 Recognised, in order: a ``model.safetensors`` written by ``save_model_file`` (its
 architecture, classes, clip length and preset come from its metadata); a torchvision
 R(2+1)D-18 state dict (``.pth``, read with ``weights_only=True``, loaded strictly);
-anything else is a C3D weights source for ``loading.resolve_weights`` (a file in any
+anything else is a C3D weights source for ``registry.resolve_weights`` (a file in any
 published format, a registry name, ``random``, or the default file).
 """
 
@@ -21,8 +21,11 @@ from torch import nn
 from c3d_extract.errors import ModelFileError, WeightsError
 from c3d_extract.models.registry import get_architecture
 from c3d_extract.preprocess import Preprocessing
-from c3d_extract.weights.loading import (LoadedWeights, file_sha256, load_network,
-                                         read_torch_file, resolve_weights)
+from c3d_extract.weights.convert import LoadedWeights
+from c3d_extract.weights.formats import read_torch_file
+from c3d_extract.weights.kernel_orders import CAFFE
+from c3d_extract.weights.loading import file_sha256, load_network
+from c3d_extract.weights.registry import resolve_weights
 from c3d_extract.weights.model_file import build_strict, is_model_file, read_model_file
 
 TORCHVISION_R2PLUS1D = "r2plus1d_18"
@@ -44,6 +47,9 @@ class LoadedModel:
     sha256: str          # of the source file ("random-seed-0" for random weights)
     source_format: str   # "c3d-extract.model", "torchvision", or a C3D weights format
     metadata: Dict[str, str] = field(default_factory=dict, repr=False)
+    kernel_order: str = CAFFE  # the kernel order the source file held, as read
+    kernel_order_assumed: bool = False  # that order was inferred, not declared or known
+    notes: Tuple[str, ...] = ()  # what the conversion assumed or how the source differed
 
     @property
     def num_classes(self) -> int:
@@ -75,12 +81,16 @@ def from_c3d_weights(weights: LoadedWeights) -> LoadedModel:
                        preset=weights.preprocessing, clip_len=arch.clip_len,
                        crop_size=arch.crop_size, class_names=weights.class_names,
                        name=weights.name, sha256=weights.sha256,
-                       source_format=weights.source_format)
+                       source_format=weights.source_format, kernel_order=weights.kernel_order,
+                       kernel_order_assumed=weights.kernel_order_assumed,
+                       notes=weights.conversion_notes)
 
 
-def load_model(spec: Union[str, LoadedWeights, LoadedModel, None]) -> LoadedModel:
+def load_model(spec: Union[str, LoadedWeights, LoadedModel, None], *,
+               kernel_order: Optional[str] = None) -> LoadedModel:
     """``--weights`` of any architecture: a model file, a torchvision R(2+1)D-18 file, or
-    any C3D weights source (``random``, a registry name, a file, None for the default)."""
+    any C3D weights source (``random``, a registry name, a file, None for the default);
+    ``kernel_order`` declares the kernel order of a C3D file (see ``kernel_orders``)."""
     if isinstance(spec, LoadedModel):
         return spec
     if isinstance(spec, LoadedWeights):
@@ -91,7 +101,7 @@ def load_model(spec: Union[str, LoadedWeights, LoadedModel, None]) -> LoadedMode
         state_dict = torchvision_r2plus1d_state_dict(spec)
         if state_dict is not None:
             return _from_torchvision(spec, state_dict)
-    return from_c3d_weights(resolve_weights(spec))
+    return from_c3d_weights(resolve_weights(spec, kernel_order=kernel_order))
 
 
 def _from_model_file(path: str) -> LoadedModel:

@@ -1,4 +1,5 @@
-"""Published Sports-1M weights by name: where they live, download, and checksum on every load.
+"""Published Sports-1M weights by name: where they live, download, and checksum on every load;
+and ``resolve_weights``, which turns a ``--weights`` value into checked weights.
 
 Entries are data (name -> url, file name, format). None of the sources publishes a
 SHA-256 (SPEC 4), so the first download records one in ``registry.json`` in the
@@ -16,13 +17,16 @@ import socket
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from c3d_extract.errors import ChecksumError, DownloadError, WeightsError, WeightsNotFoundError
-from c3d_extract.weights.loading import cache_dir, file_sha256
+from c3d_extract.weights.loading import (
+    DEFAULT_WEIGHTS_FILE, PROJECT_WEIGHTS_DIR, LoadedWeights, cache_dir, default_weights_path,
+    file_sha256, load_state_dict, random_weights,
+)
 
 REGISTRY_URL_ENV = "C3D_EXTRACT_REGISTRY_URL"
 RECORDS_FILE = "registry.json"
@@ -219,3 +223,32 @@ def _download(url: str, partial: Path, progress: Optional[ProgressCallback],
     if received == 0:
         raise DownloadError(f"download of {url} returned no data. {steps}")
     return received
+
+
+def resolve_weights(spec: Optional[str], *, kernel_order: Optional[str] = None) -> LoadedWeights:
+    """``--weights``: ``random``, a registry name, a file path, or None for the default file.
+
+    ``kernel_order`` declares the order the file's kernels hold (``--kernel-order``).
+    Sources, in order: ``random`` (seeded, for smoke tests), a registry name, a file in any
+    supported format, or (nothing given) the default file in ``weights/`` or the cache.
+    """
+    if spec == "random":
+        return random_weights()
+    if spec is None:
+        found = default_weights_path()
+        if found is None:
+            raise WeightsNotFoundError(
+                "no C3D weights given and none found (looked for "
+                f"{DEFAULT_WEIGHTS_FILE} in ./weights, {PROJECT_WEIGHTS_DIR} and {cache_dir()}). "
+                "Pass --weights FILE (safetensors, a PyTorch state dict, or a published "
+                "Sports-1M file), fetch one with `c3d-weights fetch`, or use --weights random "
+                "for a smoke test")
+        return load_state_dict(str(found), kernel_order=kernel_order)
+    if not os.path.exists(spec):
+        path = registry_path(spec)
+        if path is not None:
+            loaded = load_state_dict(str(path), kernel_order=kernel_order)
+            return replace(loaded, name=spec)
+        raise WeightsError(f"no weights file at {spec} (and {spec!r} is not a known "
+                           "registry name; see `c3d-weights fetch --help`)")
+    return load_state_dict(spec, kernel_order=kernel_order)
