@@ -15,7 +15,8 @@ import pytest
 from c3d_extract.batching import ClipBatcher
 from c3d_extract.decoders import available_decoders
 from c3d_extract.preprocess import SPORTS1M
-from c3d_extract.workers import DecodePool, Failed, Finished, Frames
+from c3d_extract.workers import (FRAMES_PER_MESSAGE, READ_AHEAD_MESSAGES, DecodePool, Failed,
+                                 Finished, Frames)
 from tests.videos import write_video
 
 pytestmark = pytest.mark.slow
@@ -83,7 +84,12 @@ def test_peak_memory_does_not_grow_with_video_length(videos, decoder):
             peaks[length] = peak_rss_mib(pool.worker_pids[0])
     # 15x more frames: the worker's peak within 10 %, the parent's frames bounded alike.
     assert peaks["long"] <= 1.10 * peaks["short"], peaks
-    assert held["long"] <= held["short"] + 16 + BATCH * 8, held
+    # The parent reads while fewer than 2 * BATCH clips wait (their frames: one clip plus
+    # a stride per further clip), and one read takes what the worker has ready: its
+    # read-ahead queue, the message being sent and the one being decoded. How much of
+    # that arrives at once depends on the machine's load, never on the video's length.
+    bound = 16 + (2 * BATCH - 1) * 8 + (READ_AHEAD_MESSAGES + 2) * FRAMES_PER_MESSAGE
+    assert held["long"] <= bound < 720, held
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
