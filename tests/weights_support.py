@@ -5,6 +5,7 @@ written independently of the readers under test."""
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 import os
 import struct
 import tempfile
@@ -337,8 +338,6 @@ def pickle_state_dict(params: Dict[str, np.ndarray], *, reversed_axes: Tuple[int
                       ) -> "OrderedDict[str, torch.Tensor]":
     """DavideA/c3d-pytorch's model's state dict (SPEC 4.5): keys conv1, conv2, conv3a ... fc8;
     conv kernels Caffe's reversed along ``reversed_axes`` (kD by default, the likely case)."""
-    from collections import OrderedDict
-
     renamed = {"conv1a": "conv1", "conv2a": "conv2"}
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     for key_name, value in params.items():
@@ -353,8 +352,6 @@ def mmaction2_backbone(params: Dict[str, np.ndarray], prefix: str = ""
                        ) -> "OrderedDict[str, torch.Tensor]":
     """mmaction2's C3D backbone state dict (SPEC 4.6): ``conv1a.conv.weight`` ... ``fc7``,
     no fc8, each key under ``prefix``."""
-    from collections import OrderedDict
-
     state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     for key_name, value in params.items():
         layer, _, kind = key_name.rpartition(".")

@@ -20,6 +20,7 @@ import torch
 
 from c3d_extract.errors import InputNotFoundError, UsageError, WeightsError
 from c3d_extract.models.c3d import C3D, SPORTS1M_CLASSES, build_c3d, state_dict_shapes
+from c3d_extract.models.state_dicts import key_mismatch, shape_mismatch
 from c3d_extract.preprocess import SPORTS1M, Preprocessing
 from c3d_extract.weights import formats
 from c3d_extract.weights.convert import (  # noqa: F401 - LoadedWeights is part of this API
@@ -80,21 +81,14 @@ def check_state_dict(state_dict: Dict[str, torch.Tensor], source: str) -> None:
     """Raise ``WeightsError`` naming the first layer whose keys or shapes do not fit C3D."""
     num_classes = int(state_dict["fc8.weight"].shape[0]) if "fc8.weight" in state_dict else 0
     expected = state_dict_shapes(num_classes)
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:6])}"
-                         f"{' ...' if len(unexpected) > 6 else ''}")
-        raise WeightsError(f"{source} does not hold a C3D state dict: {'; '.join(parts)}")
-    for key, shape in expected.items():
-        actual = tuple(state_dict[key].shape)
-        if actual != shape:
-            raise WeightsError(f"{source}: layer {key.rsplit('.', 1)[0]} has {key} of shape "
-                               f"{actual}, C3D needs {shape}")
+    keys = key_mismatch(expected, state_dict)
+    if keys:
+        raise WeightsError(f"{source} does not hold a C3D state dict: {keys}")
+    wrong = shape_mismatch(expected, state_dict)
+    if wrong:
+        key, actual, shape = wrong
+        raise WeightsError(f"{source}: layer {key.rsplit('.', 1)[0]} has {key} of shape "
+                           f"{actual}, C3D needs {shape}")
 
 
 def _read_safetensors(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:

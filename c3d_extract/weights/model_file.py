@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from c3d_extract.errors import C3DError, ModelFileError, WeightsError
+from c3d_extract.models.state_dicts import key_mismatch, shape_mismatch
 from c3d_extract.preprocess import Preprocessing
 
 MODEL_FORMAT = "c3d-extract.model"
@@ -74,25 +75,15 @@ def check_shapes(arch: str, num_classes: int, state_dict: Mapping[str, torch.Ten
     with torch.device("meta"):  # shapes only: nothing is allocated or initialised for real
         expected = {k: tuple(v.shape)
                     for k, v in create_model(arch, num_classes=num_classes).state_dict().items()}
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {_some(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {_some(unexpected)}")
+    keys = key_mismatch(expected, state_dict)
+    if keys:
         raise ModelFileError(f"{source} does not hold an {arch} state dict with {num_classes} "
-                             f"classes: {'; '.join(parts)}")
-    for key, shape in expected.items():
-        actual = tuple(state_dict[key].shape)
-        if actual != shape:
-            raise ModelFileError(f"{source}: tensor {key} has shape {actual}, {arch} with "
-                                 f"{num_classes} classes needs {shape}")
-
-
-def _some(names: Sequence[str], shown: int = 6) -> str:
-    return ", ".join(names[:shown]) + (f" ... ({len(names)} in all)" if len(names) > shown else "")
+                             f"classes: {keys}")
+    wrong = shape_mismatch(expected, state_dict)
+    if wrong:
+        key, actual, shape = wrong
+        raise ModelFileError(f"{source}: tensor {key} has shape {actual}, {arch} with "
+                             f"{num_classes} classes needs {shape}")
 
 
 def model_metadata(*, arch: str, class_names: Sequence[str], clip_len: int, crop_size: int,
