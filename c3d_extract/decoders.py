@@ -43,6 +43,10 @@ class VideoDecoder:
         """Average frame rate from the container (0.0 when unknown); informative only."""
         raise NotImplementedError
 
+    def codec(self) -> str:
+        """The video stream's codec as FFmpeg names it (``h264``...), "" when unknown."""
+        return stream_codec(self.path)
+
     def frames(self) -> Iterator[np.ndarray]:
         raise NotImplementedError
 
@@ -130,6 +134,9 @@ class PyAVDecoder(VideoDecoder):
     def fps(self) -> float:
         rate = self._stream.average_rate or self._stream.guessed_rate
         return float(rate) if rate else 0.0
+
+    def codec(self) -> str:
+        return str(self._stream.codec_context.name or "")
 
     def frames(self) -> Iterator[np.ndarray]:
         import av
@@ -221,6 +228,22 @@ def check_readable(path: str) -> None:
 def open_decoder(name: str, path: str) -> VideoDecoder:
     check_readable(path)
     return DECODERS[name](path)
+
+
+def stream_codec(path: str) -> str:
+    """The codec of the first video stream, read with PyAV; "" if PyAV cannot tell."""
+    try:
+        import av
+    except ImportError:
+        return ""
+    with _ffmpeg_log():
+        try:
+            with av.open(path) as container:
+                if container.streams.video:
+                    return str(container.streams.video[0].codec_context.name or "")
+        except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError):
+            pass
+    return ""
 
 
 def display_rotation(path: str) -> float:
