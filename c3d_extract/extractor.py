@@ -276,7 +276,8 @@ class ExtractSummary:
 
     def line(self) -> str:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(self.status_counts.items()))
-        rate = f", {self.n_clips / self.seconds:.1f} clips/s" if self.seconds > 0 else ""
+        rate = (f", {self.n_clips / self.seconds:.1f} clips/s, "
+                f"{self.n_frames / self.seconds:.0f} frames/s" if self.seconds > 0 else "")
         return (f"{self.n_inputs} videos ({counts or 'none'}); this run processed "
                 f"{self.n_processed} in {self.seconds:.1f} s{rate}; skipped "
                 f"{self.n_skipped_existing} already in {self.output}")
