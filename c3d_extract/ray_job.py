@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from c3d_extract.errors import C3DError, MergeError, UsageError
 from c3d_extract.extractor import ExtractOptions, Progress
 from c3d_extract.merge import MergeSummary, merge_shards
 from c3d_extract.records import VideoRecord
-from c3d_extract.sharding import Shard, shard_of, shard_path
+from c3d_extract.sharding import Shard, shard_files, shard_of, shard_path
 from c3d_extract.sources import VideoSource, discover
 from c3d_extract.store import read_attributes, read_video_table, remove_quietly
 
@@ -76,8 +77,8 @@ class RayJobSummary:
         counts = Counter(row["status"] for row in self.rows)
         text = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         done = (f"{self.n_inputs} videos: this job extracted {len(self.rows)} "
-                f"({text or 'none'}) in {self.shard_count} shards, {self.n_resumed} were "
-                "already done")
+                f"({text or 'none'}) in {self.shard_count} shards; {self.n_resumed} were "
+                f"already done")
         if self.merge is not None:
             done += "; " + self.merge.line()
             if self.shards_removed:
@@ -174,8 +175,13 @@ def run_ray_job(inputs: Union[str, Sequence[str]], output: str, *,
     output = os.path.abspath(output)
     merged_before = _merged_ids(output)
     todo = [v for v in videos if v.id not in merged_before]
+    # Shard files removed after an earlier merge: the output is the base of the next one.
+    base = output if merged_before and not shard_files(output) else None
+    if base is not None and not todo:  # a finished job: nothing to extract or merge
+        return RayJobSummary(output=output, shard_count=0, n_inputs=len(videos),
+                             n_resumed=len(videos))
     if not ray.is_initialized():
-        ray.init(address=address)
+        ray.init(address=address, logging_level=logging.WARNING)
     gpus = float(ray.cluster_resources().get("GPU", 0))
     if gpus_per_actor is None:
         gpus_per_actor = 1.0 if gpus >= 1 else 0.0
@@ -186,10 +192,6 @@ def run_ray_job(inputs: Union[str, Sequence[str]], output: str, *,
     summary = RayJobSummary(output=output, shard_count=num_actors, n_inputs=len(videos),
                             n_resumed=len(videos) - len(todo))
     shards = [shard_path(output, Shard(index, num_actors)) for index in range(num_actors)]
-    # Shard files removed after an earlier merge: the output is the base of the next one.
-    base = output if merged_before and not any(os.path.exists(s) for s in shards) else None
-    if base is not None and not todo:
-        return summary  # a finished job: nothing to extract or merge
     dataset = ray.data.from_items(video_rows(todo, num_actors))
     results = dataset.groupby("shard").map_groups(
         ShardExtractor, batch_format="numpy", concurrency=num_actors,

@@ -18,7 +18,7 @@ from c3d_extract.records import VideoRecord
 from c3d_extract.sharding import shard_path
 
 #: ``--ray`` given without an address: start a local Ray cluster.
-LOCAL_RAY = "local"
+LOCAL_RAY = "(local)"
 
 EXAMPLES = """
 \b
@@ -233,11 +233,12 @@ def _check_ray_options(address: str, shard, decode_only: bool, overwrite: bool) 
     if shard is not None:
         raise click.UsageError("--ray makes its own shards: leave out --shard (and torchrun)")
     if decode_only or overwrite:
-        raise click.UsageError(f"--ray does not take --{'decode-only' if decode_only else 'overwrite'}")
-    if address != LOCAL_RAY and not (address == "auto" or ":" in address):
+        flag = "--decode-only" if decode_only else "--overwrite"
+        raise click.UsageError(f"--ray does not take {flag}")
+    if address != LOCAL_RAY and not (address in ("auto", "local") or ":" in address):
         raise click.UsageError(
-            f"{address!r} is not a Ray address (auto, HOST:PORT or ray://HOST:PORT); if it "
-            "is an input, put --ray after the inputs or write --ray=ADDRESS")
+            f"{address!r} is not a Ray address (auto, local, HOST:PORT or ray://HOST:PORT); "
+            "if it is an input, put --ray after the inputs or write --ray=ADDRESS")
 
 
 def _run_ray(inputs: Sequence[str], output: str, list_file: Optional[str],
@@ -245,6 +246,7 @@ def _run_ray(inputs: Sequence[str], output: str, list_file: Optional[str],
              address: Optional[str], keep_shards: bool) -> None:
     """Run the Ray job, print its summary and exit with the usual status."""
     from c3d_extract.ray_job import run_ray_job
+    from c3d_extract.store import read_video_table
 
     show_warnings_plainly()
     job = run_ray_job(list(inputs), output, weights=weights, options=options,
@@ -257,8 +259,14 @@ def _run_ray(inputs: Sequence[str], output: str, list_file: Optional[str],
         click.echo(f"  ... and {len(job.failures) - 10} more", err=True)
     if job.merge_error:
         raise click.ClickException(job.merge_error)
-    sys.exit(EXIT_SOME_FAILED if job.failures or (job.merge and job.merge.n_failed)
-             else EXIT_OK)
+    statuses = read_video_table(job.output)["status"]
+    failed = int((statuses == "error").sum())
+    if failed > len(job.failures):
+        click.echo(f"  {failed - len(job.failures)} videos failed in earlier runs", err=True)
+    if failed:
+        click.echo(f"  messages are in videos/error of {job.output}; --retry-errors tries "
+                   "the failed videos of unmerged shards again", err=True)
+    sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 
 
 def main() -> None:
