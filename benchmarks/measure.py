@@ -26,12 +26,14 @@ Result = Dict[str, Any]
 _ROOT = Path(__file__).resolve().parents[1]
 
 
-def isolated(task: Dict[str, Any], timeout: float = 3600) -> Result:
-    """Run one measurement in a child interpreter and return its result."""
+def isolated(task: Dict[str, Any], timeout: float = 3600,
+             module: str = "benchmarks.measure") -> Result:
+    """Run one measurement in a child interpreter (``python -m MODULE TASK_JSON``) and
+    return its result."""
     load_before = os.getloadavg()[0]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH")) if p)
-    done = subprocess.run([sys.executable, "-m", "benchmarks.measure", json.dumps(task)],
+    done = subprocess.run([sys.executable, "-m", module, json.dumps(task)],
                           cwd=str(_ROOT), env=env, capture_output=True, text=True,
                           timeout=timeout)
     if done.returncode != 0:

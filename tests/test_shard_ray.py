@@ -28,7 +28,8 @@ def test_ray_job_shards_merge_and_report_failures_as_rows(local_ray, tmp_path, r
     (videos / "broken.mp4").write_text("not a video\n")
     options = ExtractOptions(batch_size=1, workers=1)
     out = tmp_path / "feats.h5"
-    job = run_ray_job(str(videos), str(out), weights="random", options=options, num_actors=2)
+    job = run_ray_job(str(videos), str(out), weights="random", options=options, num_actors=2,
+                      keep_shards=True)
     assert job.merge_error == "" and job.merge is not None and job.merge.complete
     assert sorted((row["id"], row["status"]) for row in job.rows) == [
         ("a.mp4", "ok"), ("b.mp4", "ok"), ("broken.mp4", "error")]
