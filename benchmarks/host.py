@@ -196,14 +196,22 @@ def run(out: Path, *, quick: bool, decoder: str, workers: List[int],
     results: Result = {"corpus": spec.name, "decoder": decoder, "repeats": repeats,
                        "cpu_count": os.cpu_count(), "pipeline": [], "store": []}
     started = time.perf_counter()
-    _log(f"one process, decode only ({decoder}) on {spec.name}")
-    results["one_process"] = isolated({"task": "decode", "folder": folder, "decoder": decoder,
-                                       "repeats": repeats})
-    for n in workers:
-        _log(f"--decode-only pipeline, {n} workers")
-        results["pipeline"].append(isolated(
-            {"task": "pipeline", "folder": folder, "decoder": decoder, "workers": n,
-             "repeats": repeats}, module="benchmarks.host"))
+    # Rounds of one measurement each, in turn, so that a change in the machine's load
+    # touches the one-process rate and every worker count alike.
+    one: List[Result] = []
+    by_workers: Dict[int, List[Result]] = {n: [] for n in workers}
+    for round_ in range(repeats):
+        _log(f"round {round_ + 1}/{repeats}: one process, decode only ({decoder}) on "
+             f"{spec.name}, then --decode-only with {', '.join(map(str, workers))} workers")
+        one.append(isolated({"task": "decode", "folder": folder, "decoder": decoder,
+                             "repeats": 1}))
+        for n in workers:
+            by_workers[n].append(isolated(
+                {"task": "pipeline", "folder": folder, "decoder": decoder, "workers": n,
+                 "repeats": 1}, module="benchmarks.host"))
+    results["one_process"] = _merged(one, ("frames_per_s",))
+    results["pipeline"] = [{**_merged(runs, ("frames_per_s", "steady_frames_per_s")),
+                            "workers": n} for n, runs in by_workers.items()]
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     for rows in store_rows:
@@ -212,6 +220,16 @@ def run(out: Path, *, quick: bool, decoder: str, workers: List[int],
                                           "rows": rows}, module="benchmarks.host"))
     results["seconds"] = round(time.perf_counter() - started, 1)
     return results
+
+
+def _merged(runs: List[Result], keys) -> Result:
+    """One result from single-run results: medians of ``keys``, every load reading."""
+    merged = dict(runs[-1])
+    for key in keys:
+        merged[key] = summary([run[key]["median"] for run in runs])
+    merged["load_1min"] = [min(r["load_1min"][0] for r in runs),
+                           max(r["load_1min"][1] for r in runs)]
+    return merged
 
 
 def markdown(results: Result) -> str:
@@ -227,7 +245,7 @@ def markdown(results: Result) -> str:
         lines.append(f"| {n} | {row['frames_per_s']['median']:,.0f} | {steady:,.0f} | "
                      f"{ratio:.2f} | {TARGET_SCALING} | "
                      f"{'yes' if ratio >= TARGET_SCALING else '**no**'} | "
-                     f"{'-'.join(str(x) for x in row['load_1min'])} |")
+                     f"{row['load_1min'][0]:.1f}-{row['load_1min'][1]:.1f} |")
     lines += ["", "| store rows | file MiB | commit of 100 rows, s | bytes written by the "
               "commit (wchar) | to storage (write_bytes) | rerun's open with 100 journaled, "
               "s | a copy of the file (the former commit), s |",

@@ -37,7 +37,7 @@ from c3d_extract.store import (open_for_reading, recorded_shard, remove_stale_te
 #: clip (``clips``); every dataset in them is copied.
 ROW_GROUPS = ("videos", "features", "clips")
 #: Root attributes that describe one shard, not the merged file.
-_SHARD_ATTRS = ("shard_index", "shard_count", "complete", "n_inputs")
+_SHARD_ATTRS = ("shard_index", "shard_count", "complete", "n_inputs", "folded_journal")
 _COPY_BYTES = 64 << 20
 _MAX_LISTED = 10
 

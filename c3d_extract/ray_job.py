@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
-from c3d_extract.errors import C3DError, MergeError, UsageError
+from c3d_extract.errors import C3DError, ClusterError, MergeError, UsageError
 from c3d_extract.extractor import ExtractOptions, Progress
 from c3d_extract.merge import MergeSummary, merge_shards
 from c3d_extract.records import VideoRecord
@@ -181,7 +181,13 @@ def run_ray_job(inputs: Union[str, Sequence[str]], output: str, *,
         return RayJobSummary(output=output, shard_count=0, n_inputs=len(videos),
                              n_resumed=len(videos))
     if not ray.is_initialized():
-        ray.init(address=address, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            where = "a local Ray cluster" if address is None else f"the Ray cluster {address!r}"
+            reason = " ".join(str(error).split())[:400]
+            hint = "; start one with `ray start --head`" if address == "auto" else ""
+            raise ClusterError(f"cannot start or join {where}: {reason}{hint}") from None
     gpus = float(ray.cluster_resources().get("GPU", 0))
     if gpus_per_actor is None:
         gpus_per_actor = 1.0 if gpus >= 1 else 0.0
