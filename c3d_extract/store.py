@@ -328,6 +328,9 @@ class FeatureStore:
         self.done: Dict[str, str] = {}
         self._base_exists = False
         self._added_since_commit = 0
+        #: Row of each video in the output, read once at open and kept up to date, so
+        #: that a commit in place does not read every id again.
+        self._row_of: Dict[str, int] = {}
 
     # -- lifecycle
 
@@ -386,7 +389,9 @@ class FeatureStore:
                 self._check_shard(recorded_shard(dict(handle.attrs)),
                                   f"the existing output {self.path}")
                 table = handle["videos"]
-                self.done.update(zip(table["id"].asstr()[...], table["status"].asstr()[...]))
+                ids = table["id"].asstr()[...]
+                self.done.update(zip(ids, table["status"].asstr()[...]))
+                self._row_of = {video_id: row for row, video_id in enumerate(ids)}
             self._base_exists = True
         for record in self._journal_videos():
             self.done[record.id] = record.status
@@ -465,16 +470,21 @@ class FeatureStore:
             try:
                 reserve_space(temporary_path(self.path) + ".space",
                               self._commit_growth_bound())
+                row_of = dict(self._row_of)  # kept only if the commit succeeds
                 with changed_in_place(self.path) as fileobj:
                     with h5py.File(fileobj, "r+") as handle:
-                        self._fold_journal(handle, complete, n_inputs, header.get("token"))
+                        self._fold_journal(handle, row_of, complete, n_inputs,
+                                           header.get("token"))
             except (OSError, RuntimeError) as error:  # h5py reports failed writes as either
                 raise StoreError(f"cannot write {self.path}: {_one_line(error)}") from None
         else:
+            row_of = {}
             with replaced_atomically(self.path, self._commit_growth_bound()) as temporary:
                 with h5py.File(temporary, "w") as handle:
                     _create_layout(handle, self.params, self.dims)
-                    self._fold_journal(handle, complete, n_inputs, header.get("token"))
+                    self._fold_journal(handle, row_of, complete, n_inputs,
+                                       header.get("token"))
+        self._row_of = row_of
         self._base_exists = True
         self.overwrite = False
         self.journal.remove()
@@ -482,15 +492,17 @@ class FeatureStore:
         self._write_journal_header()
         self._added_since_commit = 0
 
-    def _fold_journal(self, handle, complete: bool, n_inputs: int,
+    def _fold_journal(self, handle, row_of: Dict[str, int], complete: bool, n_inputs: int,
                       token: Optional[str]) -> None:
-        """Write the journal's videos and the run's attributes into an open output."""
+        """Write the journal's videos and the run's attributes into an open output;
+        ``row_of`` (the output's rows by id) gains the new rows."""
         videos = handle["videos"]
         if "codec" not in videos:  # a file of an earlier version: its videos' codecs are unknown
             text = _h5py().string_dtype("utf-8")
             videos.create_dataset("codec", data=np.full(videos["id"].shape[0], "", object),
                                   dtype=text, maxshape=(None,), chunks=(1024,))
-        row_of = {video_id: row for row, video_id in enumerate(videos["id"].asstr()[...])}
+        if len(row_of) != videos["id"].shape[0]:
+            raise StoreError(f"{self.path} changed while this run held its lock")
         pending: List[VideoRecord] = []
         for record in self._journal_videos():
             pending.append(record)
