@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from benchmarks.corpus import CORPORA, ensure_corpus
+from benchmarks.corpus import CORPORA, CorpusSpec, ensure_corpus
 from benchmarks.measure import isolated, memory_figures, summary
 
 Result = Dict[str, Any]
@@ -43,9 +44,11 @@ def pipeline(task: Dict[str, Any]) -> Result:
 
     Whole: frames over the call's wall time (worker start-up included). Steady: frames
     decoded between the first and the last frame message, as the parent received them.
+    CPU seconds per frame, which the machine's other load does not change: the parent's,
+    and the workers' less their start-up (measured on a 16-frame video).
     """
     from c3d_extract.extractor import ExtractOptions, Progress, check_videos
-    from c3d_extract.sources import discover
+    from c3d_extract.sources import VideoSource, discover
 
     class Clock(Progress):
         def __init__(self) -> None:
@@ -61,14 +64,19 @@ def pipeline(task: Dict[str, Any]) -> Result:
 
     videos = discover([task["folder"]])
     options = ExtractOptions(decoder=task["decoder"], workers=task["workers"])
-    whole, steady = [], []
+    whole, steady, parent_cpu, worker_cpu = [], [], [], []
     frames = 0
     with tempfile.TemporaryDirectory() as scratch:
+        tiny = ensure_corpus(CorpusSpec("startup", 1, 16, 320, 240), Path(scratch))
+        tiny_videos = discover([str(tiny)]) * task["workers"]
+        tiny_videos = [VideoSource(f"{k}/{v.id}", v.path) for k, v in enumerate(tiny_videos)]
+        _, startup = _cpu_of(lambda: check_videos(tiny_videos, f"{scratch}/tiny.h5",
+                                                  options=options))
         for repeat in range(task["repeats"]):
             clock = Clock()
             started = time.perf_counter()
-            result = check_videos(videos, f"{scratch}/run{repeat}.h5", options=options,
-                                  progress=clock)
+            result, (own, children) = _cpu_of(lambda: check_videos(
+                videos, f"{scratch}/run{repeat}.h5", options=options, progress=clock))
             wall = time.perf_counter() - started
             if result.n_failed:
                 raise RuntimeError(f"{result.n_failed} videos failed: {result.failures}")
@@ -77,8 +85,25 @@ def pipeline(task: Dict[str, Any]) -> Result:
             # The first message's frames arrived at ``first``: count the frames after it.
             first_message = 16
             steady.append((clock.frames - first_message) / max(clock.last - clock.first, 1e-9))
+            parent_cpu.append(own / frames)
+            worker_cpu.append(max(children - startup[1], 0.0) / frames)
     return {"frames_per_s": summary(whole), "steady_frames_per_s": summary(steady),
+            "parent_cpu_s_per_frame": summary(parent_cpu),
+            "worker_cpu_s_per_frame": summary(worker_cpu),
+            "worker_startup_cpu_s": round(startup[1] / task["workers"], 3),
             "n_frames": frames, "workers": task["workers"], **memory_figures()}
+
+
+def _cpu_of(call):
+    """``(result, (own CPU s, reaped children's CPU s))`` of ``call()``."""
+    def seconds(who) -> float:
+        usage = resource.getrusage(who)
+        return usage.ru_utime + usage.ru_stime
+
+    own, children = seconds(resource.RUSAGE_SELF), seconds(resource.RUSAGE_CHILDREN)
+    result = call()
+    return result, (seconds(resource.RUSAGE_SELF) - own,
+                    seconds(resource.RUSAGE_CHILDREN) - children)
 
 
 def _io_bytes() -> Dict[str, int]:
@@ -210,8 +235,10 @@ def run(out: Path, *, quick: bool, decoder: str, workers: List[int],
             by_workers[n].append(isolated(
                 {"task": "pipeline", "folder": folder, "decoder": decoder, "workers": n,
                  "repeats": 1}, module="benchmarks.host"))
-    results["one_process"] = _merged(one, ("frames_per_s",))
-    results["pipeline"] = [{**_merged(runs, ("frames_per_s", "steady_frames_per_s")),
+    results["one_process"] = _merged(one, ("frames_per_s", "cpu_s_per_frame"))
+    results["pipeline"] = [{**_merged(runs, ("frames_per_s", "steady_frames_per_s",
+                                             "parent_cpu_s_per_frame",
+                                             "worker_cpu_s_per_frame")),
                             "workers": n} for n, runs in by_workers.items()]
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -235,8 +262,10 @@ def _merged(runs: List[Result], keys) -> Result:
 
 def markdown(results: Result) -> str:
     one = results["one_process"]["frames_per_s"]["median"]
+    one_cpu = results["one_process"]["cpu_s_per_frame"]["median"]
     lines = [f"Decode only, {results['corpus']} corpus, {results['decoder']}, "
-             f"{results['cpu_count']} CPUs; one process alone: {one:,.0f} frames/s", "",
+             f"{results['cpu_count']} CPUs; one process alone: {one:,.0f} frames/s, "
+             f"{one_cpu * 1e3:.2f} CPU ms a frame", "",
              "| workers | frames/s (whole run) | frames/s (steady) | steady / (N x one "
              "process) | target | met | load (1 min) |", "|---:|---:|---:|---:|---:|---|---|"]
     for row in results["pipeline"]:
@@ -247,6 +276,14 @@ def markdown(results: Result) -> str:
                      f"{ratio:.2f} | {TARGET_SCALING} | "
                      f"{'yes' if ratio >= TARGET_SCALING else '**no**'} | "
                      f"{row['load_1min'][0]:.1f}-{row['load_1min'][1]:.1f} |")
+    lines += ["", "| workers | worker CPU ms a frame (net of start-up) | one process / worker "
+              "| parent CPU ms a frame | frames/s one parent can take (1 core) |",
+              "|---:|---:|---:|---:|---:|"]
+    for row in results["pipeline"]:
+        worker = row["worker_cpu_s_per_frame"]["median"]
+        parent = row["parent_cpu_s_per_frame"]["median"]
+        lines.append(f"| {row['workers']} | {worker * 1e3:.2f} | {one_cpu / worker:.2f} | "
+                     f"{parent * 1e3:.3f} | {1 / parent:,.0f} |")
     lines += ["", "| store rows | file MiB | commit of 100 rows, s | bytes written by the "
               "commit (wchar) | to storage (write_bytes) | rerun's open with 100 journaled, "
               "s | a copy of the file (the former commit), s |",
