@@ -200,7 +200,8 @@ def run_ray_job(inputs: Union[str, Sequence[str]], output: str, *,
     shards = [shard_path(output, Shard(index, num_actors)) for index in range(num_actors)]
     dataset = ray.data.from_items(video_rows(todo, num_actors))
     results = dataset.groupby("shard").map_groups(
-        ShardExtractor, batch_format="numpy", concurrency=num_actors,
+        ShardExtractor, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_gpus=gpus_per_actor,
         fn_constructor_args=(output, num_actors, weights, options, mean, retry_errors))
     for row in results.iter_rows():

@@ -245,9 +245,19 @@ def _run_ray(inputs: Sequence[str], output: str, list_file: Optional[str],
              weights: Optional[str], mean: Optional[str], options, retry_errors: bool,
              address: Optional[str], keep_shards: bool) -> None:
     """Run the Ray job, print its summary and exit with the usual status."""
+    import logging
+
     from c3d_extract.ray_job import run_ray_job
     from c3d_extract.store import read_video_table
 
+    try:
+        import ray.data
+
+        # Ray Data logs every stage of the job at INFO; the summary below says what matters.
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+    except ImportError:
+        pass  # run_ray_job says how to install it
     show_warnings_plainly()
     job = run_ray_job(list(inputs), output, weights=weights, options=options,
                       list_file=list_file, mean=mean, retry_errors=retry_errors,
