@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -94,9 +94,9 @@ def pipeline(task: Dict[str, Any]) -> Result:
             "n_frames": frames, "workers": task["workers"], **memory_figures()}
 
 
-def _cpu_of(call):
+def _cpu_of(call: Callable[[], Any]) -> Tuple[Any, Tuple[float, float]]:
     """``(result, (own CPU s, reaped children's CPU s))`` of ``call()``."""
-    def seconds(who) -> float:
+    def seconds(who: int) -> float:
         usage = resource.getrusage(who)
         return usage.ru_utime + usage.ru_stime
 
@@ -250,7 +250,7 @@ def run(out: Path, *, quick: bool, decoder: str, workers: List[int],
     return results
 
 
-def _merged(runs: List[Result], keys) -> Result:
+def _merged(runs: List[Result], keys: Tuple[str, ...]) -> Result:
     """One result from single-run results: medians of ``keys``, every load reading."""
     merged = dict(runs[-1])
     for key in keys:

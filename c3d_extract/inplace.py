@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -74,7 +74,7 @@ class Overlay(io.RawIOBase):
     def tell(self) -> int:
         return self._pos
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         n = max(0, min(len(view), self.size - self._pos))
         done = 0
@@ -103,7 +103,7 @@ class Overlay(io.RawIOBase):
         view[:len(data)] = data
         return len(data)
 
-    def write(self, data) -> int:
+    def write(self, data: Any) -> int:
         if not self._writable:
             raise OSError("the file is open for reading")
         view = memoryview(data).cast("B")

@@ -6,9 +6,9 @@ import sys
 import h5py
 import pytest
 
+from c3d_extract.errors import StoreError
 from c3d_extract.extractor import ExtractOptions, iter_decoded
 from c3d_extract.store import read_attributes, read_features, read_video_table
-from c3d_extract.errors import StoreError
 from tests.videos import write_video
 
 

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from c3d_extract.store import FeatureStore, read_features, read_video_table
+from c3d_extract.store import FeatureStore, read_clip_features, read_features, read_video_table
 from tests.test_store import DIMS, params, record, write
 
 PAGE = 4096
@@ -112,6 +112,6 @@ def test_kill_during_an_in_place_commit_leaves_old_or_new_and_resumes(tmp_path, 
     ids, fc6 = read_features(str(out))
     assert len(ids) == 65 == len(set(ids)) and ids[-1] == "late"
     assert np.allclose(fc6[-1], record("late", seed=77).features["fc6"])
-    _, starts, _ = __import__("c3d_extract.store", fromlist=["x"]).read_clip_features(str(out))
+    _, starts, _ = read_clip_features(str(out))
     assert len(starts) == 64 + 2  # one clip per old video, two for "late": none twice
     assert sorted(os.listdir(tmp_path)) == ["f.h5"]
