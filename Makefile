@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 WEIGHTS ?= random
 
-.PHONY: install demo test test-fast bench soak clean
+.PHONY: install demo test test-fast bench bench-host soak clean
 
 $(STAMP): pyproject.toml setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ test-fast: $(STAMP)
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run --out bench-results $(BENCH_ARGS)
+
+## The host side: --decode-only frames/s with 1 and 2 workers, and commits into synthetic
+## stores of 10,000 and 100,000 rows (a 1.6 GB file, written and removed). A few minutes.
+bench-host: $(STAMP)
+	$(BIN)/python -m benchmarks.host --out bench-results $(BENCH_ARGS)
 
 ## Long leak test over 1,000 short videos.
 soak: $(STAMP)

@@ -52,6 +52,10 @@ class VideoDecoder:
         fps = self.fps()
         return Fraction(fps).limit_denominator(1001) if fps > 0 else None
 
+    def codec(self) -> str:
+        """The video stream's codec as FFmpeg names it (``h264``...), "" when unknown."""
+        return stream_codec(self.path)
+
     def frames(self) -> Iterator[np.ndarray]:
         raise NotImplementedError
 
@@ -144,6 +148,9 @@ class PyAVDecoder(VideoDecoder):
         rate = self._stream.average_rate or self._stream.guessed_rate
         return Fraction(rate) if rate else None
 
+    def codec(self) -> str:
+        return str(self._stream.codec_context.name or "")
+
     def frames(self) -> Iterator[np.ndarray]:
         import av
 
@@ -211,6 +218,11 @@ class FrameFolderDecoder(VideoDecoder):
     def fps(self) -> float:
         return 0.0  # a folder of images has no frame rate
 
+    def codec(self) -> str:
+        """The image formats of the frames, e.g. ``png`` or ``jpeg+png``."""
+        kinds = {os.path.splitext(p)[1].lower().lstrip(".") for p in self.frame_paths}
+        return "+".join(sorted("jpeg" if k == "jpg" else k for k in kinds))
+
     def frames(self) -> Iterator[np.ndarray]:
         import cv2
 
@@ -277,6 +289,22 @@ def open_decoder(name: str, path: str) -> VideoDecoder:
         return FrameFolderDecoder(path)
     check_readable(path)
     return DECODERS[name](path)
+
+
+def stream_codec(path: str) -> str:
+    """The codec of the first video stream, read with PyAV; "" if PyAV cannot tell."""
+    try:
+        import av
+    except ImportError:
+        return ""
+    with _ffmpeg_log():
+        try:
+            with av.open(path) as container:
+                if container.streams.video:
+                    return str(container.streams.video[0].codec_context.name or "")
+        except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError):
+            pass
+    return ""
 
 
 def display_rotation(path: str) -> float:

@@ -81,3 +81,7 @@ class MergeError(C3DError):
     def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.problems = list(problems)
+
+
+class ClusterError(C3DError):
+    """The Ray cluster cannot be reached or started."""

@@ -2,7 +2,9 @@
 
 ``iter_records`` is the streaming core (decode workers -> clip batches ->
 network -> per-video pooling); ``extract`` wraps it with input discovery, the
-weights, and the crash-safe store.
+weights, and the crash-safe store. ``check_videos`` (``--decode-only``) runs the
+same pipeline and store without the network: every video decoded, its frames and
+clips counted, no weights loaded.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from dataclasses import dataclass, field, replace
 from typing import (TYPE_CHECKING, Callable, Deque, Dict, Iterator, List, Optional, Sequence,
                     Tuple, Union)
 
-from c3d_extract.batching import ClipBatcher
+import numpy as np
+
+from c3d_extract.batching import Batch, ClipBatcher
 from c3d_extract.clips import SHORT_POLICIES
 from c3d_extract.decoders import check_decoder
 from c3d_extract.errors import UsageError
 from c3d_extract.pooling import ClipAccumulator
-from c3d_extract.preprocess import Preprocessing, load_mean, preprocessing_with_mean
+from c3d_extract.preprocess import SPORTS1M, Preprocessing, load_mean, preprocessing_with_mean
 from c3d_extract.records import RunParameters, VideoRecord
 from c3d_extract.sharding import Shard, select, shard_path
 from c3d_extract.sources import VideoSource, discover
@@ -37,6 +41,8 @@ if TYPE_CHECKING:
 #: What ``--weights`` may be: a loaded network or C3D state dict, a path or name, or None.
 WeightsSpec = Union["LoadedModel", "LoadedWeights", str, None]
 
+#: ``weights`` and ``precision`` of a ``--decode-only`` file, which has no features.
+DECODE_ONLY = "none (decode only)"
 #: Seconds between fsyncs of the journal: what a power loss can cost at most.
 SYNC_INTERVAL = 2.0
 
@@ -59,15 +65,16 @@ class ExtractOptions:
     per_clip: bool = False
     kernel_order: Optional[str] = None  # declared kernel order of the weights file
 
-    def validate(self) -> None:
+    def validate(self, network: bool = True) -> None:
+        """Raise ``UsageError`` for a bad option; ``network=False`` leaves out the layers."""
         from c3d_extract.models.registry import all_layer_names
 
         known = all_layer_names()
         unknown = [layer for layer in self.layers if layer not in known]
-        if unknown or any(not layer for layer in self.layers):
+        if network and (unknown or any(not layer for layer in self.layers)):
             raise UsageError(f"unknown layer(s) {', '.join(unknown) or '(none)'}; "
                              f"choose from {', '.join(known)}")
-        if len(set(self.layers)) != len(self.layers):
+        if network and len(set(self.layers)) != len(self.layers):
             raise UsageError("a layer is named twice")
         for name in ("clip_len", "stride"):
             if getattr(self, name) < 0:
@@ -104,6 +111,7 @@ class _VideoState:
     source: VideoSource
     accumulator: ClipAccumulator
     fps: float = 0.0
+    codec: str = ""
     n_frames: int = 0
     width: int = 0
     height: int = 0
@@ -156,45 +164,81 @@ def prepare_network(weights: WeightsSpec, options: ExtractOptions,
     return PreparedNetwork(runner, loaded.model, loaded, preprocessing, precision, device.type)
 
 
+#: What turns a batch of clips into per-layer features; None counts the clips only.
+Compute = Optional[Callable[[Batch], Dict[str, np.ndarray]]]
+
+
 def iter_records(videos: Sequence[Union[VideoSource, Tuple[str, str]]],
                  weights: Union[WeightsSpec, PreparedNetwork] = None,
                  options: ExtractOptions = ExtractOptions(),
-                 on_batch: Optional[Callable[[int], None]] = None) -> Iterator[VideoRecord]:
+                 on_batch: Optional[Callable[[int], None]] = None,
+                 on_frames: Optional[Callable[[int], None]] = None) -> Iterator[VideoRecord]:
     """Decode, cut, compute and pool each video; yield one record per video as it finishes.
 
     Records come in completion order, not input order. A video that cannot be
     decoded yields a record with ``status == "error"``; nothing is raised for it.
+    ``on_batch(n_clips)`` follows each batch through the network, ``on_frames(n)``
+    each message of decoded frames.
     """
     prepared = weights if isinstance(weights, PreparedNetwork) \
         else prepare_network(weights, options)
     options = prepared.resolve(options)
+    yield from _stream(videos, prepared.runner, prepared.preprocessing,  # type: ignore[arg-type]
+                       options, prepared.device_type, on_batch, on_frames)
+
+
+def iter_decoded(videos: Sequence[Union[VideoSource, Tuple[str, str]]],
+                 options: ExtractOptions = ExtractOptions(),
+                 on_batch: Optional[Callable[[int], None]] = None,
+                 on_frames: Optional[Callable[[int], None]] = None) -> Iterator[VideoRecord]:
+    """``iter_records`` without the network: records with frames and clips counted and no
+    features. Workers and batches default to a GPU run's, whose host side this is; clips
+    are the C3D protocol's unless ``options`` say otherwise."""
+    options = decode_only_options(options)
+    options.validate(network=False)
+    yield from _stream(videos, None, SPORTS1M, options, "cuda", on_batch, on_frames)
+
+
+def decode_only_options(options: ExtractOptions) -> ExtractOptions:
+    """``options`` for a run without a network: no layers, C3D's clip protocol by default."""
+    clip_len = options.clip_len or 16
+    return replace(options, layers=(), clip_len=clip_len,
+                   stride=options.stride or max(1, clip_len // 2))
+
+
+def _stream(videos: Sequence[Union[VideoSource, Tuple[str, str]]], compute: Compute,
+            preprocessing: Preprocessing, options: ExtractOptions, device_type: str,
+            on_batch: Optional[Callable[[int], None]],
+            on_frames: Optional[Callable[[int], None]]) -> Iterator[VideoRecord]:
     sources = [v if isinstance(v, VideoSource) else VideoSource(*v) for v in videos]
     if not sources:
         return
-    batch_size = options.batch_size or default_batch_size(prepared.device_type)
-    workers = options.workers or default_workers(prepared.device_type)
+    batch_size = options.batch_size or default_batch_size(device_type)
+    workers = options.workers or default_workers(device_type)
+    keep_clips = options.per_clip and compute is not None
     batcher = ClipBatcher(options.clip_len, options.stride, options.short_policy, batch_size)
     queue: Deque[Tuple[int, VideoSource]] = deque(enumerate(sources))
     states: Dict[int, _VideoState] = {}
     # Read frames only while the queued clips are few: decoders then wait, memory stays bounded.
     max_pending = 2 * batch_size
 
-    with DecodePool(min(workers, len(sources)), options.decoder, prepared.preprocessing,
+    with DecodePool(min(workers, len(sources)), options.decoder, preprocessing,
                     options.timeout) as pool:
         while queue or pool.busy or batcher.pending_clips:
             while queue and pool.idle:
                 slot, source = queue.popleft()
-                states[slot] = _VideoState(source, ClipAccumulator(options.layers,
-                                                                   options.per_clip))
+                states[slot] = _VideoState(source, ClipAccumulator(options.layers, keep_clips))
                 pool.submit(slot, source.path)
             if pool.busy and batcher.pending_clips < max_pending:
                 wait = 0.5 if batcher.pending_clips < batch_size else 0.0
                 for event in pool.poll(wait):
+                    if on_frames is not None and isinstance(event, Frames):
+                        on_frames(len(event.frames))
                     record = _apply_event(event, states, batcher)
                     if record is not None:
                         yield record
             for batch in batcher.batches(flush=not pool.busy and not queue):
-                outputs = prepared.runner(batch)  # type: ignore[operator]
+                outputs = compute(batch) if compute is not None else {}
                 for row, clip in enumerate(batch.clips):
                     states[clip.slot].accumulator.add(
                         clip.start, {layer: values[row] for layer, values in outputs.items()})
@@ -212,7 +256,7 @@ def _apply_event(event, states: Dict[int, _VideoState],
     """Update the state of the event's video; return its record if it is complete."""
     state = states[event.slot]
     if isinstance(event, Started):
-        state.fps = event.fps
+        state.fps, state.codec = event.fps, event.codec
     elif isinstance(event, Frames):
         batcher.add_frames(event.slot, event.frames)
         state.n_frames += len(event.frames)
@@ -229,15 +273,15 @@ def _apply_event(event, states: Dict[int, _VideoState],
         batcher.drop_video(event.slot)
         del states[event.slot]
         return VideoRecord(id=state.source.id, status="error", error=event.message,
-                           n_frames=state.n_frames, fps=state.fps)
+                           n_frames=state.n_frames, fps=state.fps, codec=state.codec)
     return None
 
 
 def _finished_record(state: _VideoState) -> VideoRecord:
     record = VideoRecord(id=state.source.id, status=state.status, n_frames=state.n_frames,
                          n_clips=state.accumulator.count, fps=state.fps, width=state.width,
-                         height=state.height, warnings=tuple(state.warnings))
-    if state.accumulator.count:
+                         height=state.height, codec=state.codec, warnings=tuple(state.warnings))
+    if state.accumulator.count and state.accumulator.layers:
         record.features, record.zero_descriptor = state.accumulator.descriptors()
         if state.accumulator.keep_clips:
             record.clip_starts, record.clip_features = state.accumulator.clip_rows()
@@ -274,7 +318,8 @@ class ExtractSummary:
 
     def line(self) -> str:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(self.status_counts.items()))
-        rate = f", {self.n_clips / self.seconds:.1f} clips/s" if self.seconds > 0 else ""
+        rate = (f", {self.n_clips / self.seconds:.1f} clips/s, "
+                f"{self.n_frames / self.seconds:.0f} frames/s" if self.seconds > 0 else "")
         return (f"{self.n_inputs} videos ({counts or 'none'}); this run processed "
                 f"{self.n_processed} in {self.seconds:.1f} s{rate}; skipped "
                 f"{self.n_skipped_existing} already in {self.output}")
@@ -291,6 +336,9 @@ class Progress:
 
     def clips_done(self, n_clips: int) -> None:
         """Called after each batch of clips has been through the network."""
+
+    def frames_decoded(self, n_frames: int) -> None:
+        """Called as decoded frames arrive from the decode workers."""
 
 
 def extract(inputs: Union[str, Sequence[str]], output: str, *,
@@ -321,9 +369,8 @@ def extract_videos(videos: Sequence[VideoSource], output: str, *,
                    shard: Optional[Shard] = None) -> ExtractSummary:
     """``extract`` for videos already discovered; ``weights`` may be a network already
     prepared (``prepare_network``), which then serves several calls."""
-    from c3d_extract.store import FeatureStore, check_output_location, feature_dims
+    from c3d_extract.store import check_output_location, feature_dims
 
-    progress = progress or Progress()
     if shard is not None:
         videos = select(videos, shard)
         output = shard_path(output, shard)
@@ -347,16 +394,60 @@ def extract_videos(videos: Sequence[VideoSource], output: str, *,
     summary = ExtractSummary(output=output, n_inputs=len(videos), n_skipped_existing=0,
                              weights=prepared.weights.name,
                              random_weights=prepared.weights.is_random, shard=shard)
+    return _run_into_store(
+        videos, summary, params, dims,
+        lambda todo, progress: iter_records(todo, prepared, options, progress.clips_done,
+                                            progress.frames_decoded),
+        overwrite=overwrite, retry_errors=retry_errors, progress=progress, shard=shard)
+
+
+def check_videos(videos: Sequence[VideoSource], output: str, *,
+                 options: ExtractOptions = ExtractOptions(), overwrite: bool = False,
+                 retry_errors: bool = False, progress: Optional[Progress] = None,
+                 shard: Optional[Shard] = None) -> ExtractSummary:
+    """``extract_videos`` without the network (``--decode-only``): every video decoded,
+    its frames and clips counted, the video table written to ``output``, resumably.
+    The file has no features (``layers`` empty, ``weights`` "none")."""
+    from c3d_extract.store import check_output_location
+
+    if shard is not None:
+        videos = select(videos, shard)
+        output = shard_path(output, shard)
+    options = decode_only_options(replace(options, per_clip=False))
+    options.validate(network=False)
+    check_output_location(output)
+    params = RunParameters(
+        layers=(), clip_len=options.clip_len, stride=options.stride,
+        short_policy=options.short_policy, weights=DECODE_ONLY, weights_sha256="",
+        preprocessing=SPORTS1M.to_json(), precision=DECODE_ONLY, per_clip=False)
+    summary = ExtractSummary(output=output, n_inputs=len(videos), n_skipped_existing=0,
+                             weights=DECODE_ONLY, shard=shard)
+    return _run_into_store(
+        videos, summary, params, {},
+        lambda todo, progress: iter_decoded(todo, options, progress.clips_done,
+                                            progress.frames_decoded),
+        overwrite=overwrite, retry_errors=retry_errors, progress=progress, shard=shard)
+
+
+def _run_into_store(videos: Sequence[VideoSource], summary: ExtractSummary,
+                    params: RunParameters, dims: Dict[str, int],
+                    records_of: Callable[[List[VideoSource], Progress], Iterator[VideoRecord]],
+                    *, overwrite: bool, retry_errors: bool, progress: Optional[Progress],
+                    shard: Optional[Shard]) -> ExtractSummary:
+    """The resumable run: skip what the output holds, journal each record, commit."""
+    from c3d_extract.store import FeatureStore
+
+    progress = progress or Progress()
     started = time.monotonic()
-    with FeatureStore(output, params, dims, overwrite=overwrite, shard=shard) as store:
+    with FeatureStore(summary.output, params, dims, overwrite=overwrite, shard=shard) as store:
         todo = [v for v in videos if v.id not in store.done
                 or (retry_errors and store.done[v.id] == "error")]
         summary.n_skipped_existing = len(videos) - len(todo)
         progress.start(len(videos), summary.n_skipped_existing)
         last_sync = time.monotonic()
-        records = iter_records(todo, prepared, options, on_batch=progress.clips_done)
+        records = records_of(todo, progress)
         # closing(): whatever stops the loop, the decode workers are stopped right away.
-        with contextlib.closing(records):
+        with contextlib.closing(records):  # type: ignore[type-var]
             try:
                 for record in records:
                     store.add(record)
@@ -366,7 +457,7 @@ def extract_videos(videos: Sequence[VideoSource], output: str, *,
                         store.sync()
                         last_sync = time.monotonic()
             except KeyboardInterrupt:
-                records.close()
+                records.close()  # type: ignore[attr-defined]
                 _finish(store, summary, videos, started)
                 raise
         _finish(store, summary, videos, started)

@@ -37,7 +37,7 @@ from c3d_extract.store import (open_for_reading, recorded_shard, remove_stale_te
 #: clip (``clips``); every dataset in them is copied.
 ROW_GROUPS = ("videos", "features", "clips")
 #: Root attributes that describe one shard, not the merged file.
-_SHARD_ATTRS = ("shard_index", "shard_count", "complete", "n_inputs")
+_SHARD_ATTRS = ("shard_index", "shard_count", "complete", "n_inputs", "folded_journal")
 _COPY_BYTES = 64 << 20
 _MAX_LISTED = 10
 
@@ -262,14 +262,15 @@ def _check_ids(plan: MergePlan) -> None:
 # ---------------------------------------------------------------- the merge
 
 def merge_shards(output: str, shards: Optional[Sequence[str]] = None, *,
-                 allow_incomplete: bool = False,
-                 shard_count: Optional[int] = None) -> MergeSummary:
+                 allow_incomplete: bool = False, shard_count: Optional[int] = None,
+                 base: Optional[str] = None) -> MergeSummary:
     """Merge the shard files of ``output`` (found next to it, or the given ``shards``).
 
     Raises ``MergeError`` listing every problem unless all shards are there,
     finished and compatible; ``allow_incomplete`` merges what there is and
     records what is missing. ``shard_count``, if given, is the count the
-    shards must have.
+    shards must have. ``base``, the output of an earlier merge whose shard files
+    are gone, goes first; its videos must not be in the shards.
     """
     output = os.path.abspath(output)
     expected_count = shard_count
@@ -299,6 +300,9 @@ def merge_shards(output: str, shards: Optional[Sequence[str]] = None, *,
         for path in dict.fromkeys(paths):
             files.append(read_shard(path, _lock_shard(path, locks)))
         plan = plan_merge(files, expected_count)
+        before = read_shard(base) if base is not None else None  # locked: it is the output
+        if before is not None:
+            _check_base(plan, before)
         problems = plan.conflicts + ([] if allow_incomplete else plan.gaps)
         if problems:
             hint = ("" if plan.conflicts or not plan.gaps else
@@ -307,14 +311,34 @@ def merge_shards(output: str, shards: Optional[Sequence[str]] = None, *,
             raise MergeError(f"cannot merge into {output}:\n  - " + "\n  - ".join(problems)
                              + hint, problems)
         remove_stale_temporaries(output)
-        status_counts = _write(output, plan)
+        ordered = ([before] if before is not None else []) + list(plan.shards.values())
+        status_counts = _write(output, plan, ordered)
     finally:
         for lock in reversed(locks):
             lock.release()
     return MergeSummary(output=output, shard_count=plan.count, merged=list(plan.shards),
                         missing=plan.missing, incomplete=plan.incomplete,
-                        n_videos=sum(len(f.ids) for f in plan.shards.values()),
+                        n_videos=sum(len(f.ids) for f in ordered),
                         status_counts=status_counts)
+
+
+def _check_base(plan: MergePlan, base: ShardFile) -> None:
+    """An earlier merge's output can go first if it matches the shards and shares no id."""
+    if not plan.shards:
+        return
+    first = next(iter(plan.shards.values()))
+    differing = base.params.differences(first.params)
+    if differing:
+        plan.conflicts.append(f"the earlier merge {base.path} was made with other parameters "
+                              f"({'; '.join(differing)})")
+    elif base.layout != first.layout:
+        plan.conflicts.append(f"the earlier merge {base.path} has other datasets than "
+                              f"{first.path}")
+    ids = set(base.ids)
+    shared = [video_id for f in plan.shards.values() for video_id in f.ids if video_id in ids]
+    if shared:
+        plan.conflicts.append(f"{len(shared)} videos of the shards are in the earlier merge "
+                              f"{base.path} already (e.g. {shared[0]!r})")
 
 
 def _lock(lock: OutputLock, what: str) -> OutputLock:
@@ -354,11 +378,10 @@ def _check_replaceable(output: str) -> None:
                          "remove it or merge into another file")
 
 
-def _write(output: str, plan: MergePlan) -> Counter:
+def _write(output: str, plan: MergePlan, ordered: Sequence[ShardFile]) -> Counter:
     import h5py
 
     status_counts: Counter = Counter()
-    ordered = list(plan.shards.values())
     needed = sum(os.path.getsize(f.path) for f in ordered)
     with replaced_atomically(output, int(needed * 1.25) + (1 << 20)) as temporary:
         with h5py.File(temporary, "w") as merged:
@@ -370,7 +393,8 @@ def _write(output: str, plan: MergePlan) -> Counter:
                     _copy_rows(source, merged, filled, video_rows)
                     status_counts.update(source["videos/status"].asstr()[...])
                 video_rows += len(shard_file.ids)
-            merged.attrs["complete"] = not plan.missing and not plan.incomplete
+            merged.attrs["complete"] = (not plan.missing and not plan.incomplete
+                                        and all(f.complete for f in ordered))
             merged.attrs["n_inputs"] = sum(f.n_inputs for f in ordered)
             merged.attrs["merged_shard_count"] = plan.count
             merged.attrs["missing_shards"] = np.array(plan.missing, np.int64)

@@ -40,7 +40,7 @@ class RunParameters:
     @classmethod
     def from_attrs(cls, attrs: Dict[str, Any]) -> "RunParameters":
         layers = attrs["layers"]
-        return cls(layers=tuple(str(layers).split(",")),
+        return cls(layers=tuple(str(layers).split(",")) if str(layers) else (),
                    clip_len=int(attrs["clip_len"]), stride=int(attrs["stride"]),
                    short_policy=str(attrs["short_policy"]), weights=str(attrs["weights"]),
                    weights_sha256=str(attrs["weights_sha256"]),
@@ -70,6 +70,7 @@ class VideoRecord:
     fps: float = 0.0
     width: int = 0
     height: int = 0
+    codec: str = ""  # the video stream's codec as FFmpeg names it (h264, mpeg4...)
     features: Dict[str, np.ndarray] = field(default_factory=dict)
     clip_features: Dict[str, np.ndarray] = field(default_factory=dict)
     clip_starts: Optional[np.ndarray] = None
@@ -80,7 +81,7 @@ class VideoRecord:
         return {"id": self.id, "status": self.status, "error": self.error,
                 "n_frames": int(self.n_frames), "n_clips": int(self.n_clips),
                 "fps": float(self.fps), "width": int(self.width), "height": int(self.height),
-                "zero_descriptor": bool(self.zero_descriptor)}
+                "codec": self.codec, "zero_descriptor": bool(self.zero_descriptor)}
 
     def arrays(self) -> Dict[str, np.ndarray]:
         out = {f"features/{k}": np.asarray(v, np.float32) for k, v in self.features.items()}
@@ -94,6 +95,7 @@ class VideoRecord:
     def from_parts(cls, meta: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> "VideoRecord":
         record = cls(**{k: meta[k] for k in ("id", "status", "error", "n_frames", "n_clips",
                                               "fps", "width", "height")},
+                     codec=str(meta.get("codec", "")),
                      zero_descriptor=bool(meta.get("zero_descriptor", False)))
         for name, array in arrays.items():
             group, _, key = name.partition("/")

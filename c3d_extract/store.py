@@ -19,23 +19,27 @@ Layout (other commands read these names)::
     clips/video      row in videos/id of each clip; clips/start_frame
 
 Writing: finished videos go to an append-only checksummed journal
-(``<output>.journal``), fsynced as they finish. ``commit`` copies the existing
-output (if any) to a temporary file, appends the journal, fsyncs and renames it
-over the output, then removes the journal. A killed run therefore leaves the
-previous output intact plus a journal that the next run picks up.
+(``<output>.journal``), fsynced as they finish. ``commit`` folds the journal into
+the output: a new output is written to a temporary file, fsynced and renamed into
+place; an existing one is appended to in place behind a redo log (``inplace``), so
+a commit costs what it adds, not a copy of the file. The file records the journal
+it folded (attribute ``folded_journal``), so a journal that outlived its commit is
+recognised and dropped. A killed run therefore leaves the previous output intact
+(or the new one) plus a journal that the next run picks up.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
+import uuid
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from c3d_extract import __version__
 from c3d_extract.errors import ParameterMismatchError, StoreError
+from c3d_extract.inplace import changed_in_place, open_fileobj, recover
 from c3d_extract.journal import Journal
 from c3d_extract.locking import OutputLock
 from c3d_extract.records import WITH_FEATURES, RunParameters, VideoRecord
@@ -47,6 +51,8 @@ _VIDEO_COLUMNS: Dict[str, Any] = {
     "n_frames": np.int64, "n_clips": np.int64, "fps": np.float64,
     "width": np.int32, "height": np.int32, "zero_descriptor": np.uint8,
 }
+#: Text columns of ``videos/``; ``codec`` is absent from files of earlier versions.
+_TEXT_COLUMNS = ("id", "status", "error", "codec")
 _ROWS_PER_WRITE = 256
 
 
@@ -66,11 +72,16 @@ _DAMAGED = (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError, 
 def open_for_reading(path: str) -> Iterator[Any]:
     """An open feature file; any failure while reading it becomes a ``StoreError``."""
     h5py = _h5py()
+    view = None
     try:
-        handle = h5py.File(path, "r")
+        # A commit killed after its commit point is read as committed (see ``inplace``).
+        view = open_fileobj(path)
+        handle = h5py.File(view if view is not None else path, "r")
     except FileNotFoundError:
         raise StoreError(f"no such feature file: {path}") from None
     except _DAMAGED as error:
+        if view is not None:
+            view.close()
         raise StoreError(f"cannot read {path} as HDF5: {_one_line(error)}") from None
     try:
         try:
@@ -89,6 +100,8 @@ def open_for_reading(path: str) -> Iterator[Any]:
             handle.close()
         except _DAMAGED:
             pass
+        if view is not None:
+            view.close()
 
 
 def read_attributes(path: str) -> Dict[str, Any]:
@@ -151,7 +164,8 @@ def _layer_dataset(handle, group: str, layer: str, path: str):
 
 def _video_table(handle) -> Dict[str, np.ndarray]:
     videos = handle["videos"]
-    table = {name: videos[name].asstr()[...] for name in ("id", "status", "error")}
+    table = {name: videos[name].asstr()[...] for name in _TEXT_COLUMNS if name in videos}
+    table.setdefault("codec", np.full(len(table["id"]), "", dtype=object))
     table.update({name: videos[name][...] for name in _VIDEO_COLUMNS})
     for name, column in table.items():
         _check_rows(handle.filename, f"videos/{name}", column, len(table["id"]))
@@ -193,7 +207,7 @@ def _create_layout(handle, params: RunParameters, dims: Dict[str, int]) -> None:
     h5py = _h5py()
     text = h5py.string_dtype("utf-8")
     videos = handle.create_group("videos")
-    for name in ("id", "status", "error"):
+    for name in _TEXT_COLUMNS:
         videos.create_dataset(name, (0,), dtype=text, maxshape=(None,), chunks=(1024,))
     for name, dtype in _VIDEO_COLUMNS.items():
         videos.create_dataset(name, (0,), dtype=dtype, maxshape=(None,), chunks=(1024,))
@@ -241,6 +255,7 @@ def _write_records(handle, records: Sequence[VideoRecord], dims: Dict[str, int],
         columns: Dict[str, np.ndarray] = {
             "status": np.array([r.status for r in batch], dtype=object),
             "error": np.array([r.error for r in batch], dtype=object),
+            "codec": np.array([r.codec for r in batch], dtype=object),
         }
         for name, dtype in _VIDEO_COLUMNS.items():
             columns[name] = np.array([getattr(r, name) for r in batch], dtype=dtype)
@@ -313,6 +328,9 @@ class FeatureStore:
         self.done: Dict[str, str] = {}
         self._base_exists = False
         self._added_since_commit = 0
+        #: Row of each video in the output, read once at open and kept up to date, so
+        #: that a commit in place does not read every id again.
+        self._row_of: Dict[str, int] = {}
 
     # -- lifecycle
 
@@ -321,6 +339,7 @@ class FeatureStore:
         self.lock.acquire()
         try:
             self._remove_stale_temporaries()
+            recover(self.path)  # a commit killed in place is finished or undone
             if self.overwrite:
                 self.journal.remove()
             else:
@@ -351,6 +370,10 @@ class FeatureStore:
 
     def _load_existing(self) -> None:
         header = self._journal_header()
+        if header is not None and os.path.exists(self.path) and header.get("token") \
+                and read_attributes(self.path).get("folded_journal") == header["token"]:
+            self.journal.remove()  # its commit finished; the process died before removing it
+            header = None
         if header is not None:
             self._check_parameters(RunParameters.from_attrs(header["params"]),
                                    f"the unfinished run's journal {self.journal.path}")
@@ -366,7 +389,9 @@ class FeatureStore:
                 self._check_shard(recorded_shard(dict(handle.attrs)),
                                   f"the existing output {self.path}")
                 table = handle["videos"]
-                self.done.update(zip(table["id"].asstr()[...], table["status"].asstr()[...]))
+                ids = table["id"].asstr()[...]
+                self.done.update(zip(ids, table["status"].asstr()[...]))
+                self._row_of = {video_id: row for row, video_id in enumerate(ids)}
             self._base_exists = True
         for record in self._journal_videos():
             self.done[record.id] = record.status
@@ -395,7 +420,8 @@ class FeatureStore:
     def _write_journal_header(self) -> None:
         shard = None if self.shard is None else [self.shard.index, self.shard.count]
         self.journal.append({"kind": "header", "params": self.params.to_attrs(),
-                             "replaces_output": self.overwrite, "shard": shard}, {})
+                             "replaces_output": self.overwrite, "shard": shard,
+                             "token": uuid.uuid4().hex}, {})
         self.journal.sync()
 
     def _journal_holds_videos(self) -> bool:
@@ -421,16 +447,17 @@ class FeatureStore:
         self.journal.sync()
 
     def _commit_growth_bound(self) -> int:
-        """More bytes than a commit adds to the copied output: the journal's data twice, a
-        whole chunk per growing dataset and 1 MB for HDF5's own records."""
+        """More bytes than a commit adds to the output: the journal's data twice, a whole
+        chunk per growing dataset and 1 MB for HDF5's own records."""
         journal = os.path.getsize(self.journal.path) if self.journal.exists() else 0
         row_bytes = sum(4 * dim for dim in self.dims.values())
         chunks = 64 * row_bytes * (2 if self.params.per_clip else 1)
-        chunks += 2 * 1024 * 8 * (len(_VIDEO_COLUMNS) + 3) + 2 * 4096 * 8
+        chunks += 2 * 1024 * 8 * (len(_VIDEO_COLUMNS) + len(_TEXT_COLUMNS)) + 2 * 4096 * 8
         return 2 * journal + chunks + (1 << 20)
 
     def commit(self, *, complete: bool, n_inputs: int) -> None:
-        """Fold the journal into the output file atomically."""
+        """Fold the journal into the output file atomically: a new output through a
+        temporary file, an existing one in place (``inplace``)."""
         self.journal.sync()
         if self._base_exists and not self.overwrite and self._added_since_commit == 0 \
                 and not self._journal_holds_videos():
@@ -438,34 +465,60 @@ class FeatureStore:
             if attrs.get("complete") == complete and attrs.get("n_inputs") == n_inputs:
                 return  # nothing new: leave the file as it is
         h5py = _h5py()
-        base = self.path if self._base_exists and not self.overwrite else None
-        with replaced_atomically(self.path, self._commit_growth_bound(), copy_from=base) \
-                as temporary:
-            with h5py.File(temporary, "r+" if base else "w") as handle:
-                if "videos" not in handle:
+        header = self._journal_header() or {}
+        if self._base_exists and not self.overwrite:
+            try:
+                reserve_space(temporary_path(self.path) + ".space",
+                              self._commit_growth_bound())
+                row_of = dict(self._row_of)  # kept only if the commit succeeds
+                with changed_in_place(self.path) as fileobj:
+                    with h5py.File(fileobj, "r+") as handle:
+                        self._fold_journal(handle, row_of, complete, n_inputs,
+                                           header.get("token"))
+            except (OSError, RuntimeError) as error:  # h5py reports failed writes as either
+                raise StoreError(f"cannot write {self.path}: {_one_line(error)}") from None
+        else:
+            row_of = {}
+            with replaced_atomically(self.path, self._commit_growth_bound()) as temporary:
+                with h5py.File(temporary, "w") as handle:
                     _create_layout(handle, self.params, self.dims)
-                row_of = {video_id: row for row, video_id
-                          in enumerate(handle["videos/id"].asstr()[...])}
-                pending: List[VideoRecord] = []
-                for record in self._journal_videos():
-                    pending.append(record)
-                    if len(pending) >= _ROWS_PER_WRITE:
-                        _write_records(handle, pending, self.dims, row_of, self.params)
-                        pending = []
-                _write_records(handle, pending, self.dims, row_of, self.params)
-                handle.attrs["complete"] = complete
-                handle.attrs["n_inputs"] = n_inputs
-                handle.attrs["c3d_extract_version"] = __version__
-                handle.attrs["weights"] = self.params.weights
-                if self.shard is not None:
-                    handle.attrs["shard_index"] = self.shard.index
-                    handle.attrs["shard_count"] = self.shard.count
+                    self._fold_journal(handle, row_of, complete, n_inputs,
+                                       header.get("token"))
+        self._row_of = row_of
         self._base_exists = True
         self.overwrite = False
         self.journal.remove()
         self.journal.open_for_append()
         self._write_journal_header()
         self._added_since_commit = 0
+
+    def _fold_journal(self, handle, row_of: Dict[str, int], complete: bool, n_inputs: int,
+                      token: Optional[str]) -> None:
+        """Write the journal's videos and the run's attributes into an open output;
+        ``row_of`` (the output's rows by id) gains the new rows."""
+        videos = handle["videos"]
+        if "codec" not in videos:  # a file of an earlier version: its videos' codecs are unknown
+            text = _h5py().string_dtype("utf-8")
+            videos.create_dataset("codec", data=np.full(videos["id"].shape[0], "", object),
+                                  dtype=text, maxshape=(None,), chunks=(1024,))
+        if len(row_of) != videos["id"].shape[0]:
+            raise StoreError(f"{self.path} changed while this run held its lock")
+        pending: List[VideoRecord] = []
+        for record in self._journal_videos():
+            pending.append(record)
+            if len(pending) >= _ROWS_PER_WRITE:
+                _write_records(handle, pending, self.dims, row_of, self.params)
+                pending = []
+        _write_records(handle, pending, self.dims, row_of, self.params)
+        handle.attrs["complete"] = complete
+        handle.attrs["n_inputs"] = n_inputs
+        handle.attrs["c3d_extract_version"] = __version__
+        handle.attrs["weights"] = self.params.weights
+        if token:
+            handle.attrs["folded_journal"] = token
+        if self.shard is not None:
+            handle.attrs["shard_index"] = self.shard.index
+            handle.attrs["shard_count"] = self.shard.count
 
 
 def reserve_space(path: str, nbytes: int) -> None:
@@ -479,22 +532,18 @@ def reserve_space(path: str, nbytes: int) -> None:
 
 
 @contextlib.contextmanager
-def replaced_atomically(path: str, growth_bound: int,
-                        copy_from: Optional[str] = None) -> Iterator[str]:
-    """Yield a temporary file beside ``path`` (a copy of ``copy_from``, if given) to write;
-    when the block succeeds, fsync it and rename it over ``path``.
+def replaced_atomically(path: str, growth_bound: int) -> Iterator[str]:
+    """Yield a temporary file beside ``path`` to write; when the block succeeds, fsync it
+    and rename it over ``path``.
 
     On any failure ``path`` is left as it was and the temporary file is removed; write
     errors become one-line ``StoreError``. HDF5 cannot recover from a write that fails
-    for want of space (h5py then crashes the process), so the room for the copy plus
-    ``growth_bound`` bytes is reserved first, where failing is clean.
+    for want of space (h5py then crashes the process), so the room for ``growth_bound``
+    bytes is reserved first, where failing is clean.
     """
     temporary = temporary_path(path)
     try:
-        if copy_from is not None:
-            shutil.copyfile(copy_from, temporary)
-        copied = os.path.getsize(temporary) if copy_from is not None else 0
-        reserve_space(temporary + ".space", copied + growth_bound)
+        reserve_space(temporary + ".space", growth_bound)
         yield temporary
         fsync_path(temporary)
         os.replace(temporary, path)

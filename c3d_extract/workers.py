@@ -43,6 +43,7 @@ STARTUP_SECONDS = 120.0
 class Started:
     slot: int
     fps: float
+    codec: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def _die_with_parent() -> None:
 
 
 def decode_video(decoder: str, path: str, preprocessing: Preprocessing, send) -> None:
-    """Decode one video, sending ``("start", fps)``, ``("frames", array)``..., any
+    """Decode one video, sending ``("start", fps, codec)``, ``("frames", array)``..., any
     ``("warning", text)`` and ``("end", n, width, height)``, or ``("error", message)``.
 
     When ``decoder`` fails before it has sent any frame and has a fallback
@@ -113,7 +114,7 @@ def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
     warnings: Tuple[str, ...] = ()
     try:
         with open_decoder(decoder, path) as video:
-            fps = video.fps()
+            fps, codec = video.fps(), video.codec()
             chunk: List[np.ndarray] = []
             for frame in video.frames():
                 if n_frames == 0:
@@ -122,12 +123,12 @@ def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
                 n_frames += 1
                 if len(chunk) == FRAMES_PER_MESSAGE:
                     if not started:
-                        send(("start", fps))
+                        send(("start", fps, codec))
                         started = True
                     send(("frames", np.stack(chunk)))
                     chunk = []
             if not started:
-                send(("start", fps))
+                send(("start", fps, codec))
                 started = True
             if chunk:
                 send(("frames", np.stack(chunk)))
@@ -393,7 +394,7 @@ class DecodePool:
 def _event(slot: int, message: Tuple[Any, ...]) -> Event:
     kind = message[0]
     if kind == "start":
-        return Started(slot, float(message[1]))
+        return Started(slot, float(message[1]), str(message[2]))
     if kind == "frames":
         return Frames(slot, message[1])
     if kind == "warning":

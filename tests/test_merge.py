@@ -288,3 +288,34 @@ def test_a_full_disk_during_the_merge_is_one_clear_error(tmp_path):
     assert "File too large" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p or p.endswith(".lock")]
+
+
+def test_an_earlier_merge_goes_first_when_its_shards_are_gone(tmp_path):
+    """The Ray job removes shard files after a verified merge; new videos are then merged
+    after the earlier output's rows."""
+    ids = sorted(RECORDS)
+    old, new = ids[:7], ids[7:]
+    shards = [write_shard(tmp_path, k, ids=[i for i in old if owner(i) == k])
+              for k in range(COUNT)]
+    out = tmp_path / "feats.h5"
+    merge_shards(str(out))
+    for path in shards:
+        os.unlink(path)
+    new_shards = [str(write_shard(tmp_path, k, ids=[i for i in new if owner(i) == k]))
+                  for k in range(COUNT)]
+    summary = merge_shards(str(out), new_shards, base=str(out))
+    assert summary.n_videos == 12 and summary.complete
+    merged_ids, matrix = read_features(str(out))
+    assert merged_ids[:7] == sorted(old, key=lambda i: (owner(i), old.index(i)))
+    assert sorted(merged_ids[7:]) == sorted(new)
+    for video_id, row in zip(merged_ids, matrix):
+        np.testing.assert_array_equal(row, RECORDS[video_id].features.get("fc6", np.zeros(5)))
+    video_row, _, _ = read_clip_features(str(out), "fc6")
+    for video_id, record in RECORDS.items():  # clip rows point at the merged rows
+        assert int((video_row == merged_ids.index(video_id)).sum()) == record.n_clips
+    assert read_attributes(str(out))["n_inputs"] == 12
+
+    again = [str(write_shard(tmp_path, k, ids=[i for i in ids if owner(i) == k],
+                             stem="again")) for k in range(COUNT)]
+    message = str(pytest.raises(MergeError, merge_shards, str(out), again, base=str(out)).value)
+    assert "videos of the shards are in the earlier merge" in message

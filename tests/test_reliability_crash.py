@@ -3,7 +3,7 @@
 A run is killed with SIGKILL at seeded random moments: at a random fraction of
 the time an uninterrupted run took on this machine (so anywhere from start-up to
 the last commit, however fast the machine), just after the journal grows (often
-in the middle of a record), and while the commit's temporary file exists. Rerunning until done must give every video
+in the middle of a record), and while a commit's temporary file or log exists. Rerunning until done must give every video
 exactly once, with the features of an uninterrupted run.
 """
 
@@ -97,7 +97,9 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(corpus, tmp_path
             grown = size + rng.randint(1, 20_000)
             killed = _kill_when(process, lambda: file_size(journal) >= grown)
         else:
-            killed = _kill_when(process, lambda: any(".tmp-" in e for e in leftovers(out)))
+            # A new file's temporary, an append's room reservation, or its commit log.
+            killed = _kill_when(process, lambda: any(
+                ".tmp-" in e or e.endswith(".commit") for e in leftovers(out)))
         if killed:
             kills[how] += 1
         else:  # the run finished: check it, then start over so later kills find work to do

@@ -28,7 +28,8 @@ def test_ray_job_shards_merge_and_report_failures_as_rows(local_ray, tmp_path, r
     (videos / "broken.mp4").write_text("not a video\n")
     options = ExtractOptions(batch_size=1, workers=1)
     out = tmp_path / "feats.h5"
-    job = run_ray_job(str(videos), str(out), weights="random", options=options, num_actors=2)
+    job = run_ray_job(str(videos), str(out), weights="random", options=options, num_actors=2,
+                      keep_shards=True)
     assert job.merge_error == "" and job.merge is not None and job.merge.complete
     assert sorted((row["id"], row["status"]) for row in job.rows) == [
         ("a.mp4", "ok"), ("b.mp4", "ok"), ("broken.mp4", "error")]
@@ -47,3 +48,55 @@ def test_ray_job_shards_merge_and_report_failures_as_rows(local_ray, tmp_path, r
 
     again = run_ray_job(str(videos), str(out), weights="random", options=options, num_actors=2)
     assert again.rows == [] and again.merge.complete  # every video was already done
+
+
+def test_the_command_line_ray_run_merges_removes_shards_and_resumes(tmp_path, random_weights):
+    import subprocess
+    import sys
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_video(videos / "a.mp4", 24)
+    write_video(videos / "b.mp4", 16, codec="mpeg4")
+    (videos / "broken.mp4").write_text("not a video\n")
+    out = tmp_path / "feats.h5"
+
+    def ray_run(*extra):
+        # --ray=local: a Ray instance of this test's own, whatever else runs on the machine.
+        return subprocess.run(
+            [sys.executable, "-m", "c3d_extract", str(videos), "-o", str(out), "--weights",
+             "random", "--batch-size", "1", "--workers", "1", "--quiet", "--ray=local",
+             *extra], capture_output=True, text=True, timeout=600)
+
+    first = ray_run("--keep-shards")
+    assert first.returncode == 3, first.stderr  # broken.mp4 failed; the others have features
+    assert "3 videos: this job extracted 3" in first.stderr and "Traceback" not in first.stderr
+    assert (tmp_path / "feats.shard-00000-of-00001.h5").exists()  # --keep-shards
+
+    single = tmp_path / "single.h5"
+    extract(str(videos), str(single), weights=random_weights,
+            options=ExtractOptions(batch_size=1, workers=1))
+    ids, features = read_features(str(out), only_with_features=True)
+    single_ids, single_features = read_features(str(single), only_with_features=True)
+    assert sorted(ids) == sorted(single_ids) == ["a.mp4", "b.mp4"]
+    order = [single_ids.index(i) for i in ids]
+    # Same network and inputs; Ray's workers may use other thread counts, so the fp32 sums
+    # can differ in order: unit vectors of 4,096 values then agree to ~1e-6.
+    assert np.abs(features - single_features[order]).max() < 1e-5
+
+    write_video(videos / "c.mp4", 16)  # the dataset grows: only c.mp4 is extracted
+    second = ray_run()  # the kept shards resume; merged again, then removed
+    assert second.returncode == 3, second.stderr
+    assert "4 videos: this job extracted 1 (1 ok)" in second.stderr
+    assert "3 were already done" in second.stderr and "shard files removed" in second.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feats.h5", "single.h5", "videos"]
+    ids_after, features_after = read_features(str(out), only_with_features=True)
+    assert sorted(ids_after) == ["a.mp4", "b.mp4", "c.mp4"]
+    for video_id, row in zip(ids, features):  # the earlier rows, copied unchanged
+        assert np.array_equal(features_after[ids_after.index(video_id)], row)
+
+    third = ray_run()  # nothing new: answered from the merged output, Ray not started
+    assert third.returncode == 3, third.stderr
+    assert "4 videos: this job extracted 0 (none)" in third.stderr
+    assert "4 were already done" in third.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feats.h5", "single.h5", "videos"]

@@ -18,6 +18,9 @@ from c3d_extract.decoders import DECODERS
 from c3d_extract.records import VideoRecord
 from c3d_extract.sharding import shard_path
 
+#: ``--ray`` given without an address: start a local Ray cluster.
+LOCAL_RAY = "(local)"
+
 EXAMPLES = """
 \b
 Examples:
@@ -28,6 +31,8 @@ Examples:
   c3d-extract videos/ -o feats.h5 --shard 1/4      (writes feats.shard-00001-of-00004.h5)
   torchrun --nproc-per-node 8 -m c3d_extract videos/ -o feats.h5
   c3d-extract merge feats.h5                       (the shards into feats.h5)
+  c3d-extract videos/ -o check.h5 --decode-only    (find broken videos, no network)
+  c3d-extract videos/ -o feats.h5 --ray            (Ray, local cluster; --ray=ADDRESS)
 
 
 A directory named merge is given as ./merge.
@@ -39,7 +44,11 @@ LAYER_HELP = ("C3D: fc6 (default), pool5, fc7, fc8, prob. R(2+1)D-18: avgpool (d
 
 
 class BarProgress:
-    """A tqdm bar on stderr: videos done / total, clips/s, video frames/s, ETA."""
+    """A tqdm bar on stderr: videos done / total, clips/s, video frames/s, ETA.
+
+    The rates count work as it happens: frames as they are decoded, clips as each batch
+    leaves the network (or the batcher, with --decode-only).
+    """
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -63,8 +72,11 @@ class BarProgress:
         self.clips += n_clips
         self._postfix()
 
+    def frames_decoded(self, n_frames: int) -> None:
+        self.frames += n_frames
+        self._postfix()
+
     def video_done(self, record: VideoRecord) -> None:
-        self.frames += record.n_frames
         if self.bar is not None:
             self.bar.update(1)
             if record.status == "error":
@@ -137,6 +149,20 @@ def _raise_interrupt(signum, frame) -> None:
               "of their ids, into OUTPUT's shard file (feats.shard-0000I-of-0000N.h5); "
               "merge the shards with `c3d-extract merge OUTPUT`. Under torchrun: RANK/"
               "WORLD_SIZE, on GPU LOCAL_RANK.")
+@click.option("--decode-only", is_flag=True,
+              help="Decode every video and count its frames and clips without the network "
+              "(no weights needed): OUTPUT gets the video table (status, error, frames, fps, "
+              "size, codec, clips) and no features. Workers and batch size default to a GPU "
+              "run's.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value=LOCAL_RAY, default=None,
+              metavar="[ADDRESS]",
+              help="Run as a Ray job: one actor per GPU (one on a CPU-only cluster) extracts "
+              "whole shards, then they are merged into OUTPUT. Alone: a local Ray cluster; "
+              "--ray=ADDRESS (e.g. auto, host:6379, ray://host:10001) joins a running one. "
+              "Rerun the same command to resume. Needs pip install -e '.[ray]'.")
+@click.option("--keep-shards", is_flag=True,
+              help="With --ray: keep the shard files after a verified merge (default: "
+              "removed, as OUTPUT holds their rows).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @library_errors
 def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: Optional[str],
@@ -144,7 +170,8 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
         clip_len: Optional[int], stride: Optional[int], short_policy: str,
         batch_size: int, device: str, precision: str, decoder: str, workers: int,
         timeout: float, per_clip: bool, overwrite: bool, retry_errors: bool,
-        shard_text: Optional[str], quiet: bool) -> None:
+        shard_text: Optional[str], decode_only: bool, ray_address: Optional[str],
+        keep_shards: bool, quiet: bool) -> None:
     """Extract C3D video descriptors (Tran et al., ICCV 2015) into one HDF5 file.
 
     INPUTS are video files, frame folders (numbered JPEG/PNG images, one
@@ -161,9 +188,10 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
     With --shard, or under torchrun, each process writes its own shard file;
     `c3d-extract merge OUTPUT` then checks and merges them into OUTPUT.
     """
-    from c3d_extract.extractor import ExtractOptions, extract
+    from c3d_extract.extractor import ExtractOptions, check_videos, extract_videos
     from c3d_extract.launch import launched_shard
     from c3d_extract.sharding import parse_shard
+    from c3d_extract.sources import discover
 
     options = ExtractOptions(
         layers=() if layers is None else tuple(split_list(layers, "--layer")),
@@ -173,13 +201,26 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
         kernel_order=kernel_order)
     launched = launched_shard(os.environ)
     shard = parse_shard(shard_text) if shard_text is not None else launched
+    if ray_address is not None:
+        _check_ray_options(ray_address, shard, decode_only, overwrite)
+        _run_ray(inputs, output, list_file, weights, mean, options, retry_errors,
+                 None if ray_address == LOCAL_RAY else ray_address, keep_shards)
+    elif keep_shards:
+        raise click.UsageError("--keep-shards goes with --ray")
+    if decode_only and (weights is not None or mean is not None):
+        raise click.UsageError("--decode-only runs no network: leave out --weights and --mean")
     progress = BarProgress(quiet)
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     show_warnings_plainly()
     try:
-        summary = extract(list(inputs), output, weights=weights, options=options,
-                          list_file=list_file, mean=mean, overwrite=overwrite,
-                          retry_errors=retry_errors, progress=progress, shard=shard)
+        videos = discover(list(inputs), list_file)
+        if decode_only:
+            summary = check_videos(videos, output, options=options, overwrite=overwrite,
+                                   retry_errors=retry_errors, progress=progress, shard=shard)
+        else:
+            summary = extract_videos(videos, output, weights=weights, options=options,
+                                     mean=mean, overwrite=overwrite, retry_errors=retry_errors,
+                                     progress=progress, shard=shard)
     except KeyboardInterrupt:
         progress.close()
         saved_in = output if shard is None else shard_path(output, shard)
@@ -206,6 +247,56 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
         # A failing process makes torchrun stop every other one; failures stay in the file.
         sys.exit(EXIT_OK if launched is not None else EXIT_SOME_FAILED)
     sys.exit(EXIT_OK)
+
+
+def _check_ray_options(address: str, shard, decode_only: bool, overwrite: bool) -> None:
+    if shard is not None:
+        raise click.UsageError("--ray makes its own shards: leave out --shard (and torchrun)")
+    if decode_only or overwrite:
+        flag = "--decode-only" if decode_only else "--overwrite"
+        raise click.UsageError(f"--ray does not take {flag}")
+    if address != LOCAL_RAY and not (address in ("auto", "local") or ":" in address):
+        raise click.UsageError(
+            f"{address!r} is not a Ray address (auto, local, HOST:PORT or ray://HOST:PORT); "
+            "if it is an input, put --ray after the inputs or write --ray=ADDRESS")
+
+
+def _run_ray(inputs: Sequence[str], output: str, list_file: Optional[str],
+             weights: Optional[str], mean: Optional[str], options, retry_errors: bool,
+             address: Optional[str], keep_shards: bool) -> None:
+    """Run the Ray job, print its summary and exit with the usual status."""
+    import logging
+
+    from c3d_extract.ray_job import run_ray_job
+    from c3d_extract.store import read_video_table
+
+    try:
+        import ray.data
+
+        # Ray Data logs every stage of the job at INFO; the summary below says what matters.
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+    except ImportError:
+        pass  # run_ray_job says how to install it
+    show_warnings_plainly()
+    job = run_ray_job(list(inputs), output, weights=weights, options=options,
+                      list_file=list_file, mean=mean, retry_errors=retry_errors,
+                      address=address, keep_shards=keep_shards)
+    click.echo(job.line(), err=True)
+    for video_id, message in job.failures[:10]:
+        click.echo(f"  failed: {video_id}: {message}", err=True)
+    if len(job.failures) > 10:
+        click.echo(f"  ... and {len(job.failures) - 10} more", err=True)
+    if job.merge_error:
+        raise click.ClickException(job.merge_error)
+    statuses = read_video_table(job.output)["status"]
+    failed = int((statuses == "error").sum())
+    if failed > len(job.failures):
+        click.echo(f"  {failed - len(job.failures)} videos failed in earlier runs", err=True)
+    if failed:
+        click.echo(f"  messages are in videos/error of {job.output}; --retry-errors tries "
+                   "the failed videos of unmerged shards again", err=True)
+    sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 
 
 def main() -> None:
