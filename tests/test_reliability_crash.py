@@ -3,8 +3,9 @@
 A run is killed with SIGKILL at seeded random moments: at a random fraction of
 the time an uninterrupted run took on this machine (so anywhere from start-up to
 the last commit, however fast the machine), just after the journal grows (often
-in the middle of a record), and while a commit's temporary file or log exists. Rerunning until done must give every video
-exactly once, with the features of an uninterrupted run.
+in the middle of a record), and while a commit's temporary file or log exists.
+Rerunning until done must give every video exactly once, with the features of an
+uninterrupted run.
 """
 
 import os
