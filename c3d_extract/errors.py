@@ -60,3 +60,7 @@ class MergeError(C3DError):
     def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.problems = list(problems)
+
+
+class TrainingError(C3DError):
+    """Training cannot go on (e.g. the loss is no longer finite)."""
