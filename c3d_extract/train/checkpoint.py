@@ -9,6 +9,7 @@ the new checkpoint, complete. It is read back with ``weights_only=True`` (no cod
 
 from __future__ import annotations
 
+import pickle
 import random
 from typing import Any, Dict, Optional
 
@@ -67,8 +68,9 @@ def load_checkpoint(path: str) -> Optional[Dict[str, Any]]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         return None
-    except (OSError, RuntimeError, EOFError, ValueError) as error:
-        raise StoreError(f"the checkpoint {path} cannot be read ({error}); "
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
+        reason = " ".join(str(error).split())[:200]
+        raise StoreError(f"the checkpoint {path} cannot be read ({reason}); "
                          "rerun with --overwrite to start again") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise StoreError(f"{path} is not a c3d-train checkpoint")
