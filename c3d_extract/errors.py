@@ -15,6 +15,23 @@ class InputNotFoundError(UsageError):
     """An input path, list file or other file named by the user does not exist."""
 
 
+class DatasetError(UsageError):
+    """A training dataset or its split files are malformed, or list videos that are not there."""
+
+
+class SplitOverlapError(UsageError):
+    """The training list shares videos or UCF101 groups with the test list.
+
+    ``groups`` and ``videos`` hold every overlapping group and video.
+    """
+
+    def __init__(self, message: str, groups: Sequence[str] = (),
+                 videos: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.groups = list(groups)
+        self.videos = list(videos)
+
+
 class WeightsError(C3DError):
     """A weights file is missing, unreadable, of unknown format or does not fit the network."""
 

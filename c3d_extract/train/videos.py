@@ -1,0 +1,157 @@
+"""What one video is on disk for training (a video file or a folder of numbered frames) and
+reading a range of its frames.
+
+A frame folder is a directory whose visible entries are all image files with a number in
+their name; its frames are in natural numeric order (``frame2`` before ``frame10``). Video
+files are decoded sequentially with the project's decoders (``c3d_extract.decoders``), up to
+the last frame a clip needs; frame folders read only the images a clip needs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from c3d_extract.decoders import FALLBACK, available_decoders, open_decoder
+from c3d_extract.errors import VideoReadError
+from c3d_extract.sources import is_video_name
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> Tuple[object, ...]:
+    """Sort key that orders the numbers inside names by value: ``img2`` before ``img10``."""
+    parts = _DIGITS.split(name)
+    return tuple((0, int(part), part) if part.isdigit() else (1, part.lower(), part)
+                 for part in parts)
+
+
+def _is_frame_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and bool(_DIGITS.search(name))
+
+
+def is_frame_folder(path: str) -> bool:
+    """A directory whose visible entries are all numbered image files (at least one)."""
+    try:
+        names = [name for name in os.listdir(path) if not name.startswith(".")]
+    except OSError:
+        return False
+    return bool(names) and all(_is_frame_name(name) and os.path.isfile(os.path.join(path, name))
+                               for name in names)
+
+
+def frame_files(folder: str) -> List[str]:
+    """The image files of a frame folder, in natural numeric order."""
+    names = [name for name in os.listdir(folder) if _is_frame_name(name)]
+    return [os.path.join(folder, name) for name in sorted(names, key=natural_key)]
+
+
+def is_video(path: str) -> bool:
+    """A video file (by extension) or a frame folder."""
+    if os.path.isdir(path):
+        return is_frame_folder(path)
+    return os.path.isfile(path) and is_video_name(path)
+
+
+def resolve_video(path: str) -> Optional[str]:
+    """``path`` if it is a video file or frame folder, else the frame folder named like the file
+    without its extension (datasets whose frames were extracted beside the split files); else None.
+    """
+    if os.path.isfile(path) or (os.path.isdir(path) and is_frame_folder(path)):
+        return path
+    stem, extension = os.path.splitext(path)
+    if extension and os.path.isdir(stem) and is_frame_folder(stem):
+        return stem
+    return None
+
+
+def frame_count_hint(path: str) -> Optional[int]:
+    """The number of frames a video has: exact for frame folders, the container's count
+    (which can be wrong) for files, None when unknown."""
+    if os.path.isdir(path):
+        return len(frame_files(path))
+    try:
+        import av
+    except ImportError:
+        return None
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                return None
+            count = int(container.streams.video[0].frames or 0)
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError):
+        return None
+    return count if count > 0 else None
+
+
+def read_frames(path: str, start: int = 0, stop: Optional[int] = None,
+                decoder: str = "pyav") -> Tuple[List[np.ndarray], Optional[int]]:
+    """RGB uint8 frames ``start .. stop - 1`` (all from ``start`` when ``stop`` is None), and
+    the video's true frame count when the read reached its end (else None).
+
+    Fewer frames than asked come back when the video is shorter. A backend that fails before
+    its first frame hands over to its fallback (``decoders.FALLBACK``), as extraction does.
+    Raises ``VideoReadError`` naming the video when it cannot be read.
+    """
+    if os.path.isdir(path):
+        return _read_frame_folder(path, start, stop)
+    try:
+        return _decode_range(decoder, path, start, stop)
+    except _DecodeFailed as failure:
+        fallback = FALLBACK.get(decoder)
+        if failure.frames_read or fallback is None or fallback not in available_decoders():
+            raise VideoReadError(f"{path}: {failure}") from None
+    try:
+        return _decode_range(fallback, path, start, stop)
+    except _DecodeFailed as failure:
+        raise VideoReadError(f"{path}: {failure}") from None
+
+
+class _DecodeFailed(Exception):
+    """A backend's failure, with how many frames it had decoded before."""
+
+    def __init__(self, message: str, frames_read: int) -> None:
+        super().__init__(message)
+        self.frames_read = frames_read
+
+
+def _decode_range(decoder: str, path: str, start: int,
+                  stop: Optional[int]) -> Tuple[List[np.ndarray], Optional[int]]:
+    frames: List[np.ndarray] = []
+    index = 0
+    try:
+        with open_decoder(decoder, path) as video:
+            for frame in video.frames():
+                if stop is not None and index >= stop:
+                    return frames, None
+                if index >= start:
+                    frames.append(frame)
+                index += 1
+    except VideoReadError as error:
+        raise _DecodeFailed(str(error), index) from None
+    except (OSError, ValueError, MemoryError) as error:
+        raise _DecodeFailed(f"{type(error).__name__}: {error}", index) from None
+    if index == 0:
+        raise _DecodeFailed("no frames could be decoded", 0)
+    return frames, index
+
+
+def _read_frame_folder(folder: str, start: int,
+                       stop: Optional[int]) -> Tuple[List[np.ndarray], Optional[int]]:
+    import cv2
+
+    files = frame_files(folder)
+    if not files:
+        raise VideoReadError(f"{folder}: the frame folder holds no numbered images")
+    end = len(files) if stop is None else min(stop, len(files))
+    frames = []
+    for name in files[start:end]:
+        image = cv2.imread(name, cv2.IMREAD_COLOR)
+        if image is None:
+            raise VideoReadError(f"{folder}: cannot read the frame {os.path.basename(name)}")
+        frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    return frames, len(files) if stop is None or stop >= len(files) else None
