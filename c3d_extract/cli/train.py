@@ -36,7 +36,7 @@ Examples:
               help="Share of the training groups held out for validation (0: none).")
 @click.option("--allow-overlap", is_flag=True,
               help="Accept training and test lists that share a group or a video.")
-@click.option("--arch", required=True, type=click.Choice(["c3d", "r2plus1d_18"]))
+@click.option("--arch", required=True, help="Architecture: c3d or r2plus1d_18.")
 @click.option("--init", type=str, help="Initial weights: for C3D any Sports-1M file the tool "
               "reads (a new head is drawn), a torchvision R(2+1)D-18 file, or a "
               "model.safetensors from c3d-train.")

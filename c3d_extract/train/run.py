@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from c3d_extract.errors import (C3DError, OutputLockedError, ParameterMismatchError, UsageError,
+from c3d_extract.errors import (C3DError, OutputLockedError, StoreError, UsageError,
                                 VideoReadError)
 from c3d_extract.locking import OutputLock
 from c3d_extract.models.registry import Architecture, get_architecture
@@ -196,7 +196,7 @@ def _claim_run_dir(options: TrainOptions, world: World, splits) -> Tuple[OutputL
             if recorded_splits is not None and recorded_splits != splits_json:
                 differences.append("the train/val/test lists")
             if differences:
-                raise ParameterMismatchError(
+                raise UsageError(
                     f"{run_dir} holds a run with other parameters ({'; '.join(differences)}); "
                     "rerun with the same parameters to resume it, or add --overwrite to "
                     "start again")
@@ -225,7 +225,7 @@ def _read_json(path: str) -> Optional[Any]:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as error:
-        raise ParameterMismatchError(f"{path} cannot be read ({error}); add --overwrite to "
+        raise StoreError(f"{path} cannot be read ({error}); add --overwrite to "
                                      "start the run again") from None
 
 
@@ -387,7 +387,7 @@ class _Session:
 
     def _restore(self, checkpoint: Dict[str, Any], state: Dict[str, Any]) -> Tally:
         if len(checkpoint["rng"]) != self.world.size:
-            raise ParameterMismatchError(
+            raise UsageError(
                 f"the checkpoint was written by {len(checkpoint['rng'])} processes, this run "
                 f"has {self.world.size}")
         self.network.load_state_dict(checkpoint["model"])

@@ -1,0 +1,177 @@
+"""c3d-train end to end on a tiny UCF101-shaped dataset with a tiny registered network:
+run-folder files, kill -9 and resume bit-identical, refusals (other parameters, a second
+run, a leaking split)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.train_data import write_tiny_ucf101
+from tests.train_support import (identical, model_tensors, run_tiny_train, start_tiny_train)
+
+
+@pytest.fixture(scope="module")
+def tiny_ucf(tmp_path_factory):
+    # 3 classes x 4 groups x 2 clips: split 1 trains on 18 videos (6 carved for validation
+    # with --val-fraction 0.3) and tests on the 6 of group g01.
+    return write_tiny_ucf101(tmp_path_factory.mktemp("data"), clips=2)
+
+
+def _args(data, run_dir, *extra):
+    return [str(data.root), "-o", str(run_dir), "--dataset", "ucf101", "--arch", "tiny3d",
+            "--clip-len", "4", "--crop-size", "32", "--batch-size", "3", "--epochs", "3",
+            "--optimizer", "adam", "--lr", "0.01", "--seed", "1", "--deterministic",
+            "--checkpoint-every", "2", "--workers", "0", "--val-fraction", "0.3", *extra]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_ucf, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "reference"
+    result = run_tiny_train(_args(tiny_ucf, run_dir))
+    assert result.returncode == 0, result.stderr
+    return run_dir, result
+
+
+def _wait_for(condition, process, what: str, limit: float = 300.0) -> bool:
+    """Poll ``condition`` until true (True) or the process ends first (False)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.002)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _metric_rows(path: Path):
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_folder_holds_results_metrics_plots_and_model(finished_run, tiny_ucf):
+    run_dir, result = finished_run
+    results = json.loads((run_dir / "results.json").read_text())
+    test = results["test"]
+    assert test["videos"] == 6
+    for key in ("top1", "top5", "clip_top1"):
+        assert 0.0 <= test[key] <= 1.0
+    assert test["top5"] == 1.0  # three classes: every label is among the top five
+    assert list(test["per_class"]) == list(tiny_ucf.classes)
+    assert sum(c["videos"] for c in test["per_class"].values()) == 6
+    assert sum(map(sum, test["confusion"])) == 6
+    rows = _metric_rows(run_dir / "metrics.csv")
+    assert [(r["epoch"], r["split"]) for r in rows] == [
+        ("1", "train"), ("1", "val"), ("2", "train"), ("2", "val"), ("3", "train"),
+        ("3", "val"), ("3", "test")]
+    assert all(float(r["loss"]) > 0 and 0 <= float(r["top1"]) <= 1 for r in rows)
+    assert [r["samples"] for r in rows[:2]] == ["12", "6"]
+    for picture in ("curves.png", "confusion.png"):
+        assert (run_dir / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from safetensors import safe_open
+    with safe_open(str(run_dir / "model.safetensors"), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["arch"] == "tiny3d"
+    assert json.loads(metadata["class_names"]) == list(tiny_ucf.classes)
+    assert (metadata["clip_len"], metadata["crop_size"]) == ("4", "32")
+    splits = json.loads((run_dir / "splits.json").read_text())
+    assert len(splits["test"]) == 6
+    assert "test: top-1" in result.stderr
+    leftovers = [p.name for p in run_dir.iterdir() if ".tmp-" in p.name]
+    assert leftovers == []
+
+
+def test_killed_runs_resume_to_bit_identical_weights(finished_run, tiny_ucf, tmp_path):
+    reference_dir, _ = finished_run
+    run_dir = tmp_path / "killed"
+    args = _args(tiny_ucf, run_dir)
+    checkpoint = run_dir / "checkpoint.pt"
+
+    # First kill: as soon as the first checkpoint (step 2, inside epoch 1) exists.
+    process = start_tiny_train(args)
+    assert _wait_for(checkpoint.exists, process, "the first checkpoint"), process.communicate()
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+
+    # Second kill: once the resumed run has logged epoch 1.
+    process = start_tiny_train(args)
+    killed_twice = _wait_for(lambda: len(_metric_rows(run_dir / "metrics.csv")) >= 2, process,
+                             "epoch 1's metrics")
+    if killed_twice:
+        process.send_signal(signal.SIGKILL)
+    _, stderr = process.communicate()
+    resumed = re.search(r"resuming from step (\d+)", stderr)
+    assert resumed and int(resumed.group(1)) >= 2, stderr
+
+    final = run_tiny_train(args)
+    assert final.returncode == 0, final.stderr
+    if killed_twice:
+        assert re.search(r"resuming from step \d+", final.stderr), final.stderr
+    difference = identical(model_tensors(str(reference_dir / "model.safetensors")),
+                           model_tensors(str(run_dir / "model.safetensors")))
+    assert difference is None, difference
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa
+    assert strip(_metric_rows(run_dir / "metrics.csv")) == \
+        strip(_metric_rows(reference_dir / "metrics.csv"))
+
+
+def test_rerun_of_a_complete_run_does_nothing(finished_run, tiny_ucf):
+    run_dir, _ = finished_run
+    before = (run_dir / "model.safetensors").stat().st_mtime_ns
+    result = run_tiny_train(_args(tiny_ucf, run_dir))
+    assert result.returncode == 0, result.stderr
+    assert "complete" in result.stderr
+    assert (run_dir / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_rerun_with_other_parameters_is_refused_unless_overwrite(tiny_ucf, tmp_path):
+    run_dir = tmp_path / "run"
+    first = run_tiny_train(_args(tiny_ucf, run_dir, "--epochs", "1"))
+    assert first.returncode == 0, first.stderr
+    refused = run_tiny_train(_args(tiny_ucf, run_dir, "--epochs", "1", "--lr", "0.02"))
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr
+    assert "lr" in refused.stderr and "--overwrite" in refused.stderr
+    again = run_tiny_train(_args(tiny_ucf, run_dir, "--epochs", "1", "--lr", "0.02",
+                                 "--overwrite"))
+    assert again.returncode == 0, again.stderr
+    recorded = json.loads((run_dir / "args.json").read_text())
+    assert recorded["options"]["lr"] == 0.02
+
+
+def test_second_concurrent_run_is_refused(tiny_ucf, tmp_path):
+    from c3d_extract.locking import OutputLock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with OutputLock(str(run_dir / "run")):  # as a running c3d-train holds it
+        result = run_tiny_train(_args(tiny_ucf, run_dir))
+    assert result.returncode == 1
+    assert "another c3d-train run" in result.stderr and "Traceback" not in result.stderr
+    assert not (run_dir / "checkpoint.pt").exists()
+
+
+def test_leaking_split_is_refused_naming_the_group(tiny_ucf, tmp_path):
+    splits = tmp_path / "leaky"
+    shutil.copytree(tiny_ucf.splits_dir, splits)
+    leaked = next(path for path, (_, group) in tiny_ucf.videos.items() if group == 1)
+    with open(splits / "trainlist01.txt", "a") as handle:
+        handle.write(f"{leaked} 1\n")
+    run_dir = tmp_path / "run"
+    result = run_tiny_train(_args(tiny_ucf, run_dir, "--splits", str(splits)))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "g01" in result.stderr
+    assert not (run_dir / "checkpoint.pt").exists()
