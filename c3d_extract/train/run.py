@@ -14,7 +14,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -73,7 +73,10 @@ def train(options: TrainOptions, report: Report = lambda line: None) -> TrainRes
     try:
         arch = get_architecture(options.arch)
         clip_len, crop_size = _input_size(options, arch)
-        preset = replace(arch.preset, crop=crop_size)
+        from c3d_extract.train.clips import preset_for_crop
+
+        # Other crop sizes scale the resize with the crop; the model file records this preset.
+        preset = preset_for_crop(arch.preset, crop_size)
         splits = _load_splits(options)
         for note in splits.notes:
             say(note)
@@ -111,10 +114,6 @@ def _input_size(options: TrainOptions, arch: Architecture) -> Tuple[int, int]:
         raise UsageError(f"{arch.name} takes {arch.clip_len}-frame clips of {arch.crop_size} x "
                          f"{arch.crop_size} only (its fully connected layers fix the input "
                          "size); leave --clip-len and --crop-size unset")
-    resize = arch.preset.resize
-    if crop_size > min(resize):
-        raise UsageError(f"--crop-size {crop_size} does not fit in the {resize[0]} x {resize[1]} "
-                         "resized frames")
     return clip_len, crop_size
 
 
