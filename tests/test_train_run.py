@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.train_data import write_tiny_ucf101
-from tests.train_support import (identical, model_tensors, run_tiny_train, start_tiny_train)
+from tests.train_support import (identical, invoke_in_process, model_tensors, run_tiny_train,
+                                 start_tiny_train)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,7 @@ def _metric_rows(path: Path):
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_run_folder_holds_results_metrics_plots_and_model(finished_run, tiny_ucf):
     run_dir, result = finished_run
     results = json.loads((run_dir / "results.json").read_text())
@@ -92,6 +94,7 @@ def test_run_folder_holds_results_metrics_plots_and_model(finished_run, tiny_ucf
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_killed_runs_resume_to_bit_identical_weights(finished_run, tiny_ucf, tmp_path):
     reference_dir, _ = finished_run
     run_dir = tmp_path / "killed"
@@ -127,28 +130,43 @@ def test_killed_runs_resume_to_bit_identical_weights(finished_run, tiny_ucf, tmp
         strip(_metric_rows(reference_dir / "metrics.csv"))
 
 
+def _output(result) -> str:
+    """What a command run in process wrote, stderr included, and any exception's traceback."""
+    import traceback
+
+    text = result.output
+    if result.exc_info and not isinstance(result.exception, SystemExit):
+        text += "".join(traceback.format_exception(*result.exc_info))
+    return text
+
+
 def test_rerun_of_a_complete_run_does_nothing(finished_run, tiny_ucf):
     run_dir, _ = finished_run
     before = (run_dir / "model.safetensors").stat().st_mtime_ns
-    result = run_tiny_train(_args(tiny_ucf, run_dir))
-    assert result.returncode == 0, result.stderr
-    assert "complete" in result.stderr
+    result = invoke_in_process(_args(tiny_ucf, run_dir))
+    assert result.exit_code == 0, _output(result)
+    assert "complete" in result.output
     assert (run_dir / "model.safetensors").stat().st_mtime_ns == before
 
 
-def test_rerun_with_other_parameters_is_refused_unless_overwrite(tiny_ucf, tmp_path):
+def test_rerun_with_other_parameters_is_refused_unless_overwrite(finished_run, tiny_ucf,
+                                                                 tmp_path):
+    reference_dir, _ = finished_run
     run_dir = tmp_path / "run"
-    first = run_tiny_train(_args(tiny_ucf, run_dir, "--epochs", "1"))
-    assert first.returncode == 0, first.stderr
-    refused = run_tiny_train(_args(tiny_ucf, run_dir, "--epochs", "1", "--lr", "0.02"))
-    assert refused.returncode == 2
-    assert "Traceback" not in refused.stderr
-    assert "lr" in refused.stderr and "--overwrite" in refused.stderr
-    again = run_tiny_train(_args(tiny_ucf, run_dir, "--epochs", "1", "--lr", "0.02",
-                                 "--overwrite"))
-    assert again.returncode == 0, again.stderr
+    shutil.copytree(reference_dir, run_dir)
+    other = [a for a in _args(tiny_ucf, run_dir) if a != "--deterministic"]
+    other += ["--epochs", "1", "--lr", "0.02"]
+    refused = invoke_in_process(other)
+    assert refused.exit_code == 2, _output(refused)
+    assert "Traceback" not in _output(refused)
+    assert "lr: 0.01 then, 0.02 now" in refused.output and "--overwrite" in refused.output
+    again = invoke_in_process([*other, "--overwrite"])
+    assert again.exit_code == 0, _output(again)
     recorded = json.loads((run_dir / "args.json").read_text())
     assert recorded["options"]["lr"] == 0.02
+    rows = _metric_rows(run_dir / "metrics.csv")
+    assert [(r["epoch"], r["split"]) for r in rows] == [("1", "train"), ("1", "val"),
+                                                        ("1", "test")]
 
 
 def test_second_concurrent_run_is_refused(tiny_ucf, tmp_path):
@@ -157,9 +175,9 @@ def test_second_concurrent_run_is_refused(tiny_ucf, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     with OutputLock(str(run_dir / "run")):  # as a running c3d-train holds it
-        result = run_tiny_train(_args(tiny_ucf, run_dir))
-    assert result.returncode == 1
-    assert "another c3d-train run" in result.stderr and "Traceback" not in result.stderr
+        result = invoke_in_process(_args(tiny_ucf, run_dir))
+    assert result.exit_code == 1, _output(result)
+    assert "another c3d-train run" in result.output and "Traceback" not in _output(result)
     assert not (run_dir / "checkpoint.pt").exists()
 
 
@@ -170,8 +188,8 @@ def test_leaking_split_is_refused_naming_the_group(tiny_ucf, tmp_path):
     with open(splits / "trainlist01.txt", "a") as handle:
         handle.write(f"{leaked} 1\n")
     run_dir = tmp_path / "run"
-    result = run_tiny_train(_args(tiny_ucf, run_dir, "--splits", str(splits)))
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert "g01" in result.stderr
+    result = invoke_in_process(_args(tiny_ucf, run_dir, "--splits", str(splits)))
+    assert result.exit_code == 2, _output(result)
+    assert "Traceback" not in _output(result)
+    assert "g01" in result.output
     assert not (run_dir / "checkpoint.pt").exists()

@@ -79,6 +79,18 @@ def start_tiny_train(args: Sequence[str]) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
 
+def invoke_in_process(args: Sequence[str]):
+    """c3d-train's command in this process (click's runner): for runs that stop early or are
+    short, without a new interpreter's start-up. Not for --deterministic, which sets
+    process-wide state."""
+    from click.testing import CliRunner
+
+    from c3d_extract.cli.train import cli
+
+    register_tiny()
+    return CliRunner().invoke(cli, list(args), prog_name="c3d-train")
+
+
 def model_tensors(path: str) -> Dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 

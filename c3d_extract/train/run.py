@@ -45,6 +45,8 @@ METRICS, CURVES, CONFUSION = "metrics.csv", "curves.png", "confusion.png"
 RESULTS, MODEL = "results.json", "model.safetensors"
 #: The files a run writes; --overwrite removes exactly these.
 RUN_FILES = (ARGS, SPLITS, CHECKPOINT, METRICS, CURVES, CONFUSION, RESULTS, MODEL)
+#: Seconds between redrawings of curves.png during training.
+CURVES_INTERVAL = 60.0
 
 Report = Callable[[str], None]
 
@@ -261,6 +263,7 @@ class _Session:
         self.arch, self.preset, self.splits, self.say = arch, preset, splits, say
         self.clip_len, self.crop_size = clip_len, crop_size
         self.path = lambda name: os.path.join(options.run_dir, name)
+        self._curves_drawn = time.monotonic()
 
     def _loader(self, dataset, **kwargs) -> DataLoader:
         # A generator of its own: creating a loader's iterator draws a seed from it, which
@@ -400,9 +403,13 @@ class _Session:
         return Tally.from_list(checkpoint["tally"][self.world.rank])
 
     def _write_progress(self, history: List[Dict[str, Any]]) -> None:
-        if self.world.is_main:
-            metrics.write_metrics_csv(self.path(METRICS), history)
+        if not self.world.is_main:
+            return
+        metrics.write_metrics_csv(self.path(METRICS), history)
+        # Drawing takes seconds: redrawn at most once a minute, and at the end of the run.
+        if time.monotonic() - self._curves_drawn >= CURVES_INTERVAL:
             metrics.write_curves(self.path(CURVES), history)
+            self._curves_drawn = time.monotonic()
 
     def _finish(self, history: List[Dict[str, Any]]) -> Dict[str, Any]:
         """Export the model, evaluate it on the test list, write the results."""
