@@ -22,6 +22,10 @@ _EXPORTS = {
     "read_features": "c3d_extract.store",
     "resolve_weights": "c3d_extract.weights.loading",
     "load_network": "c3d_extract.weights.loading",
+    "load_model": "c3d_extract.weights.networks",
+    "create_model": "c3d_extract.models.registry",
+    "save_model_file": "c3d_extract.weights.model_file",
+    "read_model_file": "c3d_extract.weights.model_file",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

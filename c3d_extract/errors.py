@@ -40,6 +40,10 @@ class WeightsNotFoundError(WeightsError):
     """No weights were given and none were found in the default places."""
 
 
+class ModelFileError(WeightsError):
+    """A model file (``model.safetensors``) has missing or wrong metadata or tensors."""
+
+
 class ChecksumError(WeightsError):
     """A file's sha256 differs from the one recorded for it."""
 

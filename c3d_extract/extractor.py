@@ -11,21 +11,29 @@ import contextlib
 import time
 import warnings
 from collections import Counter, deque
-from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field, replace
+from typing import (TYPE_CHECKING, Callable, Deque, Dict, Iterator, List, Optional, Sequence,
+                    Tuple, Union)
 
 from c3d_extract.batching import ClipBatcher
 from c3d_extract.clips import SHORT_POLICIES
 from c3d_extract.decoders import check_decoder
 from c3d_extract.errors import UsageError
-from c3d_extract.models.c3d import FEATURE_LAYERS, C3D
 from c3d_extract.pooling import ClipAccumulator
 from c3d_extract.preprocess import Preprocessing, load_mean, preprocessing_with_mean
 from c3d_extract.records import RunParameters, VideoRecord
 from c3d_extract.sharding import Shard, select, shard_path
 from c3d_extract.sources import VideoSource, discover
-from c3d_extract.weights.loading import LoadedWeights, load_network, resolve_weights
 from c3d_extract.workers import DecodePool, Failed, Finished, Frames, Started, default_workers
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from c3d_extract.weights.loading import LoadedWeights
+    from c3d_extract.weights.networks import LoadedModel
+
+#: What ``--weights`` may be: a loaded network or C3D state dict, a path or name, or None.
+WeightsSpec = Union["LoadedModel", "LoadedWeights", str, None]
 
 #: Seconds between fsyncs of the journal: what a power loss can cost at most.
 SYNC_INTERVAL = 2.0
@@ -33,11 +41,12 @@ SYNC_INTERVAL = 2.0
 
 @dataclass(frozen=True)
 class ExtractOptions:
-    """How clips are cut and computed. ``0`` means: choose for the device."""
+    """How clips are cut and computed. ``0`` (or no layers) means: choose for the device or
+    the network (its default layer, its clip length, a stride of half the clip length)."""
 
-    layers: Tuple[str, ...] = ("fc6",)
-    clip_len: int = 16
-    stride: int = 8
+    layers: Tuple[str, ...] = ()
+    clip_len: int = 0
+    stride: int = 0
     short_policy: str = "pad"
     batch_size: int = 0
     device: str = "auto"
@@ -48,14 +57,17 @@ class ExtractOptions:
     per_clip: bool = False
 
     def validate(self) -> None:
-        unknown = [layer for layer in self.layers if layer not in FEATURE_LAYERS]
-        if not self.layers or unknown:
+        from c3d_extract.models.registry import all_layer_names
+
+        known = all_layer_names()
+        unknown = [layer for layer in self.layers if layer not in known]
+        if unknown or any(not layer for layer in self.layers):
             raise UsageError(f"unknown layer(s) {', '.join(unknown) or '(none)'}; "
-                             f"choose from {', '.join(FEATURE_LAYERS)}")
+                             f"choose from {', '.join(known)}")
         if len(set(self.layers)) != len(self.layers):
             raise UsageError("a layer is named twice")
         for name in ("clip_len", "stride"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) < 0:
                 raise UsageError(f"{name.replace('_', '-')} must be at least 1")
         if self.batch_size < 0 or self.workers < 0:
             raise UsageError("batch size and workers must be positive (0 = automatic)")
@@ -64,6 +76,18 @@ class ExtractOptions:
         if not self.timeout > 0:
             raise UsageError("timeout must be a positive number of seconds")
         check_decoder(self.decoder)
+
+    def for_network(self, network: "LoadedModel") -> "ExtractOptions":
+        """These options with the layers, clip length and stride left open filled in from
+        ``network``; a layer it does not have is a ``UsageError``."""
+        layers = self.layers or (network.default_layer,)
+        missing = [layer for layer in layers if layer not in network.layers]
+        if missing:
+            raise UsageError(f"{network.name} ({network.arch}) has no layer "
+                             f"{', '.join(missing)}; choose from {', '.join(network.layers)}")
+        clip_len = self.clip_len or network.clip_len
+        return replace(self, layers=tuple(layers), clip_len=clip_len,
+                       stride=self.stride or max(1, clip_len // 2))
 
 
 def default_batch_size(device_type: str) -> int:
@@ -88,46 +112,45 @@ class PreparedNetwork:
     """A network on its device, ready for ``iter_records``."""
 
     runner: "object"  # ClipRunner (imported lazily with torch)
-    model: C3D
-    weights: LoadedWeights
+    model: "nn.Module"
+    weights: "LoadedModel"
     preprocessing: Preprocessing
     precision: str
     device_type: str
 
+    def resolve(self, options: ExtractOptions) -> ExtractOptions:
+        return options.for_network(self.weights)
 
-def prepare_network(weights: Union[LoadedWeights, str, None], options: ExtractOptions,
+
+def prepare_network(weights: WeightsSpec, options: ExtractOptions,
                     mean: Optional[str] = None) -> PreparedNetwork:
     """Resolve weights, device and precision; build the network and its runner."""
-    options.validate()  # before torch is imported: a usage error comes at once
+    options.validate()  # before the weights are read: a usage error comes at once
     from c3d_extract.runner import ClipRunner, resolve_device, resolve_precision
+    from c3d_extract.weights.networks import load_model
 
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device)
-    loaded = weights if isinstance(weights, LoadedWeights) else resolve_weights(weights)
+    loaded = load_model(weights)
     if loaded.is_random:
         warnings.warn("using RANDOM weights: the features are meaningless except for testing",
                       UserWarning, stacklevel=2)
-    preprocessing = loaded.preprocessing
+    options = options.for_network(loaded)
+    preprocessing = loaded.preset
     if mean is not None:
         preprocessing = preprocessing_with_mean(preprocessing, load_mean(mean))
     try:
         preprocessing.cropped_mean(options.clip_len)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    model = load_network(loaded)
-    missing = [layer for layer in options.layers if layer not in model.available_layers]
-    if missing:
-        raise UsageError(f"{loaded.name} has no fc8 (no classifier), so {', '.join(missing)} "
-                         "cannot be extracted; choose from "
-                         f"{', '.join(model.available_layers)}")
     batch_size = options.batch_size or default_batch_size(device.type)
-    runner = ClipRunner(model, preprocessing, options.clip_len, options.layers, device,
+    runner = ClipRunner(loaded.model, preprocessing, options.clip_len, options.layers, device,
                         precision, fixed_batch=batch_size)
-    return PreparedNetwork(runner, model, loaded, preprocessing, precision, device.type)
+    return PreparedNetwork(runner, loaded.model, loaded, preprocessing, precision, device.type)
 
 
 def iter_records(videos: Sequence[Union[VideoSource, Tuple[str, str]]],
-                 weights: Union[LoadedWeights, str, None, PreparedNetwork] = None,
+                 weights: Union[WeightsSpec, PreparedNetwork] = None,
                  options: ExtractOptions = ExtractOptions(),
                  on_batch: Optional[Callable[[int], None]] = None) -> Iterator[VideoRecord]:
     """Decode, cut, compute and pool each video; yield one record per video as it finishes.
@@ -137,6 +160,7 @@ def iter_records(videos: Sequence[Union[VideoSource, Tuple[str, str]]],
     """
     prepared = weights if isinstance(weights, PreparedNetwork) \
         else prepare_network(weights, options)
+    options = prepared.resolve(options)
     sources = [v if isinstance(v, VideoSource) else VideoSource(*v) for v in videos]
     if not sources:
         return
@@ -261,7 +285,7 @@ class Progress:
 
 
 def extract(inputs: Union[str, Sequence[str]], output: str, *,
-            weights: Union[LoadedWeights, str, None, PreparedNetwork] = None,
+            weights: Union[WeightsSpec, PreparedNetwork] = None,
             options: ExtractOptions = ExtractOptions(),
             list_file: Optional[str] = None, mean: Optional[str] = None,
             overwrite: bool = False, retry_errors: bool = False,
@@ -281,7 +305,7 @@ def extract(inputs: Union[str, Sequence[str]], output: str, *,
 
 
 def extract_videos(videos: Sequence[VideoSource], output: str, *,
-                   weights: Union[LoadedWeights, str, None, PreparedNetwork] = None,
+                   weights: Union[WeightsSpec, PreparedNetwork] = None,
                    options: ExtractOptions = ExtractOptions(), mean: Optional[str] = None,
                    overwrite: bool = False, retry_errors: bool = False,
                    progress: Optional[Progress] = None,
@@ -303,6 +327,7 @@ def extract_videos(videos: Sequence[VideoSource], output: str, *,
         prepared = weights
     else:
         prepared = prepare_network(weights, options, mean)
+    options = prepared.resolve(options)
     params = RunParameters(
         layers=tuple(options.layers), clip_len=options.clip_len, stride=options.stride,
         short_policy=options.short_policy, weights=prepared.weights.name,

@@ -1,4 +1,5 @@
-"""Sports-1M class predictions per video: the mean of ``prob`` over its clips, top k.
+"""Class predictions per video (Sports-1M C3D or any model file): the mean of ``prob`` over
+its clips, top k.
 
 The video-level ``prob`` is the plain average of the clips' softmax outputs (as the
 paper's video top-5 was computed), not the L2-normalised descriptor the extractor
@@ -8,7 +9,7 @@ stores, so the probabilities sum to 1.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -17,6 +18,10 @@ from c3d_extract.weights.loading import LoadedWeights
 
 if TYPE_CHECKING:
     from c3d_extract.extractor import ExtractOptions
+    from c3d_extract.weights.networks import LoadedModel
+
+#: A C3D state dict or a network of any architecture (``networks.load_model``).
+Network = Union[LoadedWeights, "LoadedModel"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ def top_classes(probabilities: np.ndarray, k: int,
                             float(probabilities[i])) for i in order)
 
 
-def class_names_for(weights: LoadedWeights,
+def class_names_for(weights: Network,
                     labels: Optional[Sequence[str]] = None) -> Tuple[str, ...]:
     """Names from a labels file (if given) or embedded in the weights; their count must match
     the network's classes. Empty when neither has any."""
@@ -63,7 +68,7 @@ def class_names_for(weights: LoadedWeights,
     return names
 
 
-def predict(videos: Sequence[Tuple[str, str]], weights: LoadedWeights, *, top_k: int = 5,
+def predict(videos: Sequence[Tuple[str, str]], weights: Network, *, top_k: int = 5,
             class_names: Sequence[str] = (), options: Optional["ExtractOptions"] = None,
             mean: Optional[str] = None) -> Iterator[Prediction]:
     """Yield each video's top-k prediction as it finishes (completion order).
@@ -91,7 +96,7 @@ def predict(videos: Sequence[Tuple[str, str]], weights: LoadedWeights, *, top_k:
                          top_classes(mean, top_k, class_names))
 
 
-def predict_in_order(videos: Sequence[Tuple[str, str]], weights: LoadedWeights, *,
+def predict_in_order(videos: Sequence[Tuple[str, str]], weights: Network, *,
                      top_k: int = 5, class_names: Sequence[str] = (),
                      options: Optional["ExtractOptions"] = None,
                      mean: Optional[str] = None) -> List[Prediction]:

@@ -1,10 +1,12 @@
-"""The Caffe C3D input transform, as a preset that travels with the weights.
+"""The network input transform, as a preset that travels with the weights.
 
-Caffe read frames with OpenCV (BGR), resized them straight to 128 x 171 with
+Caffe C3D read frames with OpenCV (BGR), resized them straight to 128 x 171 with
 bilinear interpolation, subtracted a mean volume on the 0..255 scale (no
-scaling) and took the centre 112 x 112 crop. The crop commutes with the mean
-subtraction, so frames are cropped on the host (uint8, small) and the mean is
-subtracted on the device.
+scaling) and took the centre 112 x 112 crop. torchvision's video models take the
+same resize and crop, in RGB scaled to [0, 1], minus a mean and divided by a
+standard deviation per channel. The crop commutes with the normalisation, so
+frames are resized and cropped on the host (uint8, small) and ``normalise``
+runs on the device: ``((frame * scale) - mean) / std``.
 """
 
 from __future__ import annotations
@@ -12,12 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import torch
+
 #: Per-channel (B, G, R) means of the UCF101 ``train01_16_128_171_mean`` volume.
 SPORTS1M_MEAN_BGR: Tuple[float, float, float] = (90.25, 97.66, 101.41)
+#: torchvision's Kinetics-400 video preset (RGB on the [0, 1] scale).
+KINETICS400_MEAN_RGB: Tuple[float, float, float] = (0.43216, 0.394666, 0.37645)
+KINETICS400_STD_RGB: Tuple[float, float, float] = (0.22803, 0.22145, 0.216989)
 
 
 def crop_offsets(height: int, width: int, crop: int) -> Tuple[int, int]:
@@ -29,10 +37,12 @@ def crop_offsets(height: int, width: int, crop: int) -> Tuple[int, int]:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize, channel order, mean and crop of the network's input.
+    """Resize, channel order, scale, mean, standard deviation and crop of the network's input.
 
-    ``mean_volume`` (C x L x H x W in ``channel_order``, on the resized frame)
-    replaces ``mean`` when given, as in the original Caffe model.
+    The network sees ``((frame_uint8 * scale) - mean) / std`` per channel (``std``
+    None: no division). ``mean_volume`` (C x L x H x W in ``channel_order``, on the
+    resized frame, on the scaled values) replaces ``mean`` when given, as in the
+    original Caffe model.
     """
 
     resize: Tuple[int, int] = (128, 171)  # height, width
@@ -41,11 +51,22 @@ class Preprocessing:
     mean: Tuple[float, float, float] = SPORTS1M_MEAN_BGR  # in channel_order
     mean_volume: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
     mean_volume_sha256: Optional[str] = None
+    scale: float = 1.0
+    std: Optional[Tuple[float, float, float]] = None  # in channel_order
+    # Normalisation constants already on a device, keyed by (clip length, device).
+    _constants: Dict[Any, Any] = field(default_factory=dict, init=False, compare=False,
+                                       repr=False)
 
     def __post_init__(self) -> None:
         if self.channel_order not in ("BGR", "RGB"):
             raise ValueError(f"channel_order must be BGR or RGB, not {self.channel_order!r}")
         crop_offsets(*self.resize, self.crop)
+        if not (np.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"scale must be a positive number, not {self.scale}")
+        if self.std is not None:
+            if len(self.std) != 3 or not all(np.isfinite(s) and s > 0 for s in self.std):
+                raise ValueError(f"std must be 3 positive numbers, not {self.std}")
+            object.__setattr__(self, "std", tuple(float(s) for s in self.std))
         if self.mean_volume is not None:
             volume = np.asarray(self.mean_volume, dtype=np.float32)
             if volume.ndim != 4 or volume.shape[0] != 3 or volume.shape[2:] != tuple(self.resize):
@@ -57,6 +78,12 @@ class Preprocessing:
             if self.mean_volume_sha256 is None:
                 digest = hashlib.sha256(np.ascontiguousarray(volume).tobytes()).hexdigest()
                 object.__setattr__(self, "mean_volume_sha256", digest)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # Decode workers receive the preset; device tensors stay in this process.
+        state = dict(self.__dict__)
+        state["_constants"] = {}
+        return state
 
     @property
     def offsets(self) -> Tuple[int, int]:
@@ -73,15 +100,45 @@ class Preprocessing:
         return np.ascontiguousarray(
             self.mean_volume[:, :, top:top + self.crop, left:left + self.crop])
 
+    def normalise(self, clips: "torch.Tensor") -> "torch.Tensor":
+        """Cropped uint8 clips (N x L x H x W x C in ``channel_order``) -> the network's
+        input (N x C x L x H x W float32), on the clips' device."""
+        import torch
+
+        if clips.dim() != 5 or clips.shape[-1] != 3:
+            raise ValueError(f"expected N x L x H x W x 3 clips, got shape {tuple(clips.shape)}")
+        scale, mean, std = self._device_constants(int(clips.shape[1]), clips.device)
+        x = clips.permute(0, 4, 1, 2, 3).to(torch.float32)
+        if scale is not None:
+            x = x * scale
+        x = x - mean
+        return x if std is None else x / std
+
+    def _device_constants(self, clip_len: int, device: "torch.device") -> Tuple[Any, Any, Any]:
+        import torch
+
+        key = (clip_len, str(device))
+        if key not in self._constants:
+            mean = torch.from_numpy(self.cropped_mean(clip_len)).to(device)[None]
+            std = None if self.std is None else torch.tensor(
+                self.std, dtype=torch.float32, device=device).reshape(1, 3, 1, 1, 1)
+            scale = None if self.scale == 1.0 else torch.tensor(
+                self.scale, dtype=torch.float32, device=device)
+            self._constants[key] = (scale, mean, std)
+        return self._constants[key]
+
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready description, stored with features and converted weights."""
-        return {
+        data: Dict[str, Any] = {
             "resize": list(self.resize), "crop": self.crop,
             "channel_order": self.channel_order,
             "mean": [round(float(m), 6) for m in self.mean],
             "mean_volume_sha256": self.mean_volume_sha256,
-            "scale": 1.0, "interpolation": "bilinear (OpenCV INTER_LINEAR)",
+            "scale": float(self.scale), "interpolation": "bilinear (OpenCV INTER_LINEAR)",
         }
+        if self.std is not None:  # absent for Caffe's presets, as in files written before
+            data["std"] = [round(float(s), 6) for s in self.std]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -95,26 +152,39 @@ class Preprocessing:
                    mean=tuple(float(m) for m in data.get("mean", SPORTS1M_MEAN_BGR)),  # type: ignore[arg-type]
                    mean_volume=mean_volume,
                    mean_volume_sha256=data.get("mean_volume_sha256") if mean_volume is not None
-                   else None)
+                   else None,
+                   scale=float(data.get("scale", 1.0)),
+                   std=None if data.get("std") is None
+                   else tuple(float(s) for s in data["std"]))  # type: ignore[arg-type]
 
 
 SPORTS1M = Preprocessing()
+#: torchvision's preset for its Kinetics-400 video models (R(2+1)D-18 and others).
+KINETICS400_TORCHVISION = Preprocessing(
+    channel_order="RGB", scale=1 / 255, mean=KINETICS400_MEAN_RGB, std=KINETICS400_STD_RGB)
 
 
-def prepare_frame(frame_rgb: np.ndarray, preprocessing: Preprocessing = SPORTS1M) -> np.ndarray:
-    """Decoded RGB uint8 frame (H x W x 3) -> cropped uint8 frame (crop x crop x 3) in the
-    preset's channel order. Mean subtraction happens later, on whole clips."""
+def resize_frame(frame_rgb: np.ndarray, preprocessing: Preprocessing = SPORTS1M) -> np.ndarray:
+    """Decoded RGB uint8 frame (H x W x 3) -> resized uint8 frame (``resize``, bilinear as
+    OpenCV's INTER_LINEAR) in the preset's channel order, not yet cropped."""
     import cv2  # imported here: decode workers need it, the model does not
 
     height, width = preprocessing.resize
     if frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3:
         raise ValueError(f"expected an H x W x 3 frame, got shape {frame_rgb.shape}")
     resized = cv2.resize(frame_rgb, (width, height), interpolation=cv2.INTER_LINEAR)
-    top, left = preprocessing.offsets
-    cropped = resized[top:top + preprocessing.crop, left:left + preprocessing.crop]
     if preprocessing.channel_order == "BGR":
-        cropped = cropped[:, :, ::-1]
-    return np.ascontiguousarray(cropped)
+        resized = resized[:, :, ::-1]
+    return resized
+
+
+def prepare_frame(frame_rgb: np.ndarray, preprocessing: Preprocessing = SPORTS1M) -> np.ndarray:
+    """Decoded RGB uint8 frame (H x W x 3) -> centre-cropped uint8 frame (crop x crop x 3) in
+    the preset's channel order. Normalisation happens later, on whole clips."""
+    resized = resize_frame(frame_rgb, preprocessing)
+    top, left = preprocessing.offsets
+    return np.ascontiguousarray(
+        resized[top:top + preprocessing.crop, left:left + preprocessing.crop])
 
 
 def load_mean(path: str) -> np.ndarray:
@@ -142,9 +212,11 @@ def preprocessing_with_mean(base: Preprocessing, mean: np.ndarray) -> Preprocess
     if mean.size == 3:
         return Preprocessing(resize=base.resize, crop=base.crop,
                              channel_order=base.channel_order,
-                             mean=tuple(float(v) for v in mean.ravel()))  # type: ignore[arg-type]
+                             mean=tuple(float(v) for v in mean.ravel()),  # type: ignore[arg-type]
+                             scale=base.scale, std=base.std)
     try:
         return Preprocessing(resize=base.resize, crop=base.crop,
-                             channel_order=base.channel_order, mean=base.mean, mean_volume=mean)
+                             channel_order=base.channel_order, mean=base.mean, mean_volume=mean,
+                             scale=base.scale, std=base.std)
     except ValueError as error:
         raise UsageError(str(error)) from None

@@ -1,8 +1,8 @@
-"""Run batches of clips through C3D on a device: gather, normalise, cast, forward.
+"""Run batches of clips through a network on a device: gather, normalise, cast, forward.
 
 Frames arrive as uint8 (one copy per batch); the clip windows are gathered,
-converted to float and mean-subtracted on the device, which moves 4x fewer
-bytes than float32 clips and each frame once instead of twice.
+converted to float and normalised by the preset on the device, which moves 4x
+fewer bytes than float32 clips and each frame once instead of twice.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Dict, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from c3d_extract.batching import Batch
 from c3d_extract.errors import UsageError
 from c3d_extract.launch import auto_device, local_rank
-from c3d_extract.models.c3d import C3D
 from c3d_extract.preprocess import Preprocessing
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -68,7 +68,7 @@ class DeviceSettings:
 class ClipRunner:
     """Holds the network on its device and turns a ``Batch`` into per-clip features."""
 
-    def __init__(self, model: C3D, preprocessing: Preprocessing, clip_len: int,
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing, clip_len: int,
                  layers: Sequence[str], device: torch.device, precision: str,
                  fixed_batch: int = 0) -> None:
         self.layers = tuple(layers)
@@ -82,8 +82,8 @@ class ClipRunner:
             _warn_if_slow_cudnn(precision)
         memory_format = torch.channels_last_3d if self.channels_last else torch.contiguous_format
         self.model = model.to(device=device, memory_format=memory_format).eval()
-        mean = torch.from_numpy(preprocessing.cropped_mean(clip_len))
-        self.mean = mean.to(device)[None]  # 1 x 3 x L x H x W (or 1 x 3 x 1 x 1 x 1)
+        preprocessing.cropped_mean(clip_len)  # a mean volume must cover the clips
+        self.preprocessing = preprocessing
 
     def _autocast(self):
         if self.precision == "fp32":
@@ -102,7 +102,7 @@ class ClipRunner:
             # A constant shape keeps cudnn.benchmark's choice; extra rows are discarded.
             index = torch.cat([index, index[:1].expand(self.fixed_batch - len(index), -1)])
         clips = frames[index.to(self.device, non_blocking=non_blocking)]  # N x L x H x W x C
-        clips = clips.permute(0, 4, 1, 2, 3).float() - self.mean
+        clips = self.preprocessing.normalise(clips)
         if self.channels_last:
             clips = clips.contiguous(memory_format=torch.channels_last_3d)
         return clips

@@ -110,3 +110,76 @@ def test_preset_round_trips_through_json():
 
     again = Preprocessing.from_dict(json.loads(SPORTS1M.to_json()))
     assert again == SPORTS1M
+
+
+# ---------------------------------------------------------------- scale, std and normalise
+
+def test_normalise_follows_the_formula_for_torchvisions_preset():
+    from c3d_extract.preprocess import KINETICS400_TORCHVISION as preset
+
+    rng = np.random.default_rng(4)
+    clips = rng.integers(0, 256, (2, 4, 6, 5, 3), dtype=np.uint8)  # N x L x H x W x RGB
+    out = preset.normalise(torch.from_numpy(clips))
+    mean = np.array([0.43216, 0.394666, 0.37645]).reshape(1, 3, 1, 1, 1)
+    std = np.array([0.22803, 0.22145, 0.216989]).reshape(1, 3, 1, 1, 1)
+    expected = (clips.transpose(0, 4, 1, 2, 3) / 255.0 - mean) / std
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 4, 6, 5)
+    # float32: one rounding each for the cast, the scaling, the subtraction and the
+    # division; |values| <= 2.7, so a few float32 ulps of 4 bound the error.
+    assert np.abs(out.numpy() - expected).max() <= 8 * np.finfo(np.float32).eps * 4
+
+
+def test_normalise_keeps_caffes_mean_subtraction_exact():
+    rng = np.random.default_rng(5)
+    clips = rng.integers(0, 256, (1, 3, 4, 4, 3), dtype=np.uint8)
+    out = SPORTS1M.normalise(torch.from_numpy(clips)).numpy()
+    expected = clips.transpose(0, 4, 1, 2, 3) - np.array(
+        [90.25, 97.66, 101.41], np.float32).reshape(1, 3, 1, 1, 1)
+    assert np.array_equal(out, expected.astype(np.float32))
+
+
+def test_normalise_rejects_a_clip_that_is_not_n_l_h_w_3():
+    with pytest.raises(ValueError, match="N x L x H x W x 3"):
+        SPORTS1M.normalise(torch.zeros(2, 3, 4, 4, 4, dtype=torch.uint8))
+
+
+def test_scale_and_std_round_trip_and_old_descriptions_still_read():
+    from c3d_extract.preprocess import KINETICS400_TORCHVISION as preset
+
+    again = Preprocessing.from_dict(preset.to_dict())
+    assert again == preset and again.scale == 1 / 255
+    assert again.std == (0.22803, 0.22145, 0.216989) and again.channel_order == "RGB"
+    # A description written before scale and std existed (no std key, scale 1).
+    old = {"resize": [128, 171], "crop": 112, "channel_order": "BGR",
+           "mean": [90.25, 97.66, 101.41], "mean_volume_sha256": None, "scale": 1.0,
+           "interpolation": "bilinear (OpenCV INTER_LINEAR)"}
+    assert Preprocessing.from_dict(old) == SPORTS1M
+    assert SPORTS1M.to_dict() == old  # Caffe's preset describes itself as before
+
+
+@pytest.mark.parametrize("bad", [dict(scale=0.0), dict(scale=float("nan")),
+                                 dict(std=(1.0, 0.0, 1.0)), dict(std=(1.0, 1.0))])
+def test_bad_scale_or_std_is_refused(bad):
+    with pytest.raises(ValueError):
+        Preprocessing(**bad)
+
+
+def test_resize_frame_is_opencvs_resize_in_the_presets_channel_order(frame):
+    from c3d_extract.preprocess import KINETICS400_TORCHVISION, resize_frame
+
+    resized = cv2.resize(frame, (171, 128), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(resize_frame(frame, KINETICS400_TORCHVISION), resized)
+    assert np.array_equal(resize_frame(frame), resized[:, :, ::-1])
+
+
+def test_the_runner_normalises_with_the_preset():
+    from c3d_extract.preprocess import KINETICS400_TORCHVISION as preset
+
+    rng = np.random.default_rng(6)
+    frames = rng.integers(0, 256, (20, 112, 112, 3), dtype=np.uint8)
+    index = np.stack([np.arange(16), np.arange(4, 20)])
+    clips = _runner(preset).clips_tensor(Batch(frames, index, ()))
+    mean = np.array(preset.mean).reshape(1, 3, 1, 1, 1)
+    std = np.array(preset.std).reshape(1, 3, 1, 1, 1)
+    expected = (frames[index].transpose(0, 4, 1, 2, 3) / 255.0 - mean) / std
+    assert np.abs(clips.numpy() - expected).max() <= 8 * np.finfo(np.float32).eps * 4

@@ -1,4 +1,4 @@
-"""``c3d-extract``: videos in, one HDF5 file of C3D descriptors out."""
+"""``c3d-extract``: videos in, one HDF5 file of C3D (or other registered model) descriptors out."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ Examples:
   c3d-extract videos/ -o feats.h5
   c3d-extract videos/ -o feats.h5 --layer fc6,fc7,pool5,prob --per-clip
   c3d-extract --list videos.txt -o feats.h5 --weights c3d.pickle
+  c3d-extract videos/ -o r21d.h5 --weights run/model.safetensors --layer avgpool,logits
   c3d-extract videos/ -o feats.h5 --shard 1/4      (writes feats.shard-00001-of-00004.h5)
   torchrun --nproc-per-node 8 -m c3d_extract videos/ -o feats.h5
   c3d-extract merge feats.h5                       (the shards into feats.h5)
@@ -30,6 +31,10 @@ Examples:
 
 A directory named merge is given as ./merge.
 """
+
+#: The layers of each architecture (default first); tests check it against the registry.
+LAYER_HELP = ("C3D: fc6 (default), pool5, fc7, fc8, prob. R(2+1)D-18: avgpool (default, "
+              "512-d), logits, prob.")
 
 
 class BarProgress:
@@ -88,16 +93,17 @@ def _raise_interrupt(signum, frame) -> None:
               help="HDF5 file to write; an existing one is resumed (see --overwrite).")
 @click.option("--list", "list_file", type=click.Path(dir_okay=False),
               help="File with one video path per line (relative to the list's folder).")
-@click.option("--weights", help="Weights file (any published format), registry name, or "
-              "'random' for a smoke test. Default: weights/c3d_sports1m.safetensors or the "
-              "cache.")
+@click.option("--weights", help="Weights file (any published C3D format, a c3d-train "
+              "model.safetensors, a torchvision R(2+1)D-18 .pth), registry name, or 'random' "
+              "for a smoke test. Default: weights/c3d_sports1m.safetensors or the cache.")
 @click.option("--mean", type=click.Path(exists=True, dir_okay=False),
               help="Mean to subtract: .npy (3x16x128x171 BGR volume or 3 values) or a Caffe "
               ".binaryproto. Default: the preset of the weights.")
-@click.option("--layer", "layers", default="fc6", show_default=True,
-              help="Layer(s) to extract, comma-separated: pool5, fc6, fc7, fc8, prob.")
-@click.option("--clip-len", default=16, show_default=True, type=click.IntRange(min=1))
-@click.option("--stride", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--layer", "layers", help=f"Layer(s) to extract, comma-separated. {LAYER_HELP}")
+@click.option("--clip-len", type=click.IntRange(min=1),
+              help="Frames per clip (default: the model's, 16 for C3D).")
+@click.option("--stride", type=click.IntRange(min=1),
+              help="Frames between clip starts (default: half the clip length, 8 for C3D).")
 @click.option("--short", "short_policy", default="pad", show_default=True,
               type=click.Choice(SHORT_POLICIES),
               help="Videos shorter than a clip: repeat the last frame, loop, or skip.")
@@ -126,7 +132,8 @@ def _raise_interrupt(signum, frame) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @library_errors
 def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: Optional[str],
-        mean: Optional[str], layers: str, clip_len: int, stride: int, short_policy: str,
+        mean: Optional[str], layers: Optional[str], clip_len: Optional[int],
+        stride: Optional[int], short_policy: str,
         batch_size: int, device: str, precision: str, decoder: str, workers: int,
         timeout: float, per_clip: bool, overwrite: bool, retry_errors: bool,
         shard_text: Optional[str], quiet: bool) -> None:
@@ -135,8 +142,10 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
     INPUTS are video files and directories (searched recursively). Each video
     gets 16-frame clips at stride 8, Caffe's preprocessing (BGR, 128x171,
     mean, centre crop 112), the chosen layers per clip, and their mean, L2
-    normalised. Rerunning the same command resumes: videos already in the
-    file are skipped. Exit status: 0 all videos have features, 3 some failed
+    normalised. With a model file (c3d-train's model.safetensors, C3D or
+    R(2+1)D-18), its clip length, preprocessing and default layer are used
+    instead. Rerunning the same command resumes: videos already in the file
+    are skipped. Exit status: 0 all videos have features, 3 some failed
     (0 under torchrun, which would stop the other shards; `merge` reports
     them), 2 usage error, 1 other error, 130 interrupted.
 
@@ -148,7 +157,8 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
     from c3d_extract.sharding import parse_shard
 
     options = ExtractOptions(
-        layers=tuple(split_list(layers, "--layer")), clip_len=clip_len, stride=stride,
+        layers=() if layers is None else tuple(split_list(layers, "--layer")),
+        clip_len=clip_len or 0, stride=stride or 0,
         short_policy=short_policy, batch_size=batch_size, device=device, precision=precision,
         decoder=decoder, workers=workers, timeout=timeout, per_clip=per_clip)
     launched = launched_shard(os.environ)

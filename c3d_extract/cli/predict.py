@@ -23,8 +23,9 @@ Examples:
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--weights", help="Weights file (any published format with fc8), registry name, "
-              "or 'random'. Default: weights/c3d_sports1m.safetensors or the cache.")
+@click.option("--weights", help="Weights file (any published C3D format with fc8, a c3d-train "
+              "model.safetensors, a torchvision R(2+1)D-18 .pth), registry name, or 'random'. "
+              "Default: weights/c3d_sports1m.safetensors or the cache.")
 @click.option("--labels", type=click.Path(dir_okay=False),
               help="Class names, one per line in class order (default: the names embedded in "
               "the weights, else class numbers).")
@@ -54,11 +55,11 @@ def cli(videos: Sequence[str], weights: Optional[str], labels: Optional[str], to
     from c3d_extract.predict import class_names_for, predict_in_order
     from c3d_extract.sources import discover
     from c3d_extract.weights.convert import read_class_names
-    from c3d_extract.weights.loading import resolve_weights
+    from c3d_extract.weights.networks import load_model
 
     show_warnings_plainly()
     sources = discover(list(videos))
-    loaded = resolve_weights(weights)
+    loaded = load_model(weights)
     names = class_names_for(loaded, read_class_names(labels) if labels else None)
     options = ExtractOptions(layers=("prob",), per_clip=True, batch_size=batch_size,
                              device=device, precision=precision, decoder=decoder)

@@ -67,10 +67,20 @@ def convert(source: str, output: str, labels: Optional[str],
 def info(path: str, keras_layout: Optional[str]) -> None:
     """Show a weights file's format, layers with shapes, parameter count and sha256.
 
+    A model file (c3d-train's model.safetensors) or a torchvision R(2+1)D-18 file
+    also shows its architecture, classes, clip length, crop size and preprocessing.
+
     \b
     Example:
       c3d-weights info c3d.pickle
+      c3d-weights info run/model.safetensors
     """
+    from c3d_extract.weights.networks import describe_model
+
+    model = describe_model(path)
+    if model is not None:
+        _echo_model_info(model)
+        return
     described = convert_lib.describe(path, keras_layout=keras_layout)
     click.echo(f"file: {described.path}")
     click.echo(f"format: {described.source_format}")
@@ -83,6 +93,25 @@ def info(path: str, keras_layout: Optional[str]) -> None:
         click.echo(f"note: {note}")
     click.echo("")
     echo_table([(name, " x ".join(map(str, shape))) for name, shape in described.layers],
+               header=("tensor", "shape"))
+
+
+def _echo_model_info(model) -> None:
+    click.echo(f"file: {model.path}")
+    click.echo(f"format: {model.source_format}")
+    click.echo(f"architecture: {model.arch}")
+    click.echo(f"sha256: {model.sha256}")
+    click.echo(f"parameters: {model.parameter_count:,}")
+    names = ", ".join(model.class_names[:10]) + (" ..." if len(model.class_names) > 10 else "")
+    click.echo(f"classes: {model.num_classes}{f' ({names})' if names else ''}")
+    click.echo(f"clip length: {model.clip_len}")
+    click.echo(f"crop size: {model.crop_size}")
+    click.echo(f"preprocessing: {model.preset.to_json()}")
+    click.echo(f"extractable layers: {', '.join(model.layers)} (default {model.default_layer})")
+    for key, value in sorted(model.extra_metadata.items()):
+        click.echo(f"{key}: {value if len(value) <= 200 else value[:200] + ' ...'}")
+    click.echo("")
+    echo_table([(name, " x ".join(map(str, shape))) for name, shape in model.tensors],
                header=("tensor", "shape"))
 
 

@@ -2,8 +2,8 @@
 
 Layer names follow the Caffe prototxt (conv1a ... conv5b, fc6, fc7, fc8); the
 project's own state dict uses ``<layer>.weight`` / ``<layer>.bias``.
-Features are post-ReLU (Caffe runs ReLU in place); dropout is identity at
-inference and is therefore not part of the module.
+Features are post-ReLU (Caffe runs ReLU in place). Dropout after fc6 and fc7
+acts only in training mode and has no parameters, so it changes no tensor name.
 """
 
 from __future__ import annotations
@@ -54,8 +54,13 @@ class C3D(nn.Module):
     then ``fc8`` and ``prob`` cannot be extracted.
     """
 
-    def __init__(self, num_classes: int = SPORTS1M_CLASSES) -> None:
+    head_name = "fc8"
+
+    def __init__(self, num_classes: int = SPORTS1M_CLASSES, dropout: float = 0.5) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {dropout}")
+        self.dropout = dropout
         for name, c_in, c_out in CONV_LAYERS:
             self.add_module(name, nn.Conv3d(c_in, c_out, kernel_size=3, padding=1))
         self.fc6 = nn.Linear(POOL5_SIZE, FC_SIZE)
@@ -100,11 +105,12 @@ class C3D(nn.Module):
             out["fc6"] = x
         if wanted <= {"pool5", "fc6"}:
             return out
-        x = F.relu(self.fc7(x))
+        x = F.relu(self.fc7(F.dropout(x, self.dropout, self.training)))
         if "fc7" in wanted:
             out["fc7"] = x
         if wanted <= {"pool5", "fc6", "fc7"}:
             return out
+        x = F.dropout(x, self.dropout, self.training)
         assert self.fc8 is not None  # guaranteed by available_layers
         x = self.fc8(x)
         if "fc8" in wanted:
@@ -114,8 +120,10 @@ class C3D(nn.Module):
         return out
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (Caffe's ``prob``)."""
-        return self.extract(clips, ["prob"])["prob"]
+        """Class logits (``fc8``, before Caffe's softmax ``prob``): N x num_classes."""
+        if self.fc8 is None:
+            raise ValueError("this C3D has no fc8 (no classifier), so it has no logits")
+        return self.extract(clips, ["fc8"])["fc8"]
 
 
 def max_pool_pairs(x: torch.Tensor, kernel: Tuple[int, int, int], ceil: bool) -> torch.Tensor:
@@ -144,14 +152,15 @@ def max_pool_pairs(x: torch.Tensor, kernel: Tuple[int, int, int], ceil: bool) ->
     return x
 
 
-def build_c3d(*, num_classes: int = SPORTS1M_CLASSES, seed: Optional[int] = None) -> C3D:
+def build_c3d(*, num_classes: int = SPORTS1M_CLASSES, seed: Optional[int] = None,
+              dropout: float = 0.5) -> C3D:
     """A C3D in eval mode; with ``seed`` its random initialisation is reproducible."""
     if seed is None:
-        model = C3D(num_classes)
+        model = C3D(num_classes, dropout)
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = C3D(num_classes)
+            model = C3D(num_classes, dropout)
     return model.eval()
 
 
@@ -180,7 +189,8 @@ def _register() -> None:
 
     register(Architecture(
         name="c3d", build=build_c3d, preset=Preprocessing(), clip_len=16, crop_size=112,
-        layers=FEATURE_LAYERS, default_layer="fc6", fixed_input=True))
+        layers=FEATURE_LAYERS, default_layer="fc6", fixed_input=True,
+        head_name=C3D.head_name))
 
 
 _register()

@@ -1,8 +1,9 @@
 """Architecture registry: name -> builder, default preset, input size, extractable layers.
 
 Every registered model takes N x 3 x L x H x W float clips (already normalised by its
-preset), returns class logits from ``forward``, and offers
-``extract(clips, layers) -> {layer: tensor}`` for the layers listed here.
+preset), returns class logits from ``forward``, offers
+``extract(clips, layers) -> {layer: tensor}`` for the layers listed here, and names its
+classifier's parameter prefix in ``head_name``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Architecture:
     layers: Tuple[str, ...]  # extractable, in the order the network computes them
     default_layer: str  # the descriptor written when no layer is asked for
     fixed_input: bool  # True when clip length and crop size cannot change (C3D's fc6)
+    head_name: str  # prefix of the classifier's parameters (replaced when fine-tuning)
 
 
 _ARCHITECTURES: Dict[str, Architecture] = {}
@@ -43,6 +45,15 @@ def register(arch: Architecture) -> Architecture:
 def architecture_names() -> Tuple[str, ...]:
     _load_builtin()
     return tuple(sorted(_ARCHITECTURES))
+
+
+def all_layer_names() -> Tuple[str, ...]:
+    """Every layer name some architecture can give, each once, in registry order."""
+    _load_builtin()
+    names: Dict[str, None] = {}
+    for name in sorted(_ARCHITECTURES):
+        names.update(dict.fromkeys(_ARCHITECTURES[name].layers))
+    return tuple(names)
 
 
 def get_architecture(name: str) -> Architecture:
@@ -61,4 +72,4 @@ def create_model(name: str, *, num_classes: int, **options) -> nn.Module:
 
 def _load_builtin() -> None:
     # The architecture modules register themselves on import.
-    from c3d_extract.models import c3d  # noqa: F401
+    from c3d_extract.models import c3d, r2plus1d  # noqa: F401

@@ -1,0 +1,202 @@
+"""Resolve a ``--weights`` value to a network of any registered architecture.
+
+Recognised, in order: a ``model.safetensors`` written by ``save_model_file`` (its
+architecture, classes, clip length and preset come from its metadata); a torchvision
+R(2+1)D-18 state dict (``.pth``, read with ``weights_only=True``, loaded strictly);
+anything else is a C3D weights source for ``loading.resolve_weights`` (a file in any
+published format, a registry name, ``random``, or the default file).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field, replace
+from typing import Dict, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from c3d_extract.errors import ModelFileError, WeightsError
+from c3d_extract.models.registry import get_architecture
+from c3d_extract.preprocess import Preprocessing
+from c3d_extract.weights.loading import (LoadedWeights, file_sha256, load_network,
+                                         read_torch_file, resolve_weights)
+from c3d_extract.weights.model_file import build_strict, is_model_file, read_model_file
+
+TORCHVISION_R2PLUS1D = "r2plus1d_18"
+#: Tensors only torchvision's R(2+1)D-18 state dict has (torchvision's names).
+_R2PLUS1D_MARKERS = ("stem.0.weight", "stem.3.weight", "layer4.1.conv2.0.3.weight", "fc.weight")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A network in eval mode with everything needed to feed it and to name its outputs."""
+
+    model: nn.Module = field(repr=False)
+    arch: str
+    preset: Preprocessing
+    clip_len: int
+    crop_size: int
+    class_names: Tuple[str, ...]
+    name: str            # as given: path, registry name or "random"
+    sha256: str          # of the source file ("random-seed-0" for random weights)
+    source_format: str   # "c3d-extract.model", "torchvision", or a C3D weights format
+    metadata: Dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.model, "num_classes", 0))
+
+    @property
+    def layers(self) -> Tuple[str, ...]:
+        """The layers this network can give (a C3D without fc8 has no fc8 or prob)."""
+        return tuple(self.model.available_layers)  # type: ignore[arg-type]
+
+    @property
+    def default_layer(self) -> str:
+        return get_architecture(self.arch).default_layer
+
+    @property
+    def is_random(self) -> bool:
+        return self.source_format == "random"
+
+
+def from_c3d_weights(weights: LoadedWeights) -> LoadedModel:
+    """A checked C3D state dict (``loading.LoadedWeights``) as a ``LoadedModel``."""
+    arch = get_architecture("c3d")
+    return LoadedModel(model=load_network(weights), arch=arch.name,
+                       preset=weights.preprocessing, clip_len=arch.clip_len,
+                       crop_size=arch.crop_size, class_names=weights.class_names,
+                       name=weights.name, sha256=weights.sha256,
+                       source_format=weights.source_format)
+
+
+def load_model(spec: Union[str, LoadedWeights, LoadedModel, None]) -> LoadedModel:
+    """``--weights`` of any architecture: a model file, a torchvision R(2+1)D-18 file, or
+    any C3D weights source (``random``, a registry name, a file, None for the default)."""
+    if isinstance(spec, LoadedModel):
+        return spec
+    if isinstance(spec, LoadedWeights):
+        return from_c3d_weights(spec)
+    if spec is not None and os.path.isfile(spec):
+        if is_model_file(spec):
+            return _from_model_file(spec)
+        state_dict = torchvision_r2plus1d_state_dict(spec)
+        if state_dict is not None:
+            return _from_torchvision(spec, state_dict)
+    return from_c3d_weights(resolve_weights(spec))
+
+
+def _from_model_file(path: str) -> LoadedModel:
+    read = read_model_file(path)
+    preset = read.preset
+    if preset.crop != read.crop_size:  # trained on crops of another size: centre-crop that
+        try:
+            preset = replace(preset, crop=read.crop_size)
+        except ValueError as error:
+            raise ModelFileError(f"{path}: crop size {read.crop_size} does not fit the "
+                                 f"preprocessing: {error}") from None
+    return LoadedModel(model=read.build(), arch=read.arch, preset=preset,
+                       clip_len=read.clip_len, crop_size=read.crop_size,
+                       class_names=read.class_names, name=path, sha256=file_sha256(path),
+                       source_format=read.metadata["format"], metadata=read.metadata)
+
+
+def _from_torchvision(path: str, state_dict: Dict[str, torch.Tensor]) -> LoadedModel:
+    arch = get_architecture(TORCHVISION_R2PLUS1D)
+    num_classes = int(state_dict["fc.weight"].shape[0])
+    model = build_strict(arch.name, num_classes, state_dict, path)
+    return LoadedModel(model=model, arch=arch.name, preset=arch.preset, clip_len=arch.clip_len,
+                       crop_size=arch.crop_size, class_names=(), name=path,
+                       sha256=file_sha256(path), source_format="torchvision")
+
+
+def _looks_like_torch_file(path: str) -> bool:
+    """A zip archive (torch.save since PyTorch 1.6), or a ``.pth``/``.pt`` pickle (older
+    torch.save, as torchvision's 2019 files): other pickles, e.g. ``c3d.pickle``, are C3D
+    files that would otherwise be read twice."""
+    if zipfile.is_zipfile(path):
+        return True
+    if not path.lower().endswith((".pth", ".pt")):
+        return False
+    with open(path, "rb") as handle:
+        return handle.read(1) == b"\x80"
+
+
+def torchvision_r2plus1d_state_dict(path: str) -> Optional[Dict[str, torch.Tensor]]:
+    """The state dict of ``path`` if it is a plain torchvision R(2+1)D-18 state dict (as
+    ``torch.save(model.state_dict(), path)`` writes it), else None. Read with
+    ``weights_only=True``; a zip-format file is memory-mapped, so ruling it out is cheap."""
+    if not _looks_like_torch_file(path):
+        return None
+    try:
+        if zipfile.is_zipfile(path):
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        else:
+            loaded = read_torch_file(path)
+    except (WeightsError, pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError):
+        return None  # not a plain state dict: left to the C3D readers and their messages
+    if not isinstance(loaded, dict) or not all(k in loaded for k in _R2PLUS1D_MARKERS):
+        return None
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()):
+        return None
+    return dict(loaded)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``c3d-weights info`` shows about a model file or a torchvision file."""
+
+    path: str
+    source_format: str
+    arch: str
+    sha256: str
+    tensors: Tuple[Tuple[str, Tuple[int, ...]], ...]  # name, shape (buffers included)
+    parameter_count: int  # learnable parameters (BatchNorm statistics excluded)
+    num_classes: int
+    class_names: Tuple[str, ...]
+    clip_len: int
+    crop_size: int
+    preset: Preprocessing
+    layers: Tuple[str, ...]
+    default_layer: str
+    extra_metadata: Dict[str, str]
+
+
+def describe_model(path: str) -> Optional[ModelInfo]:
+    """Describe ``path`` if it is a model file or a torchvision R(2+1)D-18 file, else None
+    (then it is a C3D weights file for ``convert.describe``). Nothing is written."""
+    from c3d_extract.models.registry import create_model
+    from c3d_extract.weights.model_file import RESERVED_KEYS, check_shapes
+
+    if not os.path.isfile(path):
+        return None
+    if is_model_file(path):
+        read = read_model_file(path)
+        arch_name, class_names, state_dict = read.arch, read.class_names, read.state_dict
+        clip_len, crop_size, preset = read.clip_len, read.crop_size, read.preset
+        source_format = read.metadata["format"]
+        extra = {k: v for k, v in read.metadata.items() if k not in RESERVED_KEYS}
+        num_classes = len(class_names)
+    else:
+        found = torchvision_r2plus1d_state_dict(path)
+        if found is None:
+            return None
+        arch = get_architecture(TORCHVISION_R2PLUS1D)
+        state_dict, arch_name, class_names = found, arch.name, ()
+        num_classes = int(found["fc.weight"].shape[0])
+        check_shapes(arch_name, num_classes, state_dict, path)
+        clip_len, crop_size, preset = arch.clip_len, arch.crop_size, arch.preset
+        source_format, extra = "torchvision", {}
+    arch = get_architecture(arch_name)
+    with torch.device("meta"):
+        model = create_model(arch_name, num_classes=num_classes)
+    return ModelInfo(
+        path=path, source_format=source_format, arch=arch_name, sha256=file_sha256(path),
+        tensors=tuple((k, tuple(v.shape)) for k, v in state_dict.items()),
+        parameter_count=sum(p.numel() for p in model.parameters()), num_classes=num_classes,
+        class_names=class_names, clip_len=clip_len, crop_size=crop_size, preset=preset,
+        layers=tuple(model.available_layers), default_layer=arch.default_layer,
+        extra_metadata=extra)

@@ -1,0 +1,56 @@
+"""Weights and input for the R(2+1)D-18 comparison with torchvision, made from the tensor list.
+
+Nothing here uses a model: every tensor of ``tests/data/r2plus1d_18_tensors.json`` (torchvision
+0.29.1's names and shapes) gets seeded values, so torchvision's module (under a separate venv,
+``scripts/make_r2plus1d_golden.py``) and ours load the same numbers. Needs only numpy and torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Tuple
+
+import numpy as np
+import torch
+
+DATA = Path(__file__).resolve().parent / "data"
+TENSOR_LIST = DATA / "r2plus1d_18_tensors.json"
+GOLDEN = DATA / "r2plus1d_18_torchvision_golden.npz"
+SEED = 20180618
+INPUT_SHAPE = (2, 3, 4, 32, 32)
+
+
+def tensor_list() -> Dict[str, Tuple[int, ...]]:
+    """Name -> shape of every tensor of torchvision's ``r2plus1d_18(num_classes=400)``."""
+    data = json.loads(TENSOR_LIST.read_text())
+    return {name: tuple(shape) for name, shape in data["tensors"].items()}
+
+
+def synthetic_state_dict(seed: int = SEED) -> Dict[str, torch.Tensor]:
+    """Seeded values for every tensor: He-scaled weights, BatchNorm statistics away from
+    identity (positive running variances), small biases."""
+    rng = np.random.default_rng(seed)
+    state: Dict[str, torch.Tensor] = {}
+    for name, shape in tensor_list().items():
+        if name.endswith("num_batches_tracked"):
+            state[name] = torch.tensor(0, dtype=torch.int64)
+            continue
+        if name.endswith("running_var"):
+            values = rng.uniform(0.5, 2.0, shape)
+        elif name.endswith("running_mean"):
+            values = rng.normal(0.0, 0.2, shape)
+        elif len(shape) == 1 and name.endswith(".weight"):  # BatchNorm scale
+            values = rng.uniform(0.5, 1.5, shape)
+        elif name.endswith(".bias"):
+            values = rng.normal(0.0, 0.1, shape)
+        else:  # convolution or linear weight
+            fan_in = int(np.prod(shape[1:]))
+            values = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+        state[name] = torch.from_numpy(np.asarray(values, dtype=np.float32))
+    return state
+
+
+def golden_input(seed: int = SEED) -> torch.Tensor:
+    rng = np.random.default_rng(seed + 1)
+    return torch.from_numpy(rng.normal(0.0, 1.0, INPUT_SHAPE).astype(np.float32))
