@@ -10,7 +10,8 @@ import pytest
 
 from c3d_extract.errors import DatasetError, SplitOverlapError, UsageError
 from c3d_extract.train.datasets import DatasetSplits, Sample, load_dataset, split_by_group
-from c3d_extract.train.videos import frame_files, is_frame_folder, resolve_video
+from c3d_extract.frame_folders import is_frame_folder, list_frames
+from c3d_extract.train.videos import resolve_video
 
 
 def touch(path: Path) -> Path:
@@ -93,8 +94,8 @@ def test_ucf101_same_group_number_in_two_classes_is_no_overlap(tmp_path):
 
 def test_ucf101_group_overlap_refused_with_the_group_named(tmp_path):
     moved = "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c02.avi"
-    root = ucf(tmp_path, GOOD_TRAIN.replace(f"{moved} 2\n", "") + "Archery/v_Archery_g01_c02.avi 1\n",
-               GOOD_TEST + f"{moved}\n")
+    train = GOOD_TRAIN.replace(f"{moved} 2\n", "") + "Archery/v_Archery_g01_c02.avi 1\n"
+    root = ucf(tmp_path, train, GOOD_TEST + f"{moved}\n")
     with pytest.raises(SplitOverlapError) as caught:
         load_dataset("ucf101", str(root))
     message = str(caught.value)
@@ -176,7 +177,8 @@ def test_hmdb51_train_test_unused(tmp_path):
     (splits / "cartwheel_test_split1.txt").write_text(
         "Bodenturnen_cartwheel_f_cm_np1_le_med_0.avi 2\n"
         "Cartwheel_cartwheel_f_cm_np1_ri_med_3.avi 1\n")
-    (splits / "cartwheel_test_split2.txt").write_text("Cartwheel_cartwheel_f_cm_np1_ri_med_3.avi 2\n")
+    (splits / "cartwheel_test_split2.txt").write_text(
+        "Cartwheel_cartwheel_f_cm_np1_ri_med_3.avi 2\n")
     for action, video in [("brush_hair", "April_09_brush_hair_u_nm_np1_ba_goo_0.avi"),
                           ("brush_hair", "April_09_brush_hair_u_nm_np1_ba_goo_1.avi"),
                           ("brush_hair", "Blonde_being_brushed_brush_hair_f_nm_np2_ri_med_0.avi"),
@@ -194,13 +196,14 @@ def test_hmdb51_train_test_unused(tmp_path):
     assert names(data.test, root) == [
         "brush_hair/Blonde_being_brushed_brush_hair_f_nm_np2_ri_med_0.avi",
         "cartwheel/Bodenturnen_cartwheel_f_cm_np1_le_med_0.avi"]
-    assert any("1 videos marked 0" in note for note in data.notes)
+    assert any("1 video marked 0" in note for note in data.notes)
     assert any("stray" in note for note in data.notes)
     # The unused video need not exist; a listed training video must.
     os.remove(root / "cartwheel/Cartwheel_cartwheel_f_cm_np1_ri_med_3.avi")
     with pytest.raises(DatasetError, match="Cartwheel_cartwheel_f_cm_np1_ri_med_3.avi"):
         load_dataset("hmdb51", str(root))
-    (splits / "cartwheel_test_split1.txt").write_text("Bodenturnen_cartwheel_f_cm_np1_le_med_0.avi\n")
+    (splits / "cartwheel_test_split1.txt").write_text(
+        "Bodenturnen_cartwheel_f_cm_np1_le_med_0.avi\n")
     with pytest.raises(DatasetError, match=r"cartwheel_test_split1.txt line 1"):
         load_dataset("hmdb51", str(root))
     (splits / "cartwheel_test_split1.txt").write_text("")
@@ -330,7 +333,7 @@ def test_frame_folder_natural_order(tmp_path):
     folder = tmp_path / "v"
     for index in (10, 2, 1, 11, 100, 3):
         touch(folder / f"frame{index}.jpg")
-    assert [os.path.basename(p) for p in frame_files(str(folder))] == [
+    assert [os.path.basename(p) for p in list_frames(str(folder)).paths] == [
         "frame1.jpg", "frame2.jpg", "frame3.jpg", "frame10.jpg", "frame11.jpg", "frame100.jpg"]
     assert is_frame_folder(str(folder))
     assert resolve_video(str(tmp_path / "v.avi")) == str(folder)

@@ -39,7 +39,8 @@ from c3d_extract.errors import (DatasetError, InputNotFoundError, LabelsError,
                                 SplitOverlapError, UsageError)
 from c3d_extract.evaluation.labels import (examples, read_csv_table, read_hmdb51,
                                            read_ucf101)
-from c3d_extract.train.videos import is_frame_folder, is_video, natural_key, resolve_video
+from c3d_extract.frame_folders import is_frame_folder
+from c3d_extract.train.videos import is_video, resolve_video
 
 KINDS = ("ucf101", "hmdb51", "kinetics", "folder")
 #: Share of each class's videos (whole groups) that the ``folder`` split puts in the test list.
@@ -136,8 +137,8 @@ def load_dataset(kind: str, root: str, *, splits_dir: Optional[str] = None, spli
         notes.append(f"validation: {len(val)} videos ({len({s.group for s in val})} groups) "
                      f"carved from the training list by group (fraction {val_fraction}, "
                      f"seed {seed})" if val else
-                     f"no validation list: no class has enough groups for a validation "
-                     f"fraction of {val_fraction}")
+                     f"no validation list: in every class a whole group is larger than a "
+                     f"validation fraction of {val_fraction} (groups are never split)")
     return DatasetSplits(loaded.classes, train, val, loaded.test, loaded.splits_dir,
                          tuple(notes), kind, root, split, val_fraction, seed)
 
@@ -187,7 +188,7 @@ def split_by_group(samples: Sequence[Sample], fraction: float, seed: int,
     carved_groups = set()
     for label, groups in sorted(by_label.items()):
         target = fraction * sum(groups.values())
-        order = sorted(groups, key=natural_key)
+        order = sorted(groups)
         np.random.default_rng([seed, purpose, label]).shuffle(order)
         count, chosen = 0, []
         for group in order:
@@ -211,18 +212,16 @@ def check_overlap(train: Sequence[Sample], test: Sequence[Sample], root: str,
     """
     test_videos = {os.path.realpath(s.path) for s in test}
     test_groups = {g for g in (ucf101_group(s.path) for s in test) if g}
-    groups = sorted({g for g in (ucf101_group(s.path) for s in train) if g in test_groups},
-                    key=natural_key)
+    groups = sorted({g for g in (ucf101_group(s.path) for s in train) if g in test_groups})
     videos = sorted({_shown(s.path, root) for s in train
-                     if os.path.realpath(s.path) in test_videos}, key=natural_key)
+                     if os.path.realpath(s.path) in test_videos})
     if not groups and not videos:
         return None
     parts = []
     if groups:
-        parts.append(f"{len(groups)} UCF101 group{'s' * (len(groups) != 1)} "
-                     f"({examples(groups, 5)})")
+        parts.append(f"{_count(len(groups), 'UCF101 group')} ({examples(groups, 5)})")
     if videos:
-        parts.append(f"{len(videos)} video{'s' * (len(videos) != 1)} ({examples(videos, 5)})")
+        parts.append(f"{_count(len(videos), 'video')} ({examples(videos, 5)})")
     what = " and ".join(parts)
     if allow_overlap:
         return f"overlap allowed: the training list shares {what} with the test list"
@@ -230,6 +229,10 @@ def check_overlap(train: Sequence[Sample], test: Sequence[Sample], root: str,
         f"the training list shares {what} with the test list: test accuracy would be "
         f"inflated; use split files that keep them apart (or allow the overlap explicitly)",
         groups, videos)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' * (number != 1)}"
 
 
 def _shown(path: str, root: str) -> str:
@@ -248,7 +251,7 @@ class _Loaded:
     notes: Tuple[str, ...]
 
 
-def _find_splits(root: str, splits_dir: Optional[str], kind: str,
+def _find_splits(root: str, splits_dir: Optional[str], kind: str, split: int,
                  has_files: Callable[[str], bool]) -> Tuple[str, str]:
     """``(folder, note)``: the given split folder (or its usual subfolder), else the usual
     folder next to ROOT, then inside ROOT."""
@@ -258,13 +261,13 @@ def _find_splits(root: str, splits_dir: Optional[str], kind: str,
             if has_files(candidate):
                 folder = os.path.abspath(candidate)
                 return folder, f"split files: {folder}"
-        raise DatasetError(f"the split folder {splits_dir} holds no {kind} split files "
-                           f"(nor does {os.path.join(splits_dir, usual)})")
+        raise DatasetError(f"the split folder {splits_dir} holds no {kind} split files for "
+                           f"split {split} (nor does {os.path.join(splits_dir, usual)})")
     candidates = (os.path.join(os.path.dirname(root), usual), os.path.join(root, usual))
     for candidate in candidates:
         if has_files(candidate):
             return candidate, f"split files found in {candidate}"
-    raise DatasetError(f"no {kind} split files given and none found in "
+    raise DatasetError(f"no {kind} split files for split {split} given and none found in "
                        f"{' or '.join(candidates)}; give the split folder")
 
 
@@ -274,12 +277,13 @@ def _missing_error(missing: List[str], list_file: str, root: str) -> DatasetErro
               os.path.isdir(os.path.join(root, name))]
     if nested:
         hint = f" (is the dataset folder {os.path.join(root, nested[0])}?)"
-    return DatasetError(f"{len(missing)} video{'s' * (len(missing) != 1)} listed in {list_file} "
-                        f"are not under {root}{hint}: {examples(missing, 5)}")
+    return DatasetError(f"{_count(len(missing), 'video')} listed in {list_file} "
+                        f"{'is' if len(missing) == 1 else 'are'} not under {root}{hint}: "
+                        f"{examples(missing, 5)}")
 
 
 def _load_ucf101(root: str, splits_dir: Optional[str], split: int, seed: int) -> _Loaded:
-    folder, note = _find_splits(root, splits_dir, "ucf101",
+    folder, note = _find_splits(root, splits_dir, "ucf101", split,
                                 lambda d: os.path.isfile(os.path.join(d, "classInd.txt")))
     try:
         labels = read_ucf101(folder, split)
@@ -297,12 +301,12 @@ def _load_ucf101(root: str, splits_dir: Optional[str], split: int, seed: int) ->
         if path is None:
             missing[which].append(relative)
             continue
-        group = ucf101_group(relative) or folder_group(relative, label)
+        group = folder_group(relative, label)
         lists[which].append(Sample(path, code[label], group))
     for which in ("train", "test"):
         if missing[which]:
-            raise _missing_error(missing[which], os.path.join(folder, f"{which}list{split:02d}.txt"),
-                                 root)
+            list_file = os.path.join(folder, f"{which}list{split:02d}.txt")
+            raise _missing_error(missing[which], list_file, root)
     return _Loaded(labels.classes, tuple(lists["train"]), tuple(lists["test"]), folder,
                    (note,))
 
@@ -324,7 +328,8 @@ def _has_hmdb_files(split: int) -> Callable[[str], bool]:
 
 
 def _load_hmdb51(root: str, splits_dir: Optional[str], split: int, seed: int) -> _Loaded:
-    folder, note = _find_splits(root, splits_dir, "hmdb51", _has_hmdb_files(split))
+    folder, note = _find_splits(root, splits_dir, "hmdb51", split,
+                                _has_hmdb_files(split))
     try:
         labels = read_hmdb51(folder, split)
     except LabelsError as error:
@@ -352,7 +357,7 @@ def _load_hmdb51(root: str, splits_dir: Optional[str], split: int, seed: int) ->
         if missing[which]:
             raise _missing_error(missing[which], f"{folder}/*_test_split{split}.txt "
                                  f"(id {_HMDB_SPLIT_CODE[which]})", root)
-    notes = [note, f"HMDB51 split {split}: {unused} videos marked 0 (unused) left out"]
+    notes = [note, f"HMDB51 split {split}: {_count(unused, 'video')} marked 0 (unused) left out"]
     extra = sorted(name for name in os.listdir(root)
                    if os.path.isdir(os.path.join(root, name)) and not name.startswith(".")
                    and name not in code and os.path.join(root, name) != folder)
@@ -501,11 +506,10 @@ def _load_folder(root: str, splits_dir: Optional[str], split: int, seed: int) ->
 
 
 def _class_videos(folder: str) -> List[str]:
-    """Video files and frame folders under a class folder, in natural order."""
+    """Video files and frame folders under a class folder, sorted by path."""
     found = []
     for directory, subdirectories, files in os.walk(folder):
-        subdirectories[:] = sorted((d for d in subdirectories if not d.startswith(".")),
-                                   key=natural_key)
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
         for name in list(subdirectories):
             path = os.path.join(directory, name)
             if is_frame_folder(path):
@@ -513,7 +517,7 @@ def _class_videos(folder: str) -> List[str]:
                 subdirectories.remove(name)
         found.extend(os.path.join(directory, name) for name in files
                      if not name.startswith(".") and is_video(os.path.join(directory, name)))
-    return sorted(found, key=lambda p: natural_key(os.path.relpath(p, folder)))
+    return sorted(found)
 
 
 _LOADERS: Dict[str, Callable[[str, Optional[str], int, int], _Loaded]] = {

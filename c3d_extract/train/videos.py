@@ -1,53 +1,23 @@
 """What one video is on disk for training (a video file or a folder of numbered frames) and
 reading a range of its frames.
 
-A frame folder is a directory whose visible entries are all image files with a number in
-their name; its frames are in natural numeric order (``frame2`` before ``frame10``). Video
-files are decoded sequentially with the project's decoders (``c3d_extract.decoders``), up to
-the last frame a clip needs; frame folders read only the images a clip needs.
+Frame folders are those of ``c3d_extract.frame_folders`` (numbered JPEG/PNG files, frames in
+numeric order). Video files are decoded sequentially with the project's decoders
+(``c3d_extract.decoders``), up to the last frame a clip needs; frame folders read only the
+images a clip needs.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
 from c3d_extract.decoders import FALLBACK, available_decoders, open_decoder
 from c3d_extract.errors import VideoReadError
+from c3d_extract.frame_folders import is_frame_folder, list_frames
 from c3d_extract.sources import is_video_name
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-_DIGITS = re.compile(r"(\d+)")
-
-
-def natural_key(name: str) -> Tuple[object, ...]:
-    """Sort key that orders the numbers inside names by value: ``img2`` before ``img10``."""
-    parts = _DIGITS.split(name)
-    return tuple((0, int(part), part) if part.isdigit() else (1, part.lower(), part)
-                 for part in parts)
-
-
-def _is_frame_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and bool(_DIGITS.search(name))
-
-
-def is_frame_folder(path: str) -> bool:
-    """A directory whose visible entries are all numbered image files (at least one)."""
-    try:
-        names = [name for name in os.listdir(path) if not name.startswith(".")]
-    except OSError:
-        return False
-    return bool(names) and all(_is_frame_name(name) and os.path.isfile(os.path.join(path, name))
-                               for name in names)
-
-
-def frame_files(folder: str) -> List[str]:
-    """The image files of a frame folder, in natural numeric order."""
-    names = [name for name in os.listdir(folder) if _is_frame_name(name)]
-    return [os.path.join(folder, name) for name in sorted(names, key=natural_key)]
 
 
 def is_video(path: str) -> bool:
@@ -73,7 +43,10 @@ def frame_count_hint(path: str) -> Optional[int]:
     """The number of frames a video has: exact for frame folders, the container's count
     (which can be wrong) for files, None when unknown."""
     if os.path.isdir(path):
-        return len(frame_files(path))
+        try:
+            return len(list_frames(path).paths)
+        except OSError:
+            return None
     try:
         import av
     except ImportError:
@@ -88,25 +61,29 @@ def frame_count_hint(path: str) -> Optional[int]:
     return count if count > 0 else None
 
 
-def read_frames(path: str, start: int = 0, stop: Optional[int] = None,
-                decoder: str = "pyav") -> Tuple[List[np.ndarray], Optional[int]]:
-    """RGB uint8 frames ``start .. stop - 1`` (all from ``start`` when ``stop`` is None), and
-    the video's true frame count when the read reached its end (else None).
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+def read_frames(path: str, start: int = 0, stop: Optional[int] = None, decoder: str = "pyav",
+                transform: Optional[Transform] = None) -> Tuple[List[np.ndarray], Optional[int]]:
+    """RGB uint8 frames ``start .. stop - 1`` (all from ``start`` when ``stop`` is None), each
+    passed through ``transform`` as it is read (so only transformed frames are held), and the
+    video's true frame count when the read reached its end (else None).
 
     Fewer frames than asked come back when the video is shorter. A backend that fails before
     its first frame hands over to its fallback (``decoders.FALLBACK``), as extraction does.
     Raises ``VideoReadError`` naming the video when it cannot be read.
     """
     if os.path.isdir(path):
-        return _read_frame_folder(path, start, stop)
+        return _read_frame_folder(path, start, stop, transform)
     try:
-        return _decode_range(decoder, path, start, stop)
+        return _decode_range(decoder, path, start, stop, transform)
     except _DecodeFailed as failure:
         fallback = FALLBACK.get(decoder)
         if failure.frames_read or fallback is None or fallback not in available_decoders():
             raise VideoReadError(f"{path}: {failure}") from None
     try:
-        return _decode_range(fallback, path, start, stop)
+        return _decode_range(fallback, path, start, stop, transform)
     except _DecodeFailed as failure:
         raise VideoReadError(f"{path}: {failure}") from None
 
@@ -119,8 +96,8 @@ class _DecodeFailed(Exception):
         self.frames_read = frames_read
 
 
-def _decode_range(decoder: str, path: str, start: int,
-                  stop: Optional[int]) -> Tuple[List[np.ndarray], Optional[int]]:
+def _decode_range(decoder: str, path: str, start: int, stop: Optional[int],
+                  transform: Optional[Transform]) -> Tuple[List[np.ndarray], Optional[int]]:
     frames: List[np.ndarray] = []
     index = 0
     try:
@@ -129,7 +106,7 @@ def _decode_range(decoder: str, path: str, start: int,
                 if stop is not None and index >= stop:
                     return frames, None
                 if index >= start:
-                    frames.append(frame)
+                    frames.append(transform(frame) if transform else frame)
                 index += 1
     except VideoReadError as error:
         raise _DecodeFailed(str(error), index) from None
@@ -140,11 +117,14 @@ def _decode_range(decoder: str, path: str, start: int,
     return frames, index
 
 
-def _read_frame_folder(folder: str, start: int,
-                       stop: Optional[int]) -> Tuple[List[np.ndarray], Optional[int]]:
+def _read_frame_folder(folder: str, start: int, stop: Optional[int],
+                       transform: Optional[Transform]) -> Tuple[List[np.ndarray], Optional[int]]:
     import cv2
 
-    files = frame_files(folder)
+    try:
+        files = list_frames(folder).paths
+    except OSError as error:
+        raise VideoReadError(f"{folder}: cannot list the frame folder: {error.strerror}") from None
     if not files:
         raise VideoReadError(f"{folder}: the frame folder holds no numbered images")
     end = len(files) if stop is None else min(stop, len(files))
@@ -153,5 +133,6 @@ def _read_frame_folder(folder: str, start: int,
         image = cv2.imread(name, cv2.IMREAD_COLOR)
         if image is None:
             raise VideoReadError(f"{folder}: cannot read the frame {os.path.basename(name)}")
-        frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        frame = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        frames.append(transform(frame) if transform else frame)
     return frames, len(files) if stop is None or stop >= len(files) else None
