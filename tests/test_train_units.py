@@ -30,7 +30,7 @@ class _ScaleOnly:
 
 def _tiny_net() -> nn.Module:
     torch.manual_seed(3)
-    return nn.Sequential(nn.Conv3d(3, 2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
+    return nn.Sequential(nn.Conv3d(3, 2, 2), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
                          nn.Flatten(), nn.Linear(2, 3)).double()
 
 
@@ -52,7 +52,16 @@ def _objective(net: nn.Module, batches) -> torch.Tensor:
     return total / len(batches)
 
 
-def test_accumulated_step_follows_finite_difference_gradients():
+@pytest.fixture
+def one_thread():
+    # Hundreds of tiny forward passes: threads only add contention.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_accumulated_step_follows_finite_difference_gradients(one_thread):
     """One SGD step (lr 1, no momentum) over two accumulated batches moves every parameter by
     minus the central finite difference of the mean batch loss (float64)."""
     net = _tiny_net()
