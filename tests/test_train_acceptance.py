@@ -37,7 +37,7 @@ def test_r2plus1d_from_scratch_learns(tiny_ucf, tmp_path):
         [_console_script(), str(tiny_ucf.root), "-o", str(run_dir), "--dataset", "ucf101",
          "--arch", "r2plus1d_18", "--clip-len", "8", "--crop-size", "56", "--batch-size", "4",
          "--optimizer", "adam", "--lr", "0.0001", "--epochs", "2", "--seed", "0",
-         "--deterministic", "--checkpoint-every", "3"],
+         "--deterministic"],
         capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     with open(run_dir / "metrics.csv", newline="") as handle:

@@ -193,3 +193,29 @@ def test_leaking_split_is_refused_naming_the_group(tiny_ucf, tmp_path):
     assert "Traceback" not in _output(result)
     assert "g01" in result.output
     assert not (run_dir / "checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+def test_exported_model_predicts_as_the_run_evaluated(finished_run, tiny_ucf):
+    """c3d-predict with RUN_DIR/model.safetensors: the model's class names, and the same
+    video-level decisions as the run's test confusion matrix (same windows, same preset)."""
+    from click.testing import CliRunner
+
+    from c3d_extract.cli.predict import cli as predict
+    from tests.train_support import register_tiny
+
+    register_tiny()
+    run_dir, _ = finished_run
+    test_videos = sorted(p for p, (_, group) in tiny_ucf.videos.items() if group == 1)
+    result = CliRunner().invoke(predict, [
+        *[str(tiny_ucf.root / p) for p in test_videos], "--weights",
+        str(run_dir / "model.safetensors"), "--json", "--decoder", "pyav", "--top-k", "1"])
+    assert result.exit_code == 0, result.output
+    predictions = json.loads(result.stdout)
+    classes = list(tiny_ucf.classes)
+    matrix = [[0] * 3 for _ in classes]
+    for path, prediction in zip(test_videos, predictions):
+        true = classes.index(tiny_ucf.videos[path][0])
+        matrix[true][classes.index(prediction["top"][0]["name"])] += 1
+    results = json.loads((run_dir / "results.json").read_text())
+    assert matrix == results["test"]["confusion"]

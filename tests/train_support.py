@@ -30,6 +30,14 @@ class Tiny3D(nn.Module):
         self.bn = nn.BatchNorm3d(6)
         self.dropout = nn.Dropout(0.3)
         self.fc = nn.Linear(6, num_classes)
+        self.num_classes = num_classes
+
+    @property
+    def available_layers(self):
+        return ("avgpool", "logits", "prob")
+
+    def feature_dim(self, layer: str) -> int:
+        return 6 if layer == "avgpool" else self.num_classes
 
     def features(self, clips: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.bn(self.conv(clips))).mean(dim=(2, 3, 4))
