@@ -30,19 +30,21 @@ def tiny_ucf(tmp_path_factory):
 
 
 def test_r2plus1d_from_scratch_learns(tiny_ucf, tmp_path):
-    """The issue's acceptance command, two epochs instead of six: the training loss falls
-    and test top-1 is above chance (1/3)."""
+    """The issue's acceptance command scaled down to fit the test suite (4-frame 32-pixel
+    clips, three epochs, a higher Adam rate): the training loss falls and test top-1 is
+    above chance (1/3). Fewer optimizer steps would leave BatchNorm's running statistics,
+    which the evaluation uses, too far from the data's."""
     run_dir = tmp_path / "run"
     result = subprocess.run(
         [_console_script(), str(tiny_ucf.root), "-o", str(run_dir), "--dataset", "ucf101",
-         "--arch", "r2plus1d_18", "--clip-len", "8", "--crop-size", "56", "--batch-size", "4",
-         "--optimizer", "adam", "--lr", "0.0001", "--epochs", "2", "--seed", "0",
+         "--arch", "r2plus1d_18", "--clip-len", "4", "--crop-size", "32", "--batch-size", "4",
+         "--optimizer", "adam", "--lr", "0.0005", "--epochs", "3", "--seed", "0",
          "--deterministic"],
-        capture_output=True, text=True, timeout=900)
+        capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr
     with open(run_dir / "metrics.csv", newline="") as handle:
         train = [float(r["loss"]) for r in csv.DictReader(handle) if r["split"] == "train"]
-    assert len(train) == 2 and train[1] < train[0], train
+    assert len(train) == 3 and train[-1] < train[0], train
     test = json.loads((run_dir / "results.json").read_text())["test"]
     assert test["videos"] == 9
     assert test["top1"] > 1 / 3, test
