@@ -218,3 +218,12 @@ def test_exported_model_predicts_as_the_run_evaluated(finished_run, tiny_ucf):
         matrix[true][classes.index(prediction["top"][0]["name"])] += 1
     results = json.loads((run_dir / "results.json").read_text())
     assert matrix == results["test"]["confusion"]
+
+
+def test_c3d_refuses_other_clip_sizes(tiny_ucf, tmp_path):
+    args = [str(tiny_ucf.root), "-o", str(tmp_path / "run"), "--dataset", "ucf101",
+            "--arch", "c3d", "--clip-len", "8"]
+    result = invoke_in_process(args)
+    assert result.exit_code == 2, _output(result)
+    assert "16-frame clips of 112 x 112 only" in result.output
+    assert not (tmp_path / "run").exists()
