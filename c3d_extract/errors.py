@@ -85,3 +85,7 @@ class MergeError(C3DError):
 
 class ClusterError(C3DError):
     """The Ray cluster cannot be reached or started."""
+
+
+class TrainingError(C3DError):
+    """Training cannot go on (e.g. the loss is no longer finite)."""

@@ -1,4 +1,5 @@
-"""The evaluation pictures (PNG): confusion matrix, compactness curve, ROC curve, t-SNE map.
+"""The evaluation pictures (PNG): confusion matrix, compactness curve, ROC curve, t-SNE map,
+training curves.
 
 Figures are drawn with matplotlib's object API and the Agg renderer, so no
 display or global pyplot state is involved.
@@ -132,4 +133,28 @@ def scatter_by_class(path: str, points: np.ndarray, codes: np.ndarray, classes: 
     else:
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=6,
                     ncol=max(1, int(np.ceil(k / 40))), markerscale=1.0)
+    _save(figure, path)
+
+
+def training_curves(path: str, rows: Sequence[dict]) -> None:
+    """Loss and top-1 accuracy per epoch, one line per split (rows as in metrics.csv)."""
+    figure = _figure(11, 4.2)
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    markers = {"train": "o-", "val": "s-", "test": "D"}
+    for split in ("train", "val", "test"):
+        mine = [row for row in rows if row["split"] == split]
+        if not mine:
+            continue
+        epochs = [row["epoch"] for row in mine]
+        loss_axes.plot(epochs, [row["loss"] for row in mine], markers[split], label=split)
+        accuracy_axes.plot(epochs, [100 * row["top1"] for row in mine], markers[split],
+                           label=split + (" (video level)" if split == "test" else ""))
+    for axes, label in ((loss_axes, "cross-entropy loss"), (accuracy_axes, "top-1 accuracy (%)")):
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(label)
+        axes.grid(True, alpha=0.3)
+        axes.legend()
+    accuracy_axes.set_ylim(0, 100)
+    loss_axes.set_title("Loss per epoch")
+    accuracy_axes.set_title("Accuracy per epoch")
     _save(figure, path)

@@ -1,0 +1,49 @@
+"""--init and --freeze-backbone: which tensors come from the file, which head is new."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from c3d_extract.errors import WeightsError
+from c3d_extract.models.registry import create_model, get_architecture
+from c3d_extract.train.model_init import build_model
+
+
+def test_torchvision_format_r2plus1d_file_loads_with_a_new_head(tmp_path):
+    # A torchvision-format file: a plain state dict under torchvision's names, 400 classes.
+    torch.manual_seed(11)
+    source = create_model("r2plus1d_18", num_classes=400)
+    path = tmp_path / "r2plus1d_18-kinetics.pth"
+    torch.save(source.state_dict(), path)
+    model, notes = build_model(get_architecture("r2plus1d_18"), 5, init=str(path))
+    own, theirs = model.state_dict(), source.state_dict()
+    assert own["fc.weight"].shape == (5, 512)
+    for name, tensor in theirs.items():
+        if not name.startswith("fc."):
+            assert torch.equal(own[name], tensor), name
+    assert any("new fc head for 5 classes" in note for note in notes)
+    assert model.training
+
+
+def test_wrong_tensors_are_refused_by_name(tmp_path):
+    torch.manual_seed(11)
+    state = create_model("r2plus1d_18", num_classes=400).state_dict()
+    state.pop("layer1.0.conv1.0.0.weight")
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "damaged.pth"
+    torch.save({"model": state}, path)  # torchvision's reference trainer wraps it so
+    with pytest.raises(WeightsError, match="layer1.0.conv1.0.0.weight.*extra.weight"):
+        build_model(get_architecture("r2plus1d_18"), 5, init=str(path))
+
+
+def test_c3d_from_sports1m_weights_keeps_the_backbone_and_freezes_it(random_weights):
+    model, notes = build_model(get_architecture("c3d"), 7, init="random",
+                               freeze_backbone=True)
+    own = model.state_dict()
+    assert torch.equal(own["conv1a.weight"], random_weights.state_dict["conv1a.weight"])
+    assert torch.equal(own["fc7.bias"], random_weights.state_dict["fc7.bias"])
+    assert own["fc8.weight"].shape == (7, 4096)
+    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert trainable == ["fc8.bias", "fc8.weight"]
+    assert any("frozen" in note for note in notes)
