@@ -61,7 +61,7 @@ def read_initial_state(path: str, arch: Architecture) -> Tuple[Dict[str, torch.T
             raise UsageError(f"{path} holds a {model_file.arch} model, not {arch.name}")
         return dict(model_file.state_dict), f"{path} (a trained {model_file.arch} model)"
     if arch.name == "c3d":
-        from c3d_extract.weights.loading import resolve_weights
+        from c3d_extract.weights.registry import resolve_weights
 
         loaded = resolve_weights(path)
         return dict(loaded.state_dict), f"{loaded.name} ({loaded.source_format})"
@@ -71,20 +71,9 @@ def read_initial_state(path: str, arch: Architecture) -> Tuple[Dict[str, torch.T
 
 
 def _read_if_model_file(path: str):
-    if not path.endswith(".safetensors") or not os.path.isfile(path):
-        return None
-    from safetensors import safe_open
+    from c3d_extract.weights.model_file import is_model_file, read_model_file
 
-    try:
-        with safe_open(path, framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (OSError, ValueError) as error:
-        raise WeightsError(f"{path} is not a readable safetensors file: {error}") from None
-    if metadata.get("format") != "c3d-extract.model":
-        return None
-    from c3d_extract.weights.model_file import read_model_file
-
-    return read_model_file(path)
+    return read_model_file(path) if is_model_file(path) else None
 
 
 def _plain_state_dict(path: str) -> Dict[str, torch.Tensor]:
