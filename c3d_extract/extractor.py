@@ -14,7 +14,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from c3d_extract.batching import ClipBatcher
+from c3d_extract.backends import BACKENDS
+from c3d_extract.batching import Batch, ClipBatcher
 from c3d_extract.clips import SHORT_POLICIES
 from c3d_extract.decoders import check_decoder
 from c3d_extract.errors import UsageError
@@ -42,6 +43,8 @@ class ExtractOptions:
     batch_size: int = 0
     device: str = "auto"
     precision: str = "auto"
+    backend: str = "auto"
+    allow_emulated_precision: bool = False
     decoder: str = "decord"
     workers: int = 0
     timeout: float = 600.0
@@ -64,6 +67,8 @@ class ExtractOptions:
         if not self.timeout > 0:
             raise UsageError("timeout must be a positive number of seconds")
         check_decoder(self.decoder)
+        if self.backend not in BACKENDS:
+            raise UsageError(f"backend must be one of {', '.join(BACKENDS)}")
 
 
 def default_batch_size(device_type: str) -> int:
@@ -87,22 +92,25 @@ class _VideoState:
 class PreparedNetwork:
     """A network on its device, ready for ``iter_records``."""
 
-    runner: "object"  # ClipRunner (imported lazily with torch)
+    runner: "object"  # ClipRunner or OpenVinoRunner (imported lazily with torch)
     model: C3D
     weights: LoadedWeights
     preprocessing: Preprocessing
     precision: str
     device_type: str
+    backend: str = "torch"
 
 
 def prepare_network(weights: Union[LoadedWeights, str, None], options: ExtractOptions,
                     mean: Optional[str] = None) -> PreparedNetwork:
     """Resolve weights, device and precision; build the network and its runner."""
     options.validate()  # before torch is imported: a usage error comes at once
-    from c3d_extract.runner import ClipRunner, resolve_device, resolve_precision
+    from c3d_extract.backends import make_runner, resolve_backend
+    from c3d_extract.runner import resolve_device, resolve_precision
 
     device = resolve_device(options.device)
-    precision = resolve_precision(options.precision, device)
+    precision = resolve_precision(options.precision, device, options.allow_emulated_precision)
+    backend = resolve_backend(options.backend, device)
     loaded = weights if isinstance(weights, LoadedWeights) else resolve_weights(weights)
     if loaded.is_random:
         warnings.warn("using RANDOM weights: the features are meaningless except for testing",
@@ -121,9 +129,9 @@ def prepare_network(weights: Union[LoadedWeights, str, None], options: ExtractOp
                          "cannot be extracted; choose from "
                          f"{', '.join(model.available_layers)}")
     batch_size = options.batch_size or default_batch_size(device.type)
-    runner = ClipRunner(model, preprocessing, options.clip_len, options.layers, device,
-                        precision, fixed_batch=batch_size)
-    return PreparedNetwork(runner, model, loaded, preprocessing, precision, device.type)
+    runner = make_runner(backend, model, loaded.sha256, preprocessing, options.clip_len,
+                         options.layers, device, precision, batch_size)
+    return PreparedNetwork(runner, model, loaded, preprocessing, precision, device.type, backend)
 
 
 def iter_records(videos: Sequence[Union[VideoSource, Tuple[str, str]]],
@@ -145,35 +153,62 @@ def iter_records(videos: Sequence[Union[VideoSource, Tuple[str, str]]],
     batcher = ClipBatcher(options.clip_len, options.stride, options.short_policy, batch_size)
     queue: Deque[Tuple[int, VideoSource]] = deque(enumerate(sources))
     states: Dict[int, _VideoState] = {}
+    runner = prepared.runner
+    # Clips of each video inside the runner: a video is complete when none are left.
+    in_flight: Counter = Counter()
     # Read frames only while the queued clips are few: decoders then wait, memory stays bounded.
     max_pending = 2 * batch_size
 
-    with DecodePool(min(workers, len(sources)), options.decoder, prepared.preprocessing,
-                    options.timeout) as pool:
-        while queue or pool.busy or batcher.pending_clips:
-            while queue and pool.idle:
-                slot, source = queue.popleft()
-                states[slot] = _VideoState(source, ClipAccumulator(options.layers,
-                                                                   options.per_clip))
-                pool.submit(slot, source.path)
-            if pool.busy and batcher.pending_clips < max_pending:
-                wait = 0.5 if batcher.pending_clips < batch_size else 0.0
-                for event in pool.poll(wait):
-                    record = _apply_event(event, states, batcher)
-                    if record is not None:
-                        yield record
-            for batch in batcher.batches(flush=not pool.busy and not queue):
-                outputs = prepared.runner(batch)  # type: ignore[operator]
-                for row, clip in enumerate(batch.clips):
-                    states[clip.slot].accumulator.add(
+    def finished(slot: int) -> Optional[VideoRecord]:
+        state = states.get(slot)
+        if (state is None or not state.finished or batcher.pending_for(slot)
+                or in_flight[slot]):
+            return None
+        del states[slot]
+        in_flight.pop(slot, None)
+        return _finished_record(state)
+
+    def take(done: List[Tuple[Batch, Dict]]) -> Iterator[VideoRecord]:
+        for batch, outputs in done:
+            for row, clip in enumerate(batch.clips):
+                in_flight[clip.slot] -= 1
+                state = states.get(clip.slot)  # None: the video failed meanwhile
+                if state is not None:
+                    state.accumulator.add(
                         clip.start, {layer: values[row] for layer, values in outputs.items()})
-                if on_batch is not None:
-                    on_batch(len(batch.clips))
-                for slot in sorted({clip.slot for clip in batch.clips}):
-                    state = states[slot]
-                    if state.finished and batcher.pending_for(slot) == 0:
-                        del states[slot]
-                        yield _finished_record(state)
+            if on_batch is not None:
+                on_batch(len(batch.clips))
+            for slot in sorted({clip.slot for clip in batch.clips}):
+                record = finished(slot)
+                if record is not None:
+                    yield record
+
+    try:
+        with DecodePool(min(workers, len(sources)), options.decoder, prepared.preprocessing,
+                        options.timeout) as pool:
+            while queue or pool.busy or batcher.pending_clips or runner.pending:
+                while queue and pool.idle:
+                    slot, source = queue.popleft()
+                    states[slot] = _VideoState(source, ClipAccumulator(options.layers,
+                                                                       options.per_clip))
+                    pool.submit(slot, source.path)
+                if pool.busy and batcher.pending_clips < max_pending:
+                    wait = 0.5 if batcher.pending_clips < batch_size else 0.0
+                    for event in pool.poll(wait):
+                        record = _apply_event(event, states, batcher)
+                        if record is None and isinstance(event, Finished):
+                            record = finished(event.slot)
+                        if record is not None:
+                            yield record
+                for batch in batcher.batches(flush=not pool.busy and not queue):
+                    runner.submit(batch)
+                    in_flight.update(clip.slot for clip in batch.clips)
+                    yield from take(runner.collect())
+                # Nothing left to decode or batch: wait for the runner's last results.
+                idle = not (queue or pool.busy or batcher.pending_clips)
+                yield from take(runner.collect(wait=idle))
+    finally:
+        runner.discard()
 
 
 def _apply_event(event, states: Dict[int, _VideoState],
@@ -188,10 +223,7 @@ def _apply_event(event, states: Dict[int, _VideoState],
     elif isinstance(event, Finished):
         state.n_frames, state.width, state.height = event.n_frames, event.width, event.height
         state.status = batcher.finish_video(event.slot, event.n_frames)
-        state.finished = True
-        if batcher.pending_for(event.slot) == 0:
-            del states[event.slot]
-            return _finished_record(state)
+        state.finished = True  # complete once the runner has its last clips (the caller)
     elif isinstance(event, Failed):
         batcher.drop_video(event.slot)
         del states[event.slot]
