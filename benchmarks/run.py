@@ -237,8 +237,7 @@ def speed_markdown(speed_results: Dict[str, Any]) -> str:
                      f"{r['wall_s']:.1f} | {r['clips_per_s']['median']:.2f} | "
                      f"{r['over_naive']:.2f} | {r['min_cosine_to_naive']:.6f} | {_load(r)} |")
     met = "met" if speed_results["met"] else "**not met**"
-    lines.append(f"
-Target ({speed_results['cpu_kind']}): default >= "
+    lines.append(f"\nTarget ({speed_results['cpu_kind']}): default >= "
                  f"{speed_results['target']}x the naive script at cosine >= "
                  f"{MIN_COSINE_TO_NAIVE}: {met}.")
     return "\n".join(lines)
