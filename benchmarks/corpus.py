@@ -50,6 +50,8 @@ CORPORA = {
         CorpusSpec("hd-quick", 1, 48, 1280, 720),
     ),
 }
+#: The CPU speed comparison (issue 14): 8 UCF-like H.264 videos of 64 frames, 56 clips.
+SPEED_CORPUS = CorpusSpec("ucf64", 8, 64, 320, 240)
 
 
 def ensure_corpus(spec: CorpusSpec, root: Path) -> Path:

@@ -302,6 +302,8 @@ def naive(task: Dict[str, Any]) -> Result:
     from c3d_extract.preprocess import SPORTS1M
     from c3d_extract.weights.loading import load_network, random_weights
 
+    if task.get("threads"):
+        torch.set_num_threads(task["threads"])
     device = torch.device("cuda" if task["device"] != "cpu" and torch.cuda.is_available()
                           else "cpu")
     model = load_network(random_weights()).to(device)
@@ -335,8 +337,46 @@ def _count_frames(path: str) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
+# ---------------------------------------------------------------- the command, as a user runs it
+
+#: Variables that would change what the command's defaults mean.
+_PINNING = ("C3D_EXTRACT_CPU_PRECISION", "C3D_EXTRACT_BACKEND")
+
+
+def command_line(task: Dict[str, Any]) -> Result:
+    """``c3d-extract FOLDER -o OUT --weights W --device cpu [ARGS]`` timed as a whole
+    process, after one untimed run of the same command on ``warmup_folder`` (one video),
+    which also pays any one-off conversion of the weights."""
+    env = {k: v for k, v in os.environ.items() if k not in _PINNING}
+    env.update(task.get("env", {}))
+    command = [sys.executable, "-m", "c3d_extract"]
+    common = ["--weights", task["weights"], "--device", "cpu", "--quiet", "--overwrite",
+              *task.get("args", [])]
+    with tempfile.TemporaryDirectory() as scratch:
+        warm = subprocess.run([*command, task["warmup_folder"], "-o", f"{scratch}/warm.h5",
+                               *common], env=env, capture_output=True, text=True)
+        if warm.returncode != 0:
+            raise RuntimeError(f"warm-up failed: {warm.stderr[-2000:]}")
+        started = time.perf_counter()
+        done = subprocess.run([*command, task["folder"], "-o", task["keep"], *common],
+                              env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"c3d-extract failed: {done.stderr[-2000:]}")
+    from c3d_extract.store import read_attributes, read_video_table
+
+    table = read_video_table(task["keep"])
+    n_clips, n_frames = int(np.sum(table["n_clips"])), int(np.sum(table["n_frames"]))
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"wall_s": round(wall, 2), "clips_per_s": summary([n_clips / wall]),
+            "frames_per_s": summary([n_frames / wall]), "n_clips": n_clips,
+            "n_frames": n_frames, "precision": str(read_attributes(task["keep"])["precision"]),
+            "args": task.get("args", []), "peak_rss_largest_process_mib": round(peak, 1)}
+
+
 TASKS: Dict[str, Callable[[Dict[str, Any]], Result]] = {
     "decode": decode_only, "model": model_only, "e2e": end_to_end, "naive": naive,
+    "cli": command_line,
 }
 
 

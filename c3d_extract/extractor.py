@@ -14,11 +14,10 @@ import time
 import warnings
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
-from typing import (TYPE_CHECKING, Callable, Deque, Dict, Iterator, List, Optional, Sequence,
-                    Tuple, Union)
+from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Optional,
+                    Sequence, Tuple, Union)
 
-import numpy as np
-
+from c3d_extract.backends import BACKENDS
 from c3d_extract.batching import Batch, ClipBatcher
 from c3d_extract.clips import SHORT_POLICIES
 from c3d_extract.decoders import check_decoder
@@ -59,6 +58,8 @@ class ExtractOptions:
     batch_size: int = 0
     device: str = "auto"
     precision: str = "auto"
+    backend: str = "auto"
+    allow_emulated_precision: bool = False
     decoder: str = "decord"
     workers: int = 0
     timeout: float = 600.0
@@ -87,6 +88,8 @@ class ExtractOptions:
             raise UsageError("timeout must be a positive number of seconds")
         check_decoder(self.decoder)
         check_kernel_order(self.kernel_order)
+        if self.backend not in BACKENDS:
+            raise UsageError(f"backend must be one of {', '.join(BACKENDS)}")
 
     def for_network(self, network: "LoadedModel") -> "ExtractOptions":
         """These options with the layers, clip length and stride left open filled in from
@@ -124,12 +127,13 @@ class _VideoState:
 class PreparedNetwork:
     """A network on its device, ready for ``iter_records``."""
 
-    runner: "object"  # ClipRunner (imported lazily with torch)
+    runner: "object"  # ClipRunner or OpenVinoRunner (imported lazily with torch)
     model: "nn.Module"
     weights: "LoadedModel"
     preprocessing: Preprocessing
     precision: str
     device_type: str
+    backend: str = "torch"
 
     def resolve(self, options: ExtractOptions) -> ExtractOptions:
         return options.for_network(self.weights)
@@ -138,12 +142,14 @@ class PreparedNetwork:
 def prepare_network(weights: WeightsSpec, options: ExtractOptions,
                     mean: Optional[str] = None) -> PreparedNetwork:
     """Resolve weights, device and precision; build the network and its runner."""
-    options.validate()  # before the weights are read: a usage error comes at once
-    from c3d_extract.runner import ClipRunner, resolve_device, resolve_precision
+    options.validate()  # before torch is imported: a usage error comes at once
+    from c3d_extract.backends import make_runner, resolve_backend
+    from c3d_extract.runner import resolve_device, resolve_precision
     from c3d_extract.weights.networks import load_model
 
     device = resolve_device(options.device)
-    precision = resolve_precision(options.precision, device)
+    precision = resolve_precision(options.precision, device, options.allow_emulated_precision)
+    backend = resolve_backend(options.backend, device)
     loaded = load_model(weights, kernel_order=options.kernel_order)
     if loaded.is_random:
         warnings.warn("using RANDOM weights: the features are meaningless except for testing",
@@ -159,13 +165,15 @@ def prepare_network(weights: WeightsSpec, options: ExtractOptions,
     except ValueError as error:
         raise UsageError(str(error)) from None
     batch_size = options.batch_size or default_batch_size(device.type)
-    runner = ClipRunner(loaded.model, preprocessing, options.clip_len, options.layers, device,
-                        precision, fixed_batch=batch_size)
-    return PreparedNetwork(runner, loaded.model, loaded, preprocessing, precision, device.type)
+    runner = make_runner(backend, loaded.model, loaded.sha256, preprocessing, options.clip_len,
+                         options.layers, device, precision, batch_size)
+    return PreparedNetwork(runner, loaded.model, loaded, preprocessing, precision, device.type,
+                           backend)
 
 
-#: What turns a batch of clips into per-layer features; None counts the clips only.
-Compute = Optional[Callable[[Batch], Dict[str, np.ndarray]]]
+#: What turns batches of clips into per-layer features: ``ClipRunner``, ``OpenVinoRunner``
+#: or ``_NoNetwork`` (``submit``, ``collect``, ``pending``, ``discard``).
+Runner = Any
 
 
 def iter_records(videos: Sequence[Union[VideoSource, Tuple[str, str]]],
@@ -196,7 +204,7 @@ def iter_decoded(videos: Sequence[Union[VideoSource, Tuple[str, str]]],
     are the C3D protocol's unless ``options`` say otherwise."""
     options = decode_only_options(options)
     options.validate(network=False)
-    yield from _stream(videos, None, SPORTS1M, options, "cuda", on_batch, on_frames)
+    yield from _stream(videos, _NoNetwork(), SPORTS1M, options, "cuda", on_batch, on_frames)
 
 
 def decode_only_options(options: ExtractOptions) -> ExtractOptions:
@@ -206,49 +214,99 @@ def decode_only_options(options: ExtractOptions) -> ExtractOptions:
                    stride=options.stride or max(1, clip_len // 2))
 
 
-def _stream(videos: Sequence[Union[VideoSource, Tuple[str, str]]], compute: Compute,
+def _stream(videos: Sequence[Union[VideoSource, Tuple[str, str]]], runner: Runner,
             preprocessing: Preprocessing, options: ExtractOptions, device_type: str,
             on_batch: Optional[Callable[[int], None]],
             on_frames: Optional[Callable[[int], None]]) -> Iterator[VideoRecord]:
+    """The streaming core: decode workers -> clip batches -> ``runner`` -> per-video records."""
     sources = [v if isinstance(v, VideoSource) else VideoSource(*v) for v in videos]
     if not sources:
         return
     batch_size = options.batch_size or default_batch_size(device_type)
     workers = options.workers or default_workers(device_type)
-    keep_clips = options.per_clip and compute is not None
+    keep_clips = options.per_clip and bool(options.layers)
     batcher = ClipBatcher(options.clip_len, options.stride, options.short_policy, batch_size)
     queue: Deque[Tuple[int, VideoSource]] = deque(enumerate(sources))
     states: Dict[int, _VideoState] = {}
+    # Clips of each video inside the runner: a video is complete when none are left.
+    in_flight: Counter = Counter()
     # Read frames only while the queued clips are few: decoders then wait, memory stays bounded.
     max_pending = 2 * batch_size
 
-    with DecodePool(min(workers, len(sources)), options.decoder, preprocessing,
-                    options.timeout) as pool:
-        while queue or pool.busy or batcher.pending_clips:
-            while queue and pool.idle:
-                slot, source = queue.popleft()
-                states[slot] = _VideoState(source, ClipAccumulator(options.layers, keep_clips))
-                pool.submit(slot, source.path)
-            if pool.busy and batcher.pending_clips < max_pending:
-                wait = 0.5 if batcher.pending_clips < batch_size else 0.0
-                for event in pool.poll(wait):
-                    if on_frames is not None and isinstance(event, Frames):
-                        on_frames(len(event.frames))
-                    record = _apply_event(event, states, batcher)
-                    if record is not None:
-                        yield record
-            for batch in batcher.batches(flush=not pool.busy and not queue):
-                outputs = compute(batch) if compute is not None else {}
-                for row, clip in enumerate(batch.clips):
-                    states[clip.slot].accumulator.add(
+    def finished(slot: int) -> Optional[VideoRecord]:
+        state = states.get(slot)
+        if (state is None or not state.finished or batcher.pending_for(slot)
+                or in_flight[slot]):
+            return None
+        del states[slot]
+        in_flight.pop(slot, None)
+        return _finished_record(state)
+
+    def take(done: List[Tuple[Batch, Dict]]) -> Iterator[VideoRecord]:
+        for batch, outputs in done:
+            for row, clip in enumerate(batch.clips):
+                in_flight[clip.slot] -= 1
+                state = states.get(clip.slot)  # None: the video failed meanwhile
+                if state is not None:
+                    state.accumulator.add(
                         clip.start, {layer: values[row] for layer, values in outputs.items()})
-                if on_batch is not None:
-                    on_batch(len(batch.clips))
-                for slot in sorted({clip.slot for clip in batch.clips}):
-                    state = states[slot]
-                    if state.finished and batcher.pending_for(slot) == 0:
-                        del states[slot]
-                        yield _finished_record(state)
+            if on_batch is not None:
+                on_batch(len(batch.clips))
+            for slot in sorted({clip.slot for clip in batch.clips}):
+                record = finished(slot)
+                if record is not None:
+                    yield record
+
+    try:
+        with DecodePool(min(workers, len(sources)), options.decoder, preprocessing,
+                        options.timeout) as pool:
+            while queue or pool.busy or batcher.pending_clips or runner.pending:
+                while queue and pool.idle:
+                    slot, source = queue.popleft()
+                    states[slot] = _VideoState(source, ClipAccumulator(options.layers,
+                                                                       keep_clips))
+                    pool.submit(slot, source.path)
+                if pool.busy and batcher.pending_clips < max_pending:
+                    wait = 0.5 if batcher.pending_clips < batch_size else 0.0
+                    for event in pool.poll(wait):
+                        if on_frames is not None and isinstance(event, Frames):
+                            on_frames(len(event.frames))
+                        record = _apply_event(event, states, batcher)
+                        if record is None and isinstance(event, Finished):
+                            record = finished(event.slot)
+                        if record is not None:
+                            yield record
+                for batch in batcher.batches(flush=not pool.busy and not queue):
+                    runner.submit(batch)
+                    in_flight.update(clip.slot for clip in batch.clips)
+                    yield from take(runner.collect())
+                # Nothing left to decode or batch: wait for the runner's last results.
+                idle = not (queue or pool.busy or batcher.pending_clips)
+                yield from take(runner.collect(wait=idle))
+    finally:
+        runner.discard()
+
+
+class _NoNetwork:
+    """The runner of a run without a network (``--decode-only``): each batch comes back at
+    once with no outputs, so clips are counted and nothing is computed."""
+
+    def __init__(self) -> None:
+        self._done: List[Tuple[Batch, Dict]] = []
+
+    def submit(self, batch: Batch) -> None:
+        self._done.append((batch, {}))
+
+    def collect(self, wait: bool = False) -> List[Tuple[Batch, Dict]]:
+        done, self._done = self._done, []
+        return done
+
+    @property
+    def pending(self) -> int:
+        return len(self._done)
+
+    def discard(self) -> None:
+        self._done = []
 
 
 def _apply_event(event, states: Dict[int, _VideoState],
@@ -265,10 +323,7 @@ def _apply_event(event, states: Dict[int, _VideoState],
     elif isinstance(event, Finished):
         state.n_frames, state.width, state.height = event.n_frames, event.width, event.height
         state.status = batcher.finish_video(event.slot, event.n_frames)
-        state.finished = True
-        if batcher.pending_for(event.slot) == 0:
-            del states[event.slot]
-            return _finished_record(state)
+        state.finished = True  # complete once the runner has its last clips (the caller)
     elif isinstance(event, Failed):
         batcher.drop_video(event.slot)
         del states[event.slot]

@@ -3,6 +3,10 @@
 Frames arrive as uint8 (one copy per batch); the clip windows are gathered,
 converted to float and normalised by the preset on the device, which moves 4x
 fewer bytes than float32 clips and each frame once instead of twice.
+
+A runner takes batches with ``submit`` and hands back ``(batch, outputs)`` pairs,
+in submission order, from ``collect``; this one computes at once, the OpenVINO
+runner (``openvino_runner``) in the background.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+from collections import deque
 from dataclasses import dataclass
-from typing import Dict, Sequence
+from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,10 +24,15 @@ from torch import nn
 
 from c3d_extract.batching import Batch
 from c3d_extract.errors import UsageError
+from c3d_extract.hardware import (CpuInfo, choose_cpu_precision, detect_cpu,
+                                  emulated_precision_message)
 from c3d_extract.launch import auto_device, local_rank
 from c3d_extract.preprocess import Preprocessing
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: When set (fp32, bf16 or fp16), what ``auto`` means on a CPU, e.g. fp32 on a fleet of
+#: mixed CPUs so that any machine can resume any output.
+CPU_PRECISION_ENV = "C3D_EXTRACT_CPU_PRECISION"
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: cuDNN releases that skip cuDNN for bf16/fp16 NCDHW conv3d (SPEC section 8).
 _SLOW_CUDNN = range(90800, 91500)
@@ -49,13 +59,52 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> bf16 on CUDA, fp32 on CPU."""
+def resolve_precision(precision: str, device: torch.device, allow_emulated: bool = False,
+                      cpu: Optional[CpuInfo] = None) -> str:
+    """``auto`` -> bf16 on CUDA; on a CPU bf16 where it is native (AMX or AVX-512 BF16),
+    else fp32 (or ``$C3D_EXTRACT_CPU_PRECISION``). An explicit bf16 or fp16 that the CPU
+    would emulate is refused unless ``allow_emulated``. ``cpu`` defaults to this machine's."""
     if precision not in PRECISIONS:
         raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}")
+    if device.type == "cuda":
+        return "bf16" if precision == "auto" else precision
+    info = cpu if cpu is not None else detect_cpu()
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        pinned = os.environ.get(CPU_PRECISION_ENV, "")
+        if not pinned:
+            return choose_cpu_precision(info)
+        if pinned not in PRECISIONS[1:]:
+            raise UsageError(f"{CPU_PRECISION_ENV}={pinned!r}: expected one of "
+                             f"{', '.join(PRECISIONS[1:])}")
+        precision = pinned
+    if not info.native(precision) and not allow_emulated:
+        raise UsageError(emulated_precision_message(precision, info))
     return precision
+
+
+Outputs = Dict[str, np.ndarray]
+
+
+def gather_clips(batch: Batch, preprocessing: Preprocessing, device: torch.device,
+                 fixed_batch: int = 0, channels_last: bool = False) -> torch.Tensor:
+    """A batch's clips gathered from its uint8 frames on ``device`` and normalised by the
+    preset: N x 3 x L x H x W float32; with ``fixed_batch``, padded to that many rows (by
+    repeating the first) so that the shape never changes."""
+    non_blocking = device.type == "cuda"
+    frames = torch.from_numpy(batch.frames)
+    if non_blocking:
+        frames = frames.pin_memory()
+    frames = frames.to(device, non_blocking=non_blocking)
+    index = torch.from_numpy(batch.index)
+    if fixed_batch and len(index) < fixed_batch:
+        # A constant shape keeps cudnn.benchmark's (or a compiled model's) choice;
+        # extra rows are discarded.
+        index = torch.cat([index, index[:1].expand(fixed_batch - len(index), -1)])
+    clips = frames[index.to(device, non_blocking=non_blocking)]  # N x L x H x W x C
+    clips = preprocessing.normalise(clips)
+    if channels_last:
+        clips = clips.contiguous(memory_format=torch.channels_last_3d)
+    return clips
 
 
 @dataclass(frozen=True)
@@ -84,6 +133,7 @@ class ClipRunner:
         self.model = model.to(device=device, memory_format=memory_format).eval()
         preprocessing.cropped_mean(clip_len)  # a mean volume must cover the clips
         self.preprocessing = preprocessing
+        self._done: Deque[Tuple[Batch, Outputs]] = deque()
 
     def _autocast(self):
         if self.precision == "fp32":
@@ -92,28 +142,34 @@ class ClipRunner:
 
     def clips_tensor(self, batch: Batch) -> torch.Tensor:
         """Gather and normalise a batch's clips on the device: N x 3 x L x H x W float32."""
-        non_blocking = self.device.type == "cuda"
-        frames = torch.from_numpy(batch.frames)
-        if non_blocking:
-            frames = frames.pin_memory()
-        frames = frames.to(self.device, non_blocking=non_blocking)
-        index = torch.from_numpy(batch.index)
-        if self.fixed_batch and len(index) < self.fixed_batch:
-            # A constant shape keeps cudnn.benchmark's choice; extra rows are discarded.
-            index = torch.cat([index, index[:1].expand(self.fixed_batch - len(index), -1)])
-        clips = frames[index.to(self.device, non_blocking=non_blocking)]  # N x L x H x W x C
-        clips = self.preprocessing.normalise(clips)
-        if self.channels_last:
-            clips = clips.contiguous(memory_format=torch.channels_last_3d)
-        return clips
+        return gather_clips(batch, self.preprocessing, self.device, self.fixed_batch,
+                            self.channels_last)
 
     @torch.inference_mode()
-    def __call__(self, batch: Batch) -> Dict[str, np.ndarray]:
+    def __call__(self, batch: Batch) -> Outputs:
         clips = self.clips_tensor(batch)
         with self._autocast():
             outputs = self.model.extract(clips, self.layers)
         n = len(batch.clips)
         return {k: v[:n].float().cpu().numpy() for k, v in outputs.items()}
+
+    # The runner interface of ``extractor.iter_records``.
+    def submit(self, batch: Batch) -> None:
+        self._done.append((batch, self(batch)))
+
+    def collect(self, wait: bool = False) -> List[Tuple[Batch, Outputs]]:
+        done = list(self._done)
+        self._done.clear()
+        return done
+
+    @property
+    def pending(self) -> int:
+        """Batches submitted and not yet collected."""
+        return len(self._done)
+
+    def discard(self) -> None:
+        """Forget batches submitted and not collected (a run that stopped early)."""
+        self._done.clear()
 
 
 def _warn_if_slow_cudnn(precision: str) -> None:

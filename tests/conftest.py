@@ -7,6 +7,11 @@ import pytest
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+# Every test, and the CLI it starts, computes in fp32 with torch on any CPU, so that the
+# tests' tolerances hold everywhere; tests of bf16 and OpenVINO ask for them by name, and
+# those of what `auto` chooses clear these variables.
+os.environ["C3D_EXTRACT_CPU_PRECISION"] = "fp32"
+os.environ["C3D_EXTRACT_BACKEND"] = "torch"
 
 
 def pytest_collection_modifyitems(config, items):

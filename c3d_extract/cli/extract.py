@@ -132,7 +132,15 @@ def _raise_interrupt(signum, frame) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", default="auto", show_default=True,
               type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              help="auto: bf16 on CUDA, fp32 on CPU.")
+              help="auto: bf16 on CUDA; on a CPU bf16 where it is native (AMX or AVX-512 "
+              "BF16), else fp32. bf16/fp16 on a CPU that would emulate them is refused.")
+@click.option("--allow-emulated-precision", is_flag=True,
+              help="Run --precision bf16/fp16 even on a CPU that emulates it (many times "
+              "slower than fp32).")
+@click.option("--backend", default="auto", show_default=True,
+              type=click.Choice(["auto", "torch", "openvino"]),
+              help="Engine of the network. auto: OpenVINO on an x86-64 CPU (converted "
+              "once per weights file and cached), torch on CUDA.")
 @click.option("--decoder", default="decord", show_default=True,
               type=click.Choice(sorted(DECODERS)))
 @click.option("--workers", default=0, type=click.IntRange(min=0),
@@ -168,10 +176,10 @@ def _raise_interrupt(signum, frame) -> None:
 def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: Optional[str],
         kernel_order: Optional[str], mean: Optional[str], layers: Optional[str],
         clip_len: Optional[int], stride: Optional[int], short_policy: str,
-        batch_size: int, device: str, precision: str, decoder: str, workers: int,
-        timeout: float, per_clip: bool, overwrite: bool, retry_errors: bool,
-        shard_text: Optional[str], decode_only: bool, ray_address: Optional[str],
-        keep_shards: bool, quiet: bool) -> None:
+        batch_size: int, device: str, precision: str, allow_emulated_precision: bool,
+        backend: str, decoder: str, workers: int, timeout: float, per_clip: bool,
+        overwrite: bool, retry_errors: bool, shard_text: Optional[str], decode_only: bool,
+        ray_address: Optional[str], keep_shards: bool, quiet: bool) -> None:
     """Extract C3D video descriptors (Tran et al., ICCV 2015) into one HDF5 file.
 
     INPUTS are video files, frame folders (numbered JPEG/PNG images, one
@@ -197,8 +205,8 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
         layers=() if layers is None else tuple(split_list(layers, "--layer")),
         clip_len=clip_len or 0, stride=stride or 0,
         short_policy=short_policy, batch_size=batch_size, device=device, precision=precision,
-        decoder=decoder, workers=workers, timeout=timeout, per_clip=per_clip,
-        kernel_order=kernel_order)
+        allow_emulated_precision=allow_emulated_precision, backend=backend, decoder=decoder,
+        workers=workers, timeout=timeout, per_clip=per_clip, kernel_order=kernel_order)
     launched = launched_shard(os.environ)
     shard = parse_shard(shard_text) if shard_text is not None else launched
     if ray_address is not None:

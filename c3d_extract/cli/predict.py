@@ -61,7 +61,13 @@ Examples:
               help="Clips per forward pass (default: 32 on CUDA, 8 on CPU).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", default="auto", show_default=True,
-              type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
+              type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="As for c3d-extract: auto is bf16 on CUDA and on CPUs with native bf16.")
+@click.option("--allow-emulated-precision", is_flag=True,
+              help="Run bf16/fp16 even on a CPU that emulates it (many times slower).")
+@click.option("--backend", default="auto", show_default=True,
+              type=click.Choice(["auto", "torch", "openvino"]),
+              help="Engine of the network (auto: OpenVINO on an x86-64 CPU).")
 @click.option("--decoder", default="decord", show_default=True,
               type=click.Choice(sorted(DECODERS)))
 @library_errors
@@ -69,8 +75,8 @@ def cli(videos: Sequence[str], weights: Optional[str], kernel_order: Optional[st
         labels: Optional[str], top_k: int, as_json: bool, stride: Optional[int],
         timeline: Optional[str], smooth: int, overlay: Optional[str],
         overlay_dir: Optional[str], fps: Optional[float], mean: Optional[str],
-        batch_size: int, device: str, precision: str,
-        decoder: str) -> None:
+        batch_size: int, device: str, precision: str, allow_emulated_precision: bool,
+        backend: str, decoder: str) -> None:
     """Print each video's top-k classes with probabilities; optionally per window.
 
     VIDEOS are files, frame folders (numbered JPEG/PNG images, one video each)
@@ -95,7 +101,8 @@ def cli(videos: Sequence[str], weights: Optional[str], kernel_order: Optional[st
     loaded = load_model(weights, kernel_order=kernel_order)
     names = class_names_for(loaded, read_class_names(labels) if labels else None)
     options = ExtractOptions(batch_size=batch_size, device=device, precision=precision,
-                             decoder=decoder, kernel_order=kernel_order)
+                             allow_emulated_precision=allow_emulated_precision,
+                             backend=backend, decoder=decoder, kernel_order=kernel_order)
     predictions = predict_in_order(
         [(s.id, s.path) for s in sources], loaded, top_k=top_k, class_names=names,
         options=options, mean=mean, stride=stride, smooth=smooth,
