@@ -18,7 +18,8 @@ from c3d_extract.train.loop import Trainee, train_one_epoch
 from c3d_extract.train.metrics import Tally, confusion, topk_hits
 from c3d_extract.train.optim import lr_factor
 from c3d_extract.train.options import TrainOptions
-from c3d_extract.train.precision import cpu_flags, resolve_training_precision
+from c3d_extract.hardware import cpu_info_from
+from c3d_extract.train.precision import resolve_training_precision
 
 
 class _ScaleOnly:
@@ -155,14 +156,18 @@ def test_topk_and_confusion_by_hand():
 
 def test_precision_choice():
     cpu = torch.device("cpu")
-    assert resolve_training_precision("auto", cpu, frozenset({"avx2"})) == "fp32"
-    assert resolve_training_precision("bf16", cpu, frozenset({"avx512_bf16"})) == "bf16"
-    assert resolve_training_precision("bf16", cpu, frozenset({"amx_bf16"})) == "bf16"
+
+    def on(*flags):
+        return cpu_info_from("test CPU", frozenset(flags))
+
+    assert resolve_training_precision("auto", cpu, on("avx2")) == "fp32"
+    assert resolve_training_precision("auto", cpu, on("amx_bf16")) == "fp32"
+    assert resolve_training_precision("bf16", cpu, on("avx512_bf16")) == "bf16"
+    assert resolve_training_precision("bf16", cpu, on("amx_bf16")) == "bf16"
     with pytest.raises(UsageError, match="no native bf16"):
-        resolve_training_precision("bf16", cpu, frozenset({"avx2", "avx512f"}))
+        resolve_training_precision("bf16", cpu, on("avx2", "avx512f"))
     with pytest.raises(UsageError, match="CUDA"):
-        resolve_training_precision("fp16", cpu, frozenset())
-    assert isinstance(cpu_flags(), frozenset)
+        resolve_training_precision("fp16", cpu, on())
 
 
 def test_options_are_checked():

@@ -9,37 +9,21 @@ and an explicit ``bf16`` is refused; fp16 is for CUDA only.
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager, FrozenSet
+from typing import ContextManager, Optional
 
 import torch
 
 from c3d_extract.errors import UsageError
+from c3d_extract.hardware import CpuInfo, detect_cpu
 
-NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> FrozenSet[str]:
-    """The feature flags of the first CPU listed in ``cpuinfo`` (empty if unreadable)."""
-    try:
-        with open(cpuinfo, encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def native_cpu_bf16(flags: FrozenSet[str]) -> bool:
-    return bool(flags & NATIVE_BF16_FLAGS)
-
-
 def resolve_training_precision(precision: str, device: torch.device,
-                               flags: FrozenSet[str] = frozenset()) -> str:
+                               cpu: Optional[CpuInfo] = None) -> str:
     """``auto``/``fp32``/``bf16``/``fp16`` -> the precision to train in on ``device``.
 
-    ``flags`` are the CPU's feature flags (``cpu_flags()``), consulted for bf16 on a CPU.
+    ``cpu`` (default: this machine's, ``hardware.detect_cpu``) says whether bf16 is native.
     """
     if device.type == "cuda":
         if precision == "auto":
@@ -49,9 +33,11 @@ def resolve_training_precision(precision: str, device: torch.device,
         return "fp32"
     if precision == "fp16":
         raise UsageError("fp16 training needs a CUDA device; use --precision fp32 or bf16")
-    if not native_cpu_bf16(flags):
-        raise UsageError("this CPU has no native bf16 (neither AMX nor AVX-512 BF16), where "
-                         "bf16 is emulated and slower than fp32; use --precision fp32")
+    cpu = cpu or detect_cpu()
+    if not cpu.bf16_native:
+        raise UsageError(f"{cpu.describe()} has no native bf16 (neither AMX nor AVX-512 "
+                         "BF16): bf16 is emulated there, many times slower than fp32; use "
+                         "--precision fp32")
     return "bf16"
 
 

@@ -38,7 +38,7 @@ from c3d_extract.train.metrics import Tally
 from c3d_extract.train.model_init import build_model, head_prefix
 from c3d_extract.train.optim import build_optimizer, build_scheduler
 from c3d_extract.train.options import TrainOptions
-from c3d_extract.train.precision import cpu_flags, grad_scaler, resolve_training_precision
+from c3d_extract.train.precision import grad_scaler, resolve_training_precision
 
 ARGS, SPLITS, CHECKPOINT = "args.json", "splits.json", "checkpoint.pt"
 METRICS, CURVES, CONFUSION = "metrics.csv", "curves.png", "confusion.png"
@@ -67,7 +67,7 @@ def train(options: TrainOptions, report: Report = lambda line: None) -> TrainRes
     from c3d_extract.runner import resolve_device
 
     device = resolve_device(options.device)
-    precision = resolve_training_precision(options.precision, device, cpu_flags())
+    precision = resolve_training_precision(options.precision, device)
     _configure_determinism(options)
     world = join_world(device)
     say: Report = report if world.is_main else (lambda line: None)
