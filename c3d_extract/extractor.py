@@ -165,8 +165,11 @@ def prepare_network(weights: WeightsSpec, options: ExtractOptions,
     except ValueError as error:
         raise UsageError(str(error)) from None
     batch_size = options.batch_size or default_batch_size(device.type)
-    runner = make_runner(backend, loaded.model, loaded.sha256, preprocessing, options.clip_len,
-                         options.layers, device, precision, batch_size)
+    # The kernel order the file was read in is part of the network's identity (a cached
+    # conversion of the same file read in another order is another network).
+    runner = make_runner(backend, loaded.model, f"{loaded.sha256}:{loaded.kernel_order}",
+                         preprocessing, options.clip_len, options.layers, device, precision,
+                         batch_size)
     return PreparedNetwork(runner, loaded.model, loaded, preprocessing, precision, device.type,
                            backend)
 

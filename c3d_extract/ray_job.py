@@ -175,8 +175,11 @@ def run_ray_job(inputs: Union[str, Sequence[str]], output: str, *,
     output = os.path.abspath(output)
     merged_before = _merged_ids(output)
     todo = [v for v in videos if v.id not in merged_before]
-    # Shard files removed after an earlier merge: the output is the base of the next one.
-    base = output if merged_before and not shard_files(output) else None
+    # Videos of an earlier merge whose shard files were removed live only in the output:
+    # it is then the base of the next merge, which must not drop them.
+    existing = [path for by_index in shard_files(output).values() for path in by_index.values()]
+    only_in_output = merged_before - _shard_ids(existing)
+    base = output if only_in_output else None
     if base is not None and not todo:  # a finished job: nothing to extract or merge
         return RayJobSummary(output=output, shard_count=0, n_inputs=len(videos),
                              n_resumed=len(videos))
@@ -203,7 +206,8 @@ def run_ray_job(inputs: Union[str, Sequence[str]], output: str, *,
         ShardExtractor, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_gpus=gpus_per_actor,
-        fn_constructor_args=(output, num_actors, weights, options, mean, retry_errors))
+        fn_constructor_args=(output, num_actors, _absolute_if_file(weights), options,
+                             _absolute_if_file(mean), retry_errors))
     for row in results.iter_rows():
         plain = {name: _plain(row[name]) for name in ROW_COLUMNS}
         if plain["id"]:
@@ -227,6 +231,14 @@ def run_ray_job(inputs: Union[str, Sequence[str]], output: str, *,
     return summary
 
 
+def _shard_ids(paths: Sequence[str]) -> Set[str]:
+    """The video ids committed to the shard files ``paths``."""
+    ids: Set[str] = set()
+    for path in paths:
+        ids.update(read_video_table(path)["id"])
+    return ids
+
+
 def _merged_ids(output: str) -> Set[str]:
     """The video ids of an earlier merge's output; empty when there is none."""
     if not os.path.exists(output):
@@ -235,6 +247,11 @@ def _merged_ids(output: str) -> Set[str]:
     if "merged_shard_count" not in attrs:
         return set()  # not a merge: the merge refuses to replace it, and says so
     return set(read_video_table(output)["id"])
+
+
+def _absolute_if_file(path: Optional[str]) -> Optional[str]:
+    """A file named relative to the driver's folder, as actors elsewhere can find it."""
+    return os.path.abspath(path) if path is not None and os.path.isfile(path) else path
 
 
 def _plain(value: Any) -> Any:

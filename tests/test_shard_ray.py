@@ -100,3 +100,25 @@ def test_the_command_line_ray_run_merges_removes_shards_and_resumes(tmp_path, ra
     assert "4 videos: this job extracted 0 (none)" in third.stderr
     assert "4 were already done" in third.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["feats.h5", "single.h5", "videos"]
+
+
+def test_a_rerun_after_an_interrupted_job_keeps_the_earlier_merge(local_ray, tmp_path):
+    from c3d_extract.extractor import extract_videos
+    from c3d_extract.ray_job import run_ray_job
+    from c3d_extract.sharding import Shard
+    from c3d_extract.sources import VideoSource
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_video(videos / "a.mp4", 16)
+    options = ExtractOptions(batch_size=1, workers=1)
+    out = tmp_path / "feats.h5"
+    first = run_ray_job(str(videos), str(out), weights="random", options=options, num_actors=1)
+    assert first.merge.complete and first.shards_removed  # a.mp4 lives in the output only
+    # A second job on a new video, interrupted after its shard's first commit.
+    write_video(videos / "b.mp4", 16)
+    extract_videos([VideoSource("b.mp4", str(videos / "b.mp4"))], str(out), weights="random",
+                   options=options, shard=Shard(0, 1))
+    again = run_ray_job(str(videos), str(out), weights="random", options=options, num_actors=1)
+    assert again.merge_error == "" and again.merge.complete
+    assert sorted(read_features(str(out))[0]) == ["a.mp4", "b.mp4"]

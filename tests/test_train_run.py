@@ -227,3 +227,16 @@ def test_c3d_refuses_other_clip_sizes(tiny_ucf, tmp_path):
     assert result.exit_code == 2, _output(result)
     assert "16-frame clips of 112 x 112 only" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_is_simply_rerun(tiny_ucf, tmp_path):
+    run_dir = tmp_path / "run"
+    broken = tmp_path / "init.safetensors"
+    broken.write_bytes(b"\x00" * 64)  # not a safetensors file
+    failed = invoke_in_process(_args(tiny_ucf, run_dir, "--init", str(broken), "--epochs", "1"))
+    assert failed.exit_code == 1, _output(failed)
+    assert "Traceback" not in _output(failed) and str(broken) in failed.output
+    assert not (run_dir / "checkpoint.pt").exists()
+    corrected = invoke_in_process(_args(tiny_ucf, run_dir, "--epochs", "1"))
+    assert corrected.exit_code == 0, _output(corrected)  # no --overwrite needed
+    assert json.loads((run_dir / "args.json").read_text())["options"]["init"] is None

@@ -49,7 +49,7 @@ Examples:
 @click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(OPTIMIZERS))
 @click.option("--lr", type=float, help="Base learning rate (default: 0.01 sgd, 0.0001 adam).")
 @click.option("--weight-decay", type=float, help="Default: 0.0005 sgd, 0 adam.")
-@click.option("--momentum", default=0.9, show_default=True, type=float)
+@click.option("--momentum", default=0.9, show_default=True, type=click.FloatRange(min=0, max=1, max_open=True))
 @click.option("--schedule", default="cosine", show_default=True, type=click.Choice(SCHEDULES))
 @click.option("--warmup-epochs", default=0.0, show_default=True, type=float)
 @click.option("--clip-len", type=click.IntRange(min=1),

@@ -10,9 +10,12 @@ written by ``c3d-train``. Every tensor except the head must match by name and sh
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from c3d_extract.errors import UsageError, WeightsError
@@ -81,13 +84,14 @@ def _plain_state_dict(path: str) -> Dict[str, torch.Tensor]:
     ``{"model": ...}`` / ``{"state_dict": ...}`` and DDP's ``module.`` prefix."""
     try:
         if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
             state = load_file(path)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError) as error:
-        raise WeightsError(f"cannot read the weights {path}: {error}") from None
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError,
+            SafetensorError) as error:
+        reason = " ".join(str(error).split())[:300]
+        raise WeightsError(f"{path} is not a PyTorch or safetensors state dict that "
+                           f"c3d-train can read: {reason}") from None
     for key in ("model", "state_dict"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]

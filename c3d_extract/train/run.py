@@ -90,7 +90,11 @@ def train(options: TrainOptions, report: Report = lambda line: None) -> TrainRes
             return TrainResult(options.run_dir, complete, None, True)
         session = _Session(options, world, device, precision, arch, preset, clip_len,
                            crop_size, splits, say)
-        return session.run(checkpoint)
+        try:
+            return session.run(checkpoint)
+        except VideoReadError as error:
+            # A loader worker's error arrives with the worker's traceback in its text.
+            raise VideoReadError(_last_line(str(error))) from None
     finally:
         if lock is not None:
             lock.release()
@@ -190,7 +194,10 @@ def _claim_run_dir(options: TrainOptions, world: World, splits) -> Tuple[OutputL
         if options.overwrite:
             for name in RUN_FILES:
                 remove_quietly(os.path.join(run_dir, name))
-        recorded = _read_json(os.path.join(run_dir, ARGS))
+        checkpoint_found = os.path.exists(os.path.join(run_dir, CHECKPOINT))
+        # A run that never reached a checkpoint has nothing to resume: its parameters
+        # (perhaps a mistake it stopped on) are simply replaced.
+        recorded = _read_json(os.path.join(run_dir, ARGS)) if checkpoint_found else None
         if recorded is not None:
             differences = _differences(recorded.get("resume_key", {}), key)
             recorded_splits = _read_json(os.path.join(run_dir, SPLITS))
@@ -205,7 +212,6 @@ def _claim_run_dir(options: TrainOptions, world: World, splits) -> Tuple[OutputL
             metrics.write_json(os.path.join(run_dir, ARGS),
                                {"options": options.to_dict(), "resume_key": key})
             metrics.write_json(os.path.join(run_dir, SPLITS), splits_json)
-        checkpoint_found = os.path.exists(os.path.join(run_dir, CHECKPOINT))
         complete = _read_json(os.path.join(run_dir, RESULTS)) if checkpoint_found else None
         return lock, checkpoint_found, complete
     except BaseException:
@@ -418,13 +424,16 @@ class _Session:
         started = time.monotonic()
         test_set = _VideoWindows(self.splits.test, self.preset, self.clip_len, self.crop_size)
         mine = Subset(test_set, shard_indices(len(test_set), self.world))
-        videos, failed = [], []
-        for windows, label, index, error in self._loader(mine, batch_size=None):
-            if error is None:
-                videos.append((windows, label, index))
-            else:
-                failed.append((index, error))
-        scores = evaluate_videos(self.trainee, videos, self.options.batch_size)
+        failed: List[Tuple[int, str]] = []
+
+        def decoded():  # one video's windows in memory at a time
+            for windows, label, index, error in self._loader(mine, batch_size=None):
+                if error is None:
+                    yield windows, label, index
+                else:
+                    failed.append((index, error))
+
+        scores = evaluate_videos(self.trainee, decoded(), self.options.batch_size)
         everything = gather_objects(self.world, (scores, failed))
         results: Dict[str, Any] = {}
         if self.world.is_main:
@@ -492,6 +501,14 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _last_line(message: str) -> str:
+    """``Error: what went wrong`` from a message that may end a traceback, without it."""
+    if "Traceback" not in message:
+        return message
+    last = [line.strip() for line in message.splitlines() if line.strip()][-1]
+    return last.split(": ", 1)[1] if last.startswith("c3d_extract.") and ": " in last else last
 
 
 def _row_line(row: Dict[str, Any], epochs: int) -> str:
