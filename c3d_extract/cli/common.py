@@ -90,3 +90,26 @@ def _numeric(cell: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def compute_options(command):
+    """``--device``, ``--precision``, ``--allow-emulated-precision`` and ``--backend``: where
+    and how the network runs, the same for every command that runs it."""
+    for option in reversed([
+        click.option("--device", default="auto", show_default=True,
+                     help="auto, cpu, cuda or cuda:N."),
+        click.option("--precision", default="auto", show_default=True,
+                     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+                     help="auto: bf16 on CUDA; on a CPU bf16 where it is native (AMX or "
+                     "AVX-512 BF16), else fp32. bf16/fp16 on a CPU that would emulate them "
+                     "is refused."),
+        click.option("--allow-emulated-precision", is_flag=True,
+                     help="Run --precision bf16/fp16 even on a CPU that emulates it (many "
+                     "times slower than fp32)."),
+        click.option("--backend", default="auto", show_default=True,
+                     type=click.Choice(["auto", "torch", "openvino"]),
+                     help="Engine of the network. auto: OpenVINO on an x86-64 CPU (converted "
+                     "once per weights file and cached), torch on CUDA."),
+    ]):
+        command = option(command)
+    return command

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import click
 
 from c3d_extract.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
-                                    kernel_order_option, library_errors,
+                                    compute_options, kernel_order_option, library_errors,
                                     show_warnings_plainly, split_list)
 from c3d_extract.clips import SHORT_POLICIES
 from c3d_extract.decoders import DECODERS
@@ -129,18 +129,7 @@ def _raise_interrupt(signum, frame) -> None:
               help="Videos shorter than a clip: repeat the last frame, loop, or skip.")
 @click.option("--batch-size", default=0, type=click.IntRange(min=0),
               help="Clips per forward pass, across videos (default: 32 on CUDA, 8 on CPU).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", default="auto", show_default=True,
-              type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              help="auto: bf16 on CUDA; on a CPU bf16 where it is native (AMX or AVX-512 "
-              "BF16), else fp32. bf16/fp16 on a CPU that would emulate them is refused.")
-@click.option("--allow-emulated-precision", is_flag=True,
-              help="Run --precision bf16/fp16 even on a CPU that emulates it (many times "
-              "slower than fp32).")
-@click.option("--backend", default="auto", show_default=True,
-              type=click.Choice(["auto", "torch", "openvino"]),
-              help="Engine of the network. auto: OpenVINO on an x86-64 CPU (converted "
-              "once per weights file and cached), torch on CUDA.")
+@compute_options
 @click.option("--decoder", default="decord", show_default=True,
               type=click.Choice(sorted(DECODERS)))
 @click.option("--workers", default=0, type=click.IntRange(min=0),

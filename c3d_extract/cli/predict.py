@@ -9,8 +9,9 @@ from typing import Dict, List, Optional, Sequence
 
 import click
 
-from c3d_extract.cli.common import (EXIT_OK, EXIT_SOME_FAILED, kernel_order_option,
-                                    library_errors, show_warnings_plainly)
+from c3d_extract.cli.common import (EXIT_OK, EXIT_SOME_FAILED, compute_options,
+                                    kernel_order_option, library_errors,
+                                    show_warnings_plainly)
 from c3d_extract.decoders import DECODERS
 from c3d_extract.errors import VideoReadError
 from c3d_extract.overlay import DEFAULT_FPS, overlay_destinations
@@ -59,15 +60,7 @@ Examples:
               help="Mean to subtract: .npy or Caffe .binaryproto (default: the weights' preset).")
 @click.option("--batch-size", default=0, type=click.IntRange(min=0),
               help="Clips per forward pass (default: 32 on CUDA, 8 on CPU).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", default="auto", show_default=True,
-              type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              help="As for c3d-extract: auto is bf16 on CUDA and on CPUs with native bf16.")
-@click.option("--allow-emulated-precision", is_flag=True,
-              help="Run bf16/fp16 even on a CPU that emulates it (many times slower).")
-@click.option("--backend", default="auto", show_default=True,
-              type=click.Choice(["auto", "torch", "openvino"]),
-              help="Engine of the network (auto: OpenVINO on an x86-64 CPU).")
+@compute_options
 @click.option("--decoder", default="decord", show_default=True,
               type=click.Choice(sorted(DECODERS)))
 @library_errors
