@@ -29,7 +29,7 @@ demo: samples
 	$(BIN)/python -c "import c3d_extract as c; ids, x = c.read_features('demo.h5'); \
 	print(len(ids), 'videos,', x.shape[1], 'dims, norms', [round(float(n), 4) for n in (x**2).sum(1)**.5])"
 
-## The test suite (a few minutes on 2 CPU cores).
+## The test suite (about 10 minutes on 2 CPU cores).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
