@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
@@ -29,6 +28,7 @@ from c3d_extract.preprocess import SPORTS1M, Preprocessing
 from c3d_extract.weights import layouts
 from c3d_extract.weights.formats import StoredWeights
 from c3d_extract.weights.kernel_orders import CAFFE, DESCRIPTIONS, KERNEL_ORDERS
+from c3d_extract.weights.safetensors_file import write_safetensors_file
 
 #: What users are told wherever weights read with an assumed kernel order are used.
 ASSUMED_ORDER_NOTE = (
@@ -154,20 +154,7 @@ def weights_metadata(weights: LoadedWeights) -> Dict[str, str]:
 
 def write_safetensors(weights: LoadedWeights, out: os.PathLike) -> Path:
     """Write ``weights`` with its metadata to ``out`` atomically (temporary file, rename)."""
-    from safetensors.torch import save_file
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}-", suffix=".tmp")
-    os.close(handle)
-    try:
-        tensors = {k: v.contiguous() for k, v in weights.state_dict.items()}
-        save_file(tensors, temp, metadata=weights_metadata(weights))
-        os.replace(temp, out)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return out
+    return write_safetensors_file(weights.state_dict, out, weights_metadata(weights))
 
 
 def read_class_names(path: str) -> Tuple[str, ...]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Tuple
@@ -27,6 +26,7 @@ from torch import nn
 from c3d_extract.errors import C3DError, ModelFileError, WeightsError
 from c3d_extract.models.state_dicts import key_mismatch, shape_mismatch
 from c3d_extract.preprocess import Preprocessing
+from c3d_extract.weights.safetensors_file import write_safetensors_file
 
 MODEL_FORMAT = "c3d-extract.model"
 MODEL_FORMAT_VERSION = "1"
@@ -111,8 +111,6 @@ def save_model_file(path: os.PathLike, model: nn.Module, *, arch: str,
                     preset: Preprocessing,
                     extra_metadata: Optional[Mapping[str, str]] = None) -> Path:
     """Write ``model``'s state dict and its description to ``path`` atomically."""
-    from safetensors.torch import save_file
-
     from c3d_extract.models.registry import get_architecture
 
     head = get_architecture(arch).head_name  # an unknown name fails before anything is written
@@ -126,19 +124,7 @@ def save_model_file(path: os.PathLike, model: nn.Module, *, arch: str,
     check_shapes(arch, len(class_names), state_dict, "the model")
     metadata = model_metadata(arch=arch, class_names=class_names, clip_len=clip_len,
                               crop_size=crop_size, preset=preset, extra_metadata=extra_metadata)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}-", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(state_dict, temp, metadata=metadata)
-        with open(temp, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temp, out)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return out
+    return write_safetensors_file(state_dict, path, metadata)
 
 
 def read_metadata(path: str) -> Optional[Dict[str, str]]:
