@@ -70,7 +70,7 @@ def resolve_backend(name: str, device: "torch.device",
     return name
 
 
-def make_runner(backend: str, model: "nn.Module", weights_sha256: str,
+def make_runner(backend: str, model: "nn.Module", weights_id: str,
                 preprocessing: "Preprocessing", clip_len: int, layers: Sequence[str],
                 device: "torch.device", precision: str, batch_size: int) -> object:
     """The runner of ``backend`` (resolved) for ``model``: ``ClipRunner`` or
@@ -78,7 +78,7 @@ def make_runner(backend: str, model: "nn.Module", weights_sha256: str,
     if backend == "openvino":
         from c3d_extract.openvino_runner import OpenVinoRunner
 
-        return OpenVinoRunner(model, weights_sha256, preprocessing, clip_len, layers,
+        return OpenVinoRunner(model, weights_id, preprocessing, clip_len, layers,
                               precision, batch_size)
     from c3d_extract.runner import ClipRunner
 

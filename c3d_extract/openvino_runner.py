@@ -34,7 +34,7 @@ from c3d_extract.weights.loading import cache_dir, file_sha256
 #: Overrides the folder of converted networks (default: the cache's ``openvino``).
 CACHE_ENV = "C3D_EXTRACT_OPENVINO_CACHE"
 #: Bumped whenever the converted graph would differ for the same key (model code changes).
-GRAPH_REVISION = 1
+GRAPH_REVISION = 2
 #: OpenVINO's names for the precisions, as its INFERENCE_PRECISION_HINT.
 INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 _MODEL_FILE, _KEY_FILE = "model.xml", "key.json"
@@ -50,7 +50,7 @@ def openvino_cache_dir() -> Path:
 class ConversionKey:
     """What a converted network depends on; its digest names its cache folder."""
 
-    weights_sha256: str
+    weights_id: str  # the weights file's sha256 and the kernel order it was read in
     layers: Tuple[str, ...]
     precision: str
     input_shape: Tuple[int, ...]  # batch x 3 x L x H x W
@@ -183,7 +183,7 @@ class OpenVinoRunner:
     order they were submitted.
     """
 
-    def __init__(self, model: nn.Module, weights_sha256: str, preprocessing: Preprocessing,
+    def __init__(self, model: nn.Module, weights_id: str, preprocessing: Preprocessing,
                  clip_len: int, layers: Sequence[str], precision: str, batch_size: int,
                  cache_root: Optional[Path] = None) -> None:
         import openvino as ov
@@ -194,7 +194,7 @@ class OpenVinoRunner:
         self.device = torch.device("cpu")
         crop = preprocessing.crop
         input_shape = (batch_size, 3, clip_len, crop, crop)
-        key = ConversionKey(weights_sha256, self.layers, precision, input_shape,
+        key = ConversionKey(weights_id, self.layers, precision, input_shape,
                             int(getattr(model, "num_classes", 0)), ov.get_version())
         network = _Layers(model.eval(), self.layers)
         converted, self.converted_now = converted_model(

@@ -118,7 +118,7 @@ def test_a_second_network_reuses_the_cache_and_resumes(first_run, ov_cache, corp
 def _tiny_key(**changes):
     from c3d_extract.openvino_runner import ConversionKey
 
-    fields = dict(weights_sha256="tiny", layers=("out",), precision="fp32",
+    fields = dict(weights_id="tiny", layers=("out",), precision="fp32",
                   input_shape=(1, 3, 2, 4, 4), num_classes=0, openvino_version=ov.get_version())
     fields.update(changes)
     return ConversionKey(**fields)
@@ -188,7 +188,7 @@ def test_each_key_field_makes_its_own_entry(tiny, tmp_path):
 
     shape, counter = (1, 3, 2, 4, 4), []
     convert = _converter(tiny, shape, counter)
-    keys = [_tiny_key(), _tiny_key(weights_sha256="other"), _tiny_key(precision="bf16"),
+    keys = [_tiny_key(), _tiny_key(weights_id="other"), _tiny_key(precision="bf16"),
             _tiny_key(layers=("a", "b")), _tiny_key(openvino_version="0.0")]
     for key in keys:
         converted_model(key, convert, tmp_path)
