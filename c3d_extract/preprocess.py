@@ -1,12 +1,21 @@
 """The network input transform, as a preset that travels with the weights.
 
-Caffe C3D read frames with OpenCV (BGR), resized them straight to 128 x 171 with
-bilinear interpolation, subtracted a mean volume on the 0..255 scale (no
-scaling) and took the centre 112 x 112 crop. torchvision's video models take the
-same resize and crop, in RGB scaled to [0, 1], minus a mean and divided by a
-standard deviation per channel. The crop commutes with the normalisation, so
-frames are resized and cropped on the host (uint8, small) and ``normalise``
-runs on the device: ``((frame * scale) - mean) / std``.
+A preset is the whole preprocessing of a weights family, each step as that family's own
+code computes it:
+
+* Caffe C3D (``crop_rule="floor"``, ``resize_method="opencv"``) read frames with OpenCV
+  (BGR), resized them straight to 128 x 171 with OpenCV's fixed-point ``INTER_LINEAR`` on
+  uint8, subtracted a mean volume on the 0..255 scale (no scaling) and took the centre
+  112 x 112 crop at ``(128 - 112) // 2, (171 - 112) // 2 = (8, 29)``.
+* torchvision's video models (``crop_rule="round"``, ``resize_method="torchvision"``):
+  ``VideoClassification`` resizes uint8 frames with float bilinear interpolation
+  (``interpolate(..., align_corners=False, antialias=False)`` on float32, then
+  ``torch.round`` back to uint8), centre-crops at ``int(round((171 - 112) / 2.0)) = 30``
+  (Python's round, half to even), divides by 255 and normalises per channel in RGB.
+
+The crop commutes with the normalisation, so frames are resized and cropped on the host
+(uint8, small) and ``normalise`` runs on the device: ``((frame * scale) - mean) / std``
+(``frame / 255`` when the scale is 1/255, as torchvision divides).
 """
 
 from __future__ import annotations
@@ -27,17 +36,37 @@ SPORTS1M_MEAN_BGR: Tuple[float, float, float] = (90.25, 97.66, 101.41)
 KINETICS400_MEAN_RGB: Tuple[float, float, float] = (0.43216, 0.394666, 0.37645)
 KINETICS400_STD_RGB: Tuple[float, float, float] = (0.22803, 0.22145, 0.216989)
 
+#: Centre-crop rules: Caffe's floor of half the margin, torchvision's ``int(round(m / 2.0))``.
+CROP_FLOOR, CROP_ROUND = "floor", "round"
+CROP_RULES = (CROP_FLOOR, CROP_ROUND)
+#: Resize arithmetic: OpenCV's fixed-point INTER_LINEAR on uint8 (Caffe), torchvision's
+#: float bilinear (antialias off) rounded back to uint8.
+RESIZE_OPENCV, RESIZE_TORCHVISION = "opencv", "torchvision"
+RESIZE_METHODS = (RESIZE_OPENCV, RESIZE_TORCHVISION)
+_INTERPOLATION_NAMES = {
+    RESIZE_OPENCV: "bilinear (OpenCV INTER_LINEAR)",
+    RESIZE_TORCHVISION: "bilinear (torchvision: float32, align_corners=False, "
+                        "antialias=False, rounded half to even to uint8)",
+}
 
-def crop_offsets(height: int, width: int, crop: int) -> Tuple[int, int]:
-    """Top-left corner of Caffe's centre crop: ``((height - crop) // 2, (width - crop) // 2)``."""
+
+def crop_offsets(height: int, width: int, crop: int, rule: str = CROP_FLOOR) -> Tuple[int, int]:
+    """Top-left corner of the centre crop: Caffe's ``((height - crop) // 2, (width - crop) //
+    2)``, or with ``rule="round"`` torchvision's ``int(round((height - crop) / 2.0))`` (Python's
+    round: half to even, so a margin of 59 gives 30 and one of 57 gives 28)."""
     if crop > height or crop > width:
         raise ValueError(f"crop {crop} does not fit in {height} x {width}")
-    return (height - crop) // 2, (width - crop) // 2
+    if rule == CROP_FLOOR:
+        return (height - crop) // 2, (width - crop) // 2
+    if rule == CROP_ROUND:
+        return int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+    raise ValueError(f"crop rule must be one of {', '.join(CROP_RULES)}, not {rule!r}")
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize, channel order, scale, mean, standard deviation and crop of the network's input.
+    """Resize, channel order, scale, mean, standard deviation and crop of the network's input,
+    with the crop rule and resize arithmetic of the weights' family (see the module docstring).
 
     The network sees ``((frame_uint8 * scale) - mean) / std`` per channel (``std``
     None: no division). ``mean_volume`` (C x L x H x W in ``channel_order``, on the
@@ -53,6 +82,8 @@ class Preprocessing:
     mean_volume_sha256: Optional[str] = None
     scale: float = 1.0
     std: Optional[Tuple[float, float, float]] = None  # in channel_order
+    crop_rule: str = CROP_FLOOR
+    resize_method: str = RESIZE_OPENCV
     # Normalisation constants already on a device, keyed by (clip length, device).
     _constants: Dict[Any, Any] = field(default_factory=dict, init=False, compare=False,
                                        repr=False)
@@ -60,7 +91,10 @@ class Preprocessing:
     def __post_init__(self) -> None:
         if self.channel_order not in ("BGR", "RGB"):
             raise ValueError(f"channel_order must be BGR or RGB, not {self.channel_order!r}")
-        crop_offsets(*self.resize, self.crop)
+        if self.resize_method not in RESIZE_METHODS:
+            raise ValueError(f"resize method must be one of {', '.join(RESIZE_METHODS)}, "
+                             f"not {self.resize_method!r}")
+        crop_offsets(*self.resize, self.crop, self.crop_rule)
         if not (np.isfinite(self.scale) and self.scale > 0):
             raise ValueError(f"scale must be a positive number, not {self.scale}")
         if self.std is not None:
@@ -87,7 +121,19 @@ class Preprocessing:
 
     @property
     def offsets(self) -> Tuple[int, int]:
-        return crop_offsets(*self.resize, self.crop)
+        return crop_offsets(*self.resize, self.crop, self.crop_rule)
+
+    @property
+    def divisor(self) -> Optional[float]:
+        """255.0 for a scale of 1/255 (torchvision divides by 255; ``x / 255`` is the
+        correctly rounded value, ``x * float32(1 / 255)`` may be 1 ulp off), else None."""
+        inverse = 1.0 / self.scale
+        return 255.0 if self.scale != 1.0 and abs(inverse - 255.0) < 1e-9 else None
+
+    def geometry(self) -> "Preprocessing":
+        """The preset without its mean volume: what decoding needs (resize, crop, order)."""
+        return Preprocessing(resize=self.resize, crop=self.crop, channel_order=self.channel_order,
+                             crop_rule=self.crop_rule, resize_method=self.resize_method)
 
     def cropped_mean(self, clip_len: int) -> np.ndarray:
         """The mean to subtract from a cropped clip: 3 x L x crop x crop, or 3 x 1 x 1 x 1."""
@@ -109,7 +155,9 @@ class Preprocessing:
             raise ValueError(f"expected N x L x H x W x 3 clips, got shape {tuple(clips.shape)}")
         scale, mean, std = self._device_constants(int(clips.shape[1]), clips.device)
         x = clips.permute(0, 4, 1, 2, 3).to(torch.float32)
-        if scale is not None:
+        if self.divisor is not None:
+            x = x / self.divisor
+        elif scale is not None:
             x = x * scale
         x = x - mean
         return x if std is None else x / std
@@ -134,8 +182,12 @@ class Preprocessing:
             "channel_order": self.channel_order,
             "mean": [round(float(m), 6) for m in self.mean],
             "mean_volume_sha256": self.mean_volume_sha256,
-            "scale": float(self.scale), "interpolation": "bilinear (OpenCV INTER_LINEAR)",
+            "scale": float(self.scale), "interpolation": _INTERPOLATION_NAMES[self.resize_method],
         }
+        if (self.crop_rule, self.resize_method) != (CROP_FLOOR, RESIZE_OPENCV):
+            # Caffe's presets keep the description files written before had.
+            data["crop_rule"] = self.crop_rule
+            data["resize_method"] = self.resize_method
         if self.std is not None:  # absent for Caffe's presets, as in files written before
             data["std"] = [round(float(s), 6) for s in self.std]
         return data
@@ -144,8 +196,12 @@ class Preprocessing:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any],
-                  mean_volume: Optional[np.ndarray] = None) -> "Preprocessing":
+    def from_dict(cls, data: Dict[str, Any], mean_volume: Optional[np.ndarray] = None,
+                  family: Optional["Preprocessing"] = None) -> "Preprocessing":
+        """The preset ``to_dict`` described. A description without a crop rule or resize
+        method (written before they were recorded) takes them from ``family`` (the
+        architecture's preset), else Caffe's."""
+        family = family if family is not None else SPORTS1M
         return cls(resize=tuple(data.get("resize", (128, 171))),  # type: ignore[arg-type]
                    crop=int(data.get("crop", 112)),
                    channel_order=data.get("channel_order", "BGR"),
@@ -155,24 +211,54 @@ class Preprocessing:
                    else None,
                    scale=float(data.get("scale", 1.0)),
                    std=None if data.get("std") is None
-                   else tuple(float(s) for s in data["std"]))  # type: ignore[arg-type]
+                   else tuple(float(s) for s in data["std"]),  # type: ignore[arg-type]
+                   crop_rule=str(data.get("crop_rule", family.crop_rule)),
+                   resize_method=str(data.get("resize_method", family.resize_method)))
 
 
 SPORTS1M = Preprocessing()
 #: torchvision's preset for its Kinetics-400 video models (R(2+1)D-18 and others).
 KINETICS400_TORCHVISION = Preprocessing(
-    channel_order="RGB", scale=1 / 255, mean=KINETICS400_MEAN_RGB, std=KINETICS400_STD_RGB)
+    channel_order="RGB", scale=1 / 255, mean=KINETICS400_MEAN_RGB, std=KINETICS400_STD_RGB,
+    crop_rule=CROP_ROUND, resize_method=RESIZE_TORCHVISION)
+
+
+def resize_torchvision(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """torchvision's ``F.resize(uint8 tensor, (height, width), BILINEAR, antialias=False)`` on
+    one H x W x C uint8 frame: to float32, ``interpolate(bilinear, align_corners=False,
+    antialias=False)``, ``torch.round`` (half to even), back to uint8 (torchvision 0.29's
+    ``_functional_tensor.resize`` and ``_cast_squeeze_out``).
+
+    The frame goes in as the channels-last view of the H x W x C array, the memory layout of
+    torchvision's own video pipeline (``read_video``'s T x H x W x C frames permuted to
+    T x C x H x W), so the same interpolation kernel computes the same float32 sums.
+    """
+    import torch  # imported here: only torchvision-family presets need it in decode workers
+
+    if frame.shape[:2] == (height, width):
+        return np.ascontiguousarray(frame)  # torchvision returns the frame unchanged
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None]
+        y = torch.nn.functional.interpolate(x.to(torch.float32), size=(height, width),
+                                            mode="bilinear", align_corners=False,
+                                            antialias=False)
+        y = torch.round(y).clamp_(0, 255).to(torch.uint8)
+    return np.ascontiguousarray(y[0].permute(1, 2, 0).numpy())
 
 
 def resize_frame(frame_rgb: np.ndarray, preprocessing: Preprocessing = SPORTS1M) -> np.ndarray:
-    """Decoded RGB uint8 frame (H x W x 3) -> resized uint8 frame (``resize``, bilinear as
-    OpenCV's INTER_LINEAR) in the preset's channel order, not yet cropped."""
-    import cv2  # imported here: decode workers need it, the model does not
-
+    """Decoded RGB uint8 frame (H x W x 3) -> resized uint8 frame (``resize``, with the
+    preset's arithmetic: OpenCV's INTER_LINEAR or torchvision's float bilinear) in the
+    preset's channel order, not yet cropped."""
     height, width = preprocessing.resize
     if frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3:
         raise ValueError(f"expected an H x W x 3 frame, got shape {frame_rgb.shape}")
-    resized = cv2.resize(frame_rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+    if preprocessing.resize_method == RESIZE_TORCHVISION:
+        resized = resize_torchvision(frame_rgb, height, width)
+    else:
+        import cv2  # imported here: decode workers need it, the model does not
+
+        resized = cv2.resize(frame_rgb, (width, height), interpolation=cv2.INTER_LINEAR)
     if preprocessing.channel_order == "BGR":
         resized = resized[:, :, ::-1]
     return resized
@@ -213,10 +299,12 @@ def preprocessing_with_mean(base: Preprocessing, mean: np.ndarray) -> Preprocess
         return Preprocessing(resize=base.resize, crop=base.crop,
                              channel_order=base.channel_order,
                              mean=tuple(float(v) for v in mean.ravel()),  # type: ignore[arg-type]
-                             scale=base.scale, std=base.std)
+                             scale=base.scale, std=base.std, crop_rule=base.crop_rule,
+                             resize_method=base.resize_method)
     try:
         return Preprocessing(resize=base.resize, crop=base.crop,
                              channel_order=base.channel_order, mean=base.mean, mean_volume=mean,
-                             scale=base.scale, std=base.std)
+                             scale=base.scale, std=base.std, crop_rule=base.crop_rule,
+                             resize_method=base.resize_method)
     except ValueError as error:
         raise UsageError(str(error)) from None

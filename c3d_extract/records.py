@@ -8,6 +8,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from c3d_extract.preprocess import CROP_FLOOR, RESIZE_OPENCV
+
 STATUSES = ("ok", "padded", "looped", "skipped", "error")
 #: Statuses whose videos have features.
 WITH_FEATURES = ("ok", "padded", "looped")
@@ -47,6 +49,19 @@ class RunParameters:
                    preprocessing=str(attrs["preprocessing"]),
                    precision=str(attrs["precision"]), per_clip=bool(attrs["per_clip"]),
                    weights_kernel_order=str(attrs.get("weights_kernel_order", "caffe")))
+
+    def preprocessing_rules(self) -> Dict[str, str]:
+        """``crop_rule`` and ``resize_method`` of the preset (``preprocess``), as root
+        attributes of a feature file; a description without them is Caffe's (floor, OpenCV).
+        Empty when the preprocessing is not a preset's JSON."""
+        try:
+            data = json.loads(self.preprocessing)
+        except ValueError:
+            return {}
+        if not isinstance(data, dict) or "resize" not in data:
+            return {}
+        return {"crop_rule": str(data.get("crop_rule", CROP_FLOOR)),
+                "resize_method": str(data.get("resize_method", RESIZE_OPENCV))}
 
     def differences(self, other: "RunParameters") -> List[str]:
         """Human-readable ``name: recorded -> requested`` for every differing field.

@@ -228,6 +228,8 @@ def _create_layout(handle, params: RunParameters, dims: Dict[str, int]) -> None:
     handle.attrs["encoding-version"] = str(FORMAT_VERSION)
     for key, value in params.to_attrs().items():
         handle.attrs[key] = value
+    for key, value in params.preprocessing_rules().items():
+        handle.attrs[key] = value  # descriptive: derived from the preprocessing JSON
     handle.attrs["complete"] = False
     handle.attrs["n_inputs"] = 0
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from c3d_extract.decoders import FALLBACK, available_decoders, open_decoder
 from c3d_extract.errors import VideoReadError
-from c3d_extract.preprocess import Preprocessing, prepare_frame
+from c3d_extract.preprocess import RESIZE_TORCHVISION, Preprocessing, prepare_frame
 
 FRAMES_PER_MESSAGE = 16
 #: Messages a worker decodes ahead while the parent is busy (each 16 cropped frames, 0.6 MB).
@@ -213,6 +213,10 @@ def worker_main(connection: Connection, decoder: str, preprocessing: Preprocessi
         cv2.setNumThreads(1)
     except ImportError:
         pass
+    if preprocessing.resize_method == RESIZE_TORCHVISION:
+        import torch  # torchvision's resize runs in torch: one thread per decode worker
+
+        torch.set_num_threads(1)
     try:
         connection.send((None, ("ready",)))
     except (BrokenPipeError, OSError):
@@ -282,8 +286,7 @@ class DecodePool:
         self.decoder = decoder
         self.native_logs = bool(os.environ.get("C3D_EXTRACT_DECODER_LOGS"))
         # Workers need the geometry only; the mean volume stays in the parent.
-        self.preprocessing = Preprocessing(resize=preprocessing.resize, crop=preprocessing.crop,
-                                           channel_order=preprocessing.channel_order)
+        self.preprocessing = preprocessing.geometry()
         self.timeout = timeout
         self._context = multiprocessing.get_context("spawn")
         self._workers = [self._start() for _ in range(workers)]

@@ -54,3 +54,26 @@ def synthetic_state_dict(seed: int = SEED) -> Dict[str, torch.Tensor]:
 def golden_input(seed: int = SEED) -> torch.Tensor:
     rng = np.random.default_rng(seed + 1)
     return torch.from_numpy(rng.normal(0.0, 1.0, INPUT_SHAPE).astype(np.float32))
+
+
+def bilinear_reference(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(n, H, W, C) uint8 -> (n, height, width, C) uint8 by bilinear interpolation in float64
+    with half-pixel centres (``align_corners=False``, no antialiasing), rounded half to even.
+
+    The textbook formula, written here without torch or OpenCV: the golden file stores
+    torchvision's resized frames as their (mostly zero) difference from this, which keeps it
+    small.
+    """
+    def axis(size_in: int, size_out: int):
+        source = np.maximum((np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5, 0.0)
+        low = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
+        high = np.minimum(low + 1, size_in - 1)
+        return low, high, source - low
+
+    top, bottom, dy = axis(frames.shape[1], height)
+    left, right, dx = axis(frames.shape[2], width)
+    x = frames.astype(np.float64)
+    rows = x[:, top] * (1 - dy)[None, :, None, None] + x[:, bottom] * dy[None, :, None, None]
+    out = rows[:, :, left] * (1 - dx)[None, None, :, None] + rows[:, :, right] * \
+        dx[None, None, :, None]
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)

@@ -1,11 +1,11 @@
 """Extraction and ``c3d-weights info`` with a model file of another architecture: R(2+1)D-18
-descriptors against the network called directly on frames preprocessed here (PyAV decode,
-OpenCV resize, numpy normalisation with torchvision's constants)."""
+descriptors against the network called directly on frames preprocessed here as torchvision
+does (PyAV decode, float bilinear resize of the whole T x C x H x W stack rounded to uint8,
+centre crop at torchvision's rounded offset, numpy normalisation with its constants)."""
 
 import subprocess
 import sys
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -39,11 +39,14 @@ def video(tmp_path_factory):
 
 
 def torchvision_clip_input(rgb_frames: np.ndarray) -> np.ndarray:
-    """(n, H, W, 3) RGB uint8 -> (3, n, 112, 112) float64: resize 128x171, centre crop,
-    [0, 1], minus mean, over std."""
-    frames = [cv2.resize(f, (171, 128), interpolation=cv2.INTER_LINEAR)[8:120, 29:141]
-              for f in rgb_frames]
-    x = (np.stack(frames) / 255.0 - MEAN_RGB) / STD_RGB
+    """(n, H, W, 3) RGB uint8 -> (3, n, 112, 112) float64: resize 128x171 (float bilinear,
+    no antialiasing, rounded to uint8), centre crop at int(round(59 / 2)) = 30, [0, 1], minus
+    mean, over std."""
+    stack = torch.from_numpy(rgb_frames).permute(0, 3, 1, 2).to(torch.float32)
+    resized = torch.nn.functional.interpolate(stack, size=(128, 171), mode="bilinear",
+                                              align_corners=False, antialias=False)
+    frames = torch.round(resized).to(torch.uint8).permute(0, 2, 3, 1).numpy()[:, 8:120, 30:142]
+    x = (frames / 255.0 - MEAN_RGB) / STD_RGB
     return x.transpose(3, 0, 1, 2)
 
 
@@ -59,6 +62,7 @@ def test_r2plus1d_features_are_one_512_row_per_video_equal_to_a_direct_computati
     attributes = read_attributes(str(out))
     assert attributes["layers"] == "avgpool" and attributes["clip_len"] == CLIP_LEN
     assert attributes["stride"] == CLIP_LEN // 2
+    assert attributes["crop_rule"] == "round" and attributes["resize_method"] == "torchvision"
 
     x = torchvision_clip_input(decode_rgb(video))
     starts = [0, 2, 4]
@@ -68,7 +72,7 @@ def test_r2plus1d_features_are_one_512_row_per_video_equal_to_a_direct_computati
     _, clip_starts, per_clip = read_clip_features(str(out), "avgpool")
     assert list(clip_starts) == starts
     # float32 through ~18 layers of <= 3456 products each: sqrt(K) * eps per layer, relative
-    # to the features' magnitude (OpenCV's fixed-point resize is the same on both sides).
+    # to the features' magnitude (the uint8 resize is the same on both sides).
     bound = 18 * np.sqrt(3456) * np.finfo(np.float32).eps * 8 * np.abs(direct).max()
     assert np.abs(per_clip - direct).max() <= bound
     mean = direct.mean(0)

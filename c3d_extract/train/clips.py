@@ -2,7 +2,8 @@
 protocol's windows for evaluation, as uint8 in the preset's channel order.
 
 Frames are resized with the preset's own resize (``preprocess.resize_frame``, the code path
-extraction uses) and then cropped: at a random position in training, in the centre otherwise.
+extraction uses) and then cropped: at a random position in training, in the centre otherwise
+(by the preset's crop rule: Caffe's floor or torchvision's round).
 Normalisation is not done here; the training loop applies the preset's normalisation to whole
 batches on the device.
 
@@ -178,7 +179,7 @@ class ClipDataset(torch.utils.data.Dataset):
                 sample.path,
                 lambda n: eval_clip_frames(n, self.clip_len, which, self.clips_per_video),
                 self.decoder, resize)
-            top, left = crop_offsets(height, width, crop)
+            top, left = crop_offsets(height, width, crop, self.geometry.crop_rule)
             flip = False
         clip = np.stack([frames[int(t)][top:top + crop, left:left + crop] for t in indices])
         if flip:

@@ -174,7 +174,7 @@ def read_model_file(path: str) -> ModelFile:
 
 
 def _parse_metadata(metadata: Mapping[str, str], path: str) -> Dict[str, object]:
-    from c3d_extract.models.registry import architecture_names
+    from c3d_extract.models.registry import architecture_names, get_architecture
 
     missing = [k for k in RESERVED_KEYS if k not in metadata]
     if missing:
@@ -190,7 +190,10 @@ def _parse_metadata(metadata: Mapping[str, str], path: str) -> Dict[str, object]
         names = json.loads(metadata["class_names"])
         num_classes = int(metadata["num_classes"])
         clip_len, crop_size = int(metadata["clip_len"]), int(metadata["crop_size"])
-        preset = Preprocessing.from_dict(json.loads(metadata["preprocessing"]))
+        # Files written before presets recorded their crop rule and resize arithmetic get
+        # their architecture's (torchvision's for r2plus1d_18).
+        preset = Preprocessing.from_dict(json.loads(metadata["preprocessing"]),
+                                         family=get_architecture(arch).preset)
     except (ValueError, TypeError, KeyError, C3DError) as error:
         raise ModelFileError(f"{path}: unreadable model file metadata: {error}") from None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
