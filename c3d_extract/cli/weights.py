@@ -1,4 +1,4 @@
-"""``c3d-weights``: convert, inspect and download the published Sports-1M C3D weights."""
+"""``c3d-weights``: convert, inspect, compare and download weights of every architecture."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Optional
 import click
 
 from c3d_extract.cli.common import EXIT_OK, echo_table, kernel_order_option, library_errors
+from c3d_extract.errors import UsageError
 from c3d_extract.weights import loading, registry
+from c3d_extract.weights.convert import read_class_names
 from c3d_extract.weights.kernel_orders import DESCRIPTIONS, KERNEL_ORDERS
 
 #: ``c3d-weights compare`` exit codes besides 0 (identical), 1 (error) and 2 (usage).
@@ -18,7 +20,8 @@ EXIT_DIFFERENT = 4
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """Convert, inspect and download C3D Sports-1M weights.
+    """Convert, inspect, compare and download weights: C3D Sports-1M in every
+    published format, and R(2+1)D-18 (torchvision files, c3d-train model files).
 
     Every published format is read from its content: the Caffe C3D binary,
     Keras 2 / TensorFlow and Keras 1 / Theano HDF5, DavideA's c3d.pickle,
@@ -49,12 +52,29 @@ def convert(source: str, output: str, labels: Optional[str],
     The output records the source format, the source's sha256, the kernel
     order the source was read as (and whether it was assumed), the input
     preprocessing preset, the number of classes and, with --labels, the class
-    names.
+    names. A file of another architecture (torchvision's R(2+1)D-18 .pth, a
+    c3d-train model file) becomes a model file: its architecture, classes
+    (Kinetics-400's for a 400-class torchvision file), clip length, crop size
+    and preset are in the metadata, and --weights reads it as it is.
 
     \b
     Example:
       c3d-weights convert conv3d_deepnetA_sport1m_iter_1900000 -o c3d_sports1m.safetensors
+      c3d-weights convert r2plus1d_18-91a641e6.pth -o r2plus1d_18.safetensors
     """
+    from c3d_extract.weights.networks import convert_network_file, read_network_file
+
+    network = read_network_file(source)
+    if network is not None and network.arch != "c3d":
+        if kernel_order is not None:
+            raise UsageError(f"--kernel-order applies to C3D files only; {source} holds "
+                             f"{network.arch}")
+        names = None if labels is None else read_class_names(labels)
+        written = convert_network_file(network, output, names)
+        click.echo(f"{output}: {network.source_format} ({network.arch}) -> safetensors model "
+                   f"file, {len(written.state_dict)} tensors, {written.num_classes} classes"
+                   f"{', with class names' if names or network.class_names else ''}")
+        return
     weights = loading.convert_file(source, output, labels=labels, kernel_order=kernel_order)
     click.echo(f"{output}: {weights.source_format} -> safetensors, "
                f"{len(weights.state_dict)} tensors, {weights.num_classes} classes"
@@ -131,29 +151,37 @@ def _echo_model_info(model) -> None:
 @library_errors
 def compare(file_a: str, file_b: str, kernel_order_a: Optional[str],
             kernel_order_b: Optional[str]) -> None:
-    """Compare two weights files of any formats, layer by layer.
+    """Compare two weights files of any formats and architectures, layer by layer.
 
     Both are read as `info` reads them (converted to Caffe order). For each
     layer the known transforms are tried on FILE_A's weight (identity;
     reversal of any of kD, kH, kW; kH and kW swapped; fc6 inputs in (C,T,H,W)
     vs (T,H,W,C) order; a transposed dense kernel) until one gives FILE_B's;
     the table shows it and the largest difference after it, then a one-line
-    verdict. Exit status: 0 every layer both files hold is identical, 3 the
+    verdict. Files of other architectures (R(2+1)D-18 from torchvision or
+    c3d-train) are compared tensor by tensor under their own names, with the
+    same transforms for 5-D kernels and square dense ones; files of two
+    architectures are different networks. Exit status: 0 every layer both
+    files hold is identical, 3 the
     same network up to known transforms, 4 different networks, 1 a file
     cannot be read, 2 usage error.
 
     \b
     Example:
       c3d-weights compare c3d.pickle conv3d_deepnetA_sport1m_iter_1900000
+      c3d-weights compare run1/model.safetensors run2/model.safetensors
     """
     from c3d_extract.weights.compare import DIFFERENT, IDENTICAL, compare_files
 
     result = compare_files(file_a, file_b, kernel_orders=(kernel_order_a, kernel_order_b))
-    for label, weights in (("A", result.a), ("B", result.b)):
+    for label, weights, arch in (("A", result.a, result.arch_a), ("B", result.b, result.arch_b)):
         assumed = ", assumed" if weights.kernel_order_assumed else ""
-        click.echo(f"{label}: {weights.name} ({weights.source_format}, kernel order "
-                   f"{weights.kernel_order}{assumed}, sha256 {weights.sha256[:16]})")
+        what = (f"kernel order {weights.kernel_order}{assumed}" if arch == "c3d"
+                else f"architecture {arch}")
+        click.echo(f"{label}: {weights.name} ({weights.source_format}, {what}, "
+                   f"sha256 {weights.sha256[:16]})")
     click.echo("")
+    per_tensor = "c3d" not in (result.arch_a, result.arch_b)
     rows = []
     for layer in result.layers:
         if layer.only_in:
@@ -161,7 +189,9 @@ def compare(file_a: str, file_b: str, kernel_order_a: Optional[str],
         else:
             rows.append((layer.layer, layer.transform or "no known transform",
                          f"{layer.max_difference:.3g}", f"{layer.scale:.3g}"))
-    echo_table(rows, header=("layer", "B = transform(A)", "max |diff|", "max |B|"))
+    if rows:
+        echo_table(rows, header=("tensor" if per_tensor else "layer", "B = transform(A)",
+                                 "max |diff|", "max |B|"))
     click.echo("")
     click.echo(f"verdict: {result.verdict}")
     if result.status == IDENTICAL:

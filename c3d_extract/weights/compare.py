@@ -7,6 +7,10 @@ swapped), fc6's inputs in (C, T, H, W) vs (T, H, W, C) order, a transposed
 square dense kernel. Biases must be equal. A layer matches when the largest
 difference is within half-precision rounding of B's largest value, so a copy
 stored in float16 still matches.
+
+Files of other architectures (a ``c3d-train`` model file, a torchvision R(2+1)D-18 file) are
+compared tensor by tensor under their own names, with the same transforms for 5-D kernels
+and square 2-D ones; a file of one architecture never matches one of another.
 """
 
 from __future__ import annotations
@@ -49,9 +53,11 @@ class LayerComparison:
 class Comparison:
     a: LoadedWeights
     b: LoadedWeights
-    layers: Tuple[LayerComparison, ...]
+    layers: Tuple[LayerComparison, ...]  # per tensor for architectures other than C3D
     status: str                # IDENTICAL, TRANSFORMED or DIFFERENT
     verdict: str
+    arch_a: str = "c3d"
+    arch_b: str = "c3d"
 
 
 def _conv_transforms() -> List[Tuple[str, Tuple[int, ...], bool, Transform]]:
@@ -176,9 +182,109 @@ def compare_weights(a: LoadedWeights, b: LoadedWeights) -> Comparison:
     return Comparison(a, b, tuple(results), status, verdict)
 
 
+def compare_tensor(name: str, a: torch.Tensor, b: torch.Tensor) -> LayerComparison:
+    """The first known transform mapping tensor A onto tensor B (identity first): kernel axis
+    reversals and the kH/kW swap for 5-D tensors, transposition for square 2-D ones."""
+    a, b = a.detach(), b.detach()
+    if a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b):
+        scale = float(b.abs().max()) if b.numel() and b.dtype != torch.bool else 0.0
+        return LayerComparison(name, "identity", 0.0, scale)
+    a, b = a.to(torch.float32), b.to(torch.float32)
+    scale = float(b.abs().max()) if b.numel() else 0.0
+    tolerance = MATCH_TOLERANCE * scale
+    candidates: List[Tuple[str, Tuple[int, ...], Transform]]
+    if a.dim() == 5:
+        candidates = [(label, axes, transform) for label, axes, _, transform
+                      in _conv_transforms()]
+    elif a.dim() == 2:
+        candidates = [(label, (), transform)
+                      for label, transform in _dense_transforms(name, tuple(a.shape))
+                      if not label.startswith("fc6")]
+    else:
+        candidates = [("identity", (), lambda x: x)]
+    identity = float("inf")
+    for label, axes, transform in candidates:
+        mapped = transform(a)
+        if tuple(mapped.shape) != tuple(b.shape):
+            continue
+        if label != "identity" and mapped.dim() and \
+                _difference(mapped[:1], b[:1]) > tolerance:
+            continue  # the first output unit already differs: skip the full comparison
+        difference = _difference(mapped, b)
+        if label == "identity":
+            identity = difference
+        if difference <= tolerance:
+            return LayerComparison(name, label, difference, scale, reversed_axes=axes)
+    return LayerComparison(name, None, identity, scale)
+
+
+def compare_state_dicts(a: Dict[str, torch.Tensor],
+                        b: Dict[str, torch.Tensor]) -> Tuple[Tuple[LayerComparison, ...], str,
+                                                              str]:
+    """Tensor by tensor (A's order, then B's extra tensors): results, status and verdict."""
+    results = [compare_tensor(name, a[name], b[name]) if name in b
+               else LayerComparison(name, None, float("nan"), float("nan"), only_in="A")
+               for name in a]
+    results += [LayerComparison(name, None, float("nan"), float("nan"), only_in="B")
+                for name in b if name not in a]
+    common = [r for r in results if not r.only_in]
+    only = [r.layer for r in results if r.only_in]
+    unmatched = [r.layer for r in common if r.transform is None]
+    transformed = [r for r in common if r.transform not in (None, "identity")]
+    largest = max((r.max_difference for r in common if r.transform), default=0.0)
+    tail = f" ({len(only)} tensors only in one file: {', '.join(only[:4])})" if only else ""
+    if not common or unmatched:
+        verdict = (f"different networks: {len(unmatched)} of {len(common)} tensors match no "
+                   f"known transform ({', '.join(unmatched[:6])})" if common
+                   else "different networks: no tensor in common") + tail
+        return tuple(results), DIFFERENT, verdict
+    if only:
+        return tuple(results), DIFFERENT, f"different networks{tail}"
+    if not transformed:
+        return tuple(results), IDENTICAL, (
+            f"same network: all {len(common)} tensors are identical (largest difference "
+            f"{largest:.3g})")
+    groups: Dict[str, List[str]] = {}
+    for r in transformed:
+        groups.setdefault(str(r.transform), []).append(r.layer)
+    described = "; ".join(f"{label}: {', '.join(names[:4])}"
+                          f"{f' and {len(names) - 4} more' if len(names) > 4 else ''}"
+                          for label, names in groups.items())
+    return tuple(results), TRANSFORMED, (
+        f"same network up to known transforms (B = transform(A)): {described}")
+
+
+def _as_weights(read) -> LoadedWeights:
+    return LoadedWeights(state_dict=read.state_dict, name=read.path, sha256=read.sha256,
+                         source_format=read.source_format, preprocessing=read.preset,
+                         class_names=read.class_names)
+
+
 def compare_files(path_a: str, path_b: str, *,
                   kernel_orders: Sequence[Optional[str]] = (None, None)) -> Comparison:
-    """Read two weights files of any formats (in Caffe order) and compare them."""
-    a = load_state_dict(path_a, kernel_order=kernel_orders[0], use_cache=False)
-    b = load_state_dict(path_b, kernel_order=kernel_orders[1], use_cache=False)
-    return compare_weights(a, b)
+    """Read two weights files of any formats and architectures and compare them: C3D files
+    layer by layer in Caffe order, others tensor by tensor."""
+    from c3d_extract.errors import UsageError
+    from c3d_extract.weights.networks import read_network_file
+
+    networks = [read_network_file(path) for path in (path_a, path_b)]
+    if not any(n is not None and n.arch != "c3d" for n in networks):
+        a = load_state_dict(path_a, kernel_order=kernel_orders[0], use_cache=False)
+        b = load_state_dict(path_b, kernel_order=kernel_orders[1], use_cache=False)
+        return compare_weights(a, b)
+    for label, network, order in zip("AB", networks, kernel_orders):
+        if order is not None and network is not None and network.arch != "c3d":
+            raise UsageError(f"--kernel-order-{label.lower()} applies to C3D files only; "
+                             f"{network.path} holds {network.arch}")
+    sides = []
+    for path, network, order in zip((path_a, path_b), networks, kernel_orders):
+        if network is not None:
+            sides.append((network.arch, _as_weights(network)))
+        else:
+            sides.append(("c3d", load_state_dict(path, kernel_order=order, use_cache=False)))
+    (arch_a, a), (arch_b, b) = sides
+    if arch_a != arch_b:
+        return Comparison(a, b, (), DIFFERENT,
+                          f"different networks: A is {arch_a}, B is {arch_b}", arch_a, arch_b)
+    layers, status, verdict = compare_state_dicts(a.state_dict, b.state_dict)
+    return Comparison(a, b, layers, status, verdict, arch_a, arch_b)

@@ -2,7 +2,8 @@
 
 Recognised, in order: a ``model.safetensors`` written by ``save_model_file`` (its
 architecture, classes, clip length and preset come from its metadata); a torchvision
-R(2+1)D-18 state dict (``.pth``, read with ``weights_only=True``, loaded strictly);
+R(2+1)D-18 state dict (``.pth``, read with ``weights_only=True``, loaded strictly; with 400
+outputs it carries the Kinetics-400 class names, and torchvision's preset);
 anything else is a C3D weights source for ``registry.resolve_weights`` (a file in any
 published format, a registry name, ``random``, or the default file).
 """
@@ -124,8 +125,17 @@ def _from_torchvision(path: str, state_dict: Dict[str, torch.Tensor]) -> LoadedM
     num_classes = int(state_dict["fc.weight"].shape[0])
     model = build_strict(arch.name, num_classes, state_dict, path)
     return LoadedModel(model=model, arch=arch.name, preset=arch.preset, clip_len=arch.clip_len,
-                       crop_size=arch.crop_size, class_names=(), name=path,
+                       crop_size=arch.crop_size, class_names=torchvision_class_names(num_classes),
+                       name=path,
                        sha256=file_sha256(path), source_format="torchvision")
+
+
+def torchvision_class_names(num_classes: int) -> Tuple[str, ...]:
+    """The class names of a torchvision-format file: Kinetics-400's (torchvision's order) for
+    400 outputs, none otherwise."""
+    from c3d_extract.data import KINETICS400_COUNT, kinetics400_classes
+
+    return kinetics400_classes() if num_classes == KINETICS400_COUNT else ()
 
 
 def _looks_like_torch_file(path: str) -> bool:
@@ -161,6 +171,83 @@ def torchvision_r2plus1d_state_dict(path: str) -> Optional[Dict[str, torch.Tenso
 
 
 @dataclass(frozen=True)
+class NetworkFile:
+    """The tensors of a model file or a torchvision file as stored, and what they are."""
+
+    path: str
+    arch: str
+    source_format: str  # "c3d-extract.model" or "torchvision"
+    sha256: str
+    state_dict: Dict[str, torch.Tensor] = field(repr=False)
+    class_names: Tuple[str, ...]
+    clip_len: int
+    crop_size: int
+    preset: Preprocessing
+    metadata: Dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        head = get_architecture(self.arch).head_name
+        weight = self.state_dict.get(f"{head}.weight")
+        return len(self.class_names) if weight is None else int(weight.shape[0])
+
+
+def read_network_file(path: str) -> Optional[NetworkFile]:
+    """``path`` read as a model file or a torchvision R(2+1)D-18 file (tensors checked against
+    the architecture), else None: then it is a C3D weights file for ``loading``."""
+    from c3d_extract.weights.model_file import check_shapes
+
+    if not os.path.isfile(path):
+        return None
+    if is_model_file(path):
+        read = read_model_file(path)
+        return NetworkFile(path=path, arch=read.arch, source_format=read.metadata["format"],
+                           sha256=file_sha256(path), state_dict=read.state_dict,
+                           class_names=read.class_names, clip_len=read.clip_len,
+                           crop_size=read.crop_size, preset=read.preset,
+                           metadata=dict(read.metadata))
+    found = torchvision_r2plus1d_state_dict(path)
+    if found is None:
+        return None
+    arch = get_architecture(TORCHVISION_R2PLUS1D)
+    num_classes = int(found["fc.weight"].shape[0])
+    check_shapes(arch.name, num_classes, found, path)
+    return NetworkFile(path=path, arch=arch.name, source_format="torchvision",
+                       sha256=file_sha256(path), state_dict=found,
+                       class_names=torchvision_class_names(num_classes),
+                       clip_len=arch.clip_len, crop_size=arch.crop_size, preset=arch.preset)
+
+
+def convert_network_file(source: NetworkFile, out: str,
+                         class_names: Optional[Tuple[str, ...]] = None) -> NetworkFile:
+    """Write ``source`` as a model file (``model_file``'s format: safetensors whose metadata
+    names the architecture, classes, clip length, crop size and preset) at ``out``, with
+    ``source_format`` and ``source_sha256``; ``class_names`` replace the file's own."""
+    from c3d_extract.errors import LabelsError, UsageError
+    from c3d_extract.weights.model_file import RESERVED_KEYS, model_metadata
+    from c3d_extract.weights.safetensors_file import write_safetensors_file
+
+    if os.path.abspath(out) == os.path.abspath(source.path):
+        raise UsageError("the output would overwrite the source file")
+    names = source.class_names if class_names is None else tuple(class_names)
+    if len(names) != source.num_classes:
+        if class_names is not None:
+            raise LabelsError(f"{len(names)} class names for a network with "
+                              f"{source.num_classes} classes")
+        names = tuple(f"class {i}" for i in range(source.num_classes))
+    extra = {k: v for k, v in source.metadata.items() if k not in RESERVED_KEYS}
+    extra.update({"source_format": extra.get("source_format", source.source_format),
+                  "source_sha256": extra.get("source_sha256", source.sha256)})
+    metadata = model_metadata(arch=source.arch, class_names=names, clip_len=source.clip_len,
+                              crop_size=source.crop_size, preset=source.preset,
+                              extra_metadata=extra)
+    tensors = {k: v.detach().contiguous() for k, v in source.state_dict.items()}
+    write_safetensors_file(tensors, out, metadata)
+    return replace(source, path=out, class_names=names, metadata=metadata,
+                   source_format=metadata["format"], sha256=file_sha256(out))
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What ``c3d-weights info`` shows about a model file or a torchvision file."""
 
@@ -184,34 +271,19 @@ def describe_model(path: str) -> Optional[ModelInfo]:
     """Describe ``path`` if it is a model file or a torchvision R(2+1)D-18 file, else None
     (then it is a C3D weights file for ``convert.describe``). Nothing is written."""
     from c3d_extract.models.registry import create_model
-    from c3d_extract.weights.model_file import RESERVED_KEYS, check_shapes
+    from c3d_extract.weights.model_file import RESERVED_KEYS
 
-    if not os.path.isfile(path):
+    read = read_network_file(path)
+    if read is None:
         return None
-    if is_model_file(path):
-        read = read_model_file(path)
-        arch_name, class_names, state_dict = read.arch, read.class_names, read.state_dict
-        clip_len, crop_size, preset = read.clip_len, read.crop_size, read.preset
-        source_format = read.metadata["format"]
-        extra = {k: v for k, v in read.metadata.items() if k not in RESERVED_KEYS}
-        num_classes = len(class_names)
-    else:
-        found = torchvision_r2plus1d_state_dict(path)
-        if found is None:
-            return None
-        arch = get_architecture(TORCHVISION_R2PLUS1D)
-        state_dict, arch_name, class_names = found, arch.name, ()
-        num_classes = int(found["fc.weight"].shape[0])
-        check_shapes(arch_name, num_classes, state_dict, path)
-        clip_len, crop_size, preset = arch.clip_len, arch.crop_size, arch.preset
-        source_format, extra = "torchvision", {}
-    arch = get_architecture(arch_name)
+    extra = {k: v for k, v in read.metadata.items() if k not in RESERVED_KEYS}
+    arch = get_architecture(read.arch)
     with torch.device("meta"):
-        model = create_model(arch_name, num_classes=num_classes)
+        model = create_model(read.arch, num_classes=read.num_classes)
     return ModelInfo(
-        path=path, source_format=source_format, arch=arch_name, sha256=file_sha256(path),
-        tensors=tuple((k, tuple(v.shape)) for k, v in state_dict.items()),
-        parameter_count=sum(p.numel() for p in model.parameters()), num_classes=num_classes,
-        class_names=class_names, clip_len=clip_len, crop_size=crop_size, preset=preset,
-        layers=tuple(model.available_layers), default_layer=arch.default_layer,
-        extra_metadata=extra)
+        path=path, source_format=read.source_format, arch=read.arch, sha256=read.sha256,
+        tensors=tuple((k, tuple(v.shape)) for k, v in read.state_dict.items()),
+        parameter_count=sum(p.numel() for p in model.parameters()),
+        num_classes=read.num_classes, class_names=read.class_names, clip_len=read.clip_len,
+        crop_size=read.crop_size, preset=read.preset, layers=tuple(model.available_layers),
+        default_layer=arch.default_layer, extra_metadata=extra)
