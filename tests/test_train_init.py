@@ -7,7 +7,8 @@ import torch
 
 from c3d_extract.errors import WeightsError
 from c3d_extract.models.registry import create_model, get_architecture
-from c3d_extract.train.model_init import build_model
+from c3d_extract.data import kinetics400_classes
+from c3d_extract.train.model_init import build_model, class_names_for_run, kept_head_class_names
 
 
 def test_torchvision_format_r2plus1d_file_loads_with_a_new_head(tmp_path):
@@ -24,6 +25,22 @@ def test_torchvision_format_r2plus1d_file_loads_with_a_new_head(tmp_path):
             assert torch.equal(own[name], tensor), name
     assert any("new fc head for 5 classes" in note for note in notes)
     assert model.training
+    # The head is new for 5 classes: no names from the file; kept for 400: Kinetics-400's.
+    arch = get_architecture("r2plus1d_18")
+    assert kept_head_class_names(str(path), arch, 5) == ()
+    assert kept_head_class_names(str(path), arch, 400) == kinetics400_classes()
+    assert kept_head_class_names(str(tmp_path / "moved.pth"), arch, 400) == ()
+
+
+def test_a_kept_heads_names_replace_the_datasets_only_when_they_are_the_same_classes():
+    head = ("abseiling", "air drumming", "playing organ")
+    assert class_names_for_run(("a", "b"), ()) == (("a", "b"), [])
+    assert class_names_for_run(head, head) == (head, [])
+    names, notes = class_names_for_run(("abseiling", "air_drumming", "Playing-Organ"), head)
+    assert names == head and "recorded" in notes[0]
+    names, notes = class_names_for_run(("abseiling", "bowling", "playing organ"), head)
+    assert names == ("abseiling", "bowling", "playing organ")
+    assert "1 of 3 differ; class 1 is 'bowling'" in notes[0]
 
 
 def test_wrong_tensors_are_refused_by_name(tmp_path):

@@ -5,13 +5,17 @@ loaded and a new fc8 head sized for the dataset's classes is drawn at random); f
 architectures a PyTorch or safetensors state dict in the architecture's own names (e.g.
 torchvision's Kinetics-400 R(2+1)D-18 file); for every architecture a ``model.safetensors``
 written by ``c3d-train``. Every tensor except the head must match by name and shape.
+
+When the head is kept (the file's head has as many classes as the dataset), its classes are
+the file's: a model file's names, or Kinetics-400's for a torchvision-format file with 400
+outputs (``kept_head_class_names``, ``class_names_for_run``).
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from safetensors import SafetensorError
@@ -71,6 +75,55 @@ def read_initial_state(path: str, arch: Architecture) -> Tuple[Dict[str, torch.T
     if not os.path.isfile(path):
         raise UsageError(f"the --init file {path} does not exist")
     return _plain_state_dict(path), path
+
+
+def kept_head_class_names(init: Optional[str], arch: Architecture,
+                          num_classes: int) -> Tuple[str, ...]:
+    """The class names of the head that ``--init`` keeps for ``num_classes`` classes: a model
+    file's own, Kinetics-400's for a torchvision-format R(2+1)D-18 file with 400 outputs;
+    empty when the head is not kept, its names are not known, or the file is gone (a resumed
+    run whose --init file was moved)."""
+    if init is None or not os.path.isfile(init):
+        return ()
+    model_file = _read_if_model_file(init)
+    if model_file is not None:
+        names = tuple(model_file.class_names)
+        return names if len(names) == num_classes and model_file.arch == arch.name else ()
+    if arch.name != "c3d":
+        from c3d_extract.weights.networks import (torchvision_class_names,
+                                                  torchvision_r2plus1d_state_dict)
+
+        state = torchvision_r2plus1d_state_dict(init)
+        if state is not None and arch.name == "r2plus1d_18":
+            outputs = int(state["fc.weight"].shape[0])
+            return torchvision_class_names(outputs) if outputs == num_classes else ()
+    return ()
+
+
+def _spelling(name: str) -> str:
+    return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
+
+
+def class_names_for_run(dataset_classes: Sequence[str],
+                        head_classes: Sequence[str]) -> Tuple[Tuple[str, ...], List[str]]:
+    """The class names a run records, and notes. A kept head's names replace the dataset's
+    when they are the same classes in the same order, spelled otherwise (``playing_organ``
+    for ``playing organ``); other differences are reported and the dataset's names kept."""
+    dataset_classes, head_classes = tuple(dataset_classes), tuple(head_classes)
+    if not head_classes or head_classes == dataset_classes:
+        return dataset_classes, []
+    if len(head_classes) == len(dataset_classes) and all(
+            _spelling(a) == _spelling(b) for a, b in zip(dataset_classes, head_classes)):
+        return head_classes, [f"class names of the kept head recorded ({head_classes[0]!r}, "
+                              f"... as the --init file names them)"]
+    differ = [i for i, (a, b) in enumerate(zip(dataset_classes, head_classes))
+              if _spelling(a) != _spelling(b)]
+    first = differ[0]
+    return dataset_classes, [
+        f"the kept head's classes are not the dataset's ({len(differ)} of "
+        f"{len(head_classes)} differ; class {first} is {dataset_classes[first]!r} in the "
+        f"dataset, {head_classes[first]!r} in the --init file): each dataset class is trained "
+        f"from the head's class of the same index"]
 
 
 def _read_if_model_file(path: str):

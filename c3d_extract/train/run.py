@@ -35,7 +35,8 @@ from c3d_extract.train.distributed import (ResumableSampler, World, all_sum, bar
 from c3d_extract.train.loop import (Trainee, VideoScores, evaluate_clips, evaluate_videos,
                                     train_one_epoch)
 from c3d_extract.train.metrics import Tally
-from c3d_extract.train.model_init import build_model, head_prefix
+from c3d_extract.train.model_init import (build_model, class_names_for_run, head_prefix,
+                                          kept_head_class_names)
 from c3d_extract.train.optim import build_optimizer, build_scheduler
 from c3d_extract.train.options import TrainOptions
 from c3d_extract.train.precision import grad_scaler, resolve_training_precision
@@ -289,7 +290,9 @@ class _Session:
                                    init=None if checkpoint else options.init,
                                    freeze_backbone=options.freeze_backbone,
                                    dropout=options.dropout)
-        for note in notes:
+        head_names = kept_head_class_names(options.init, self.arch, len(self.splits.classes))
+        self.class_names, names_notes = class_names_for_run(self.splits.classes, head_names)
+        for note in notes + names_notes:
             self.say(note)
         seed_everything(options.seed + world.rank)  # each process its own dropout masks
         model = self._place(model)
@@ -492,7 +495,7 @@ class _Session:
         options = {k: v for k, v in self.options.to_dict().items()
                    if k not in ("quiet", "overwrite")}
         save_model_file(self.path(MODEL), self.network, arch=self.arch.name,
-                        class_names=list(self.splits.classes), clip_len=self.clip_len,
+                        class_names=list(self.class_names), clip_len=self.clip_len,
                         crop_size=self.crop_size, preset=self.preset,
                         extra_metadata={"training": json.dumps(options, sort_keys=True)})
 
