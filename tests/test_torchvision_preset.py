@@ -89,7 +89,8 @@ def test_pooled_features_of_a_real_clip_equal_torchvisions(golden):
     for name in ("avgpool", "logits"):
         expected = golden[f"clip_{name}"]
         assert np.abs(out[name].numpy() - expected).max() <= bound * np.abs(expected).max()
-    a, b = out["avgpool"].double().numpy().ravel(), golden["clip_avgpool"].astype(np.float64).ravel()
+    a = out["avgpool"].double().numpy().ravel()
+    b = golden["clip_avgpool"].astype(np.float64).ravel()
     assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) >= 0.99999
 
 
