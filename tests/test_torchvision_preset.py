@@ -123,3 +123,17 @@ def test_presets_round_trip_and_old_descriptions_take_the_family():
     with pytest.raises(ValueError, match="resize method"):
         Preprocessing(resize_method="pillow")
     assert KINETICS400_TORCHVISION.geometry().offsets == (8, 30)
+
+
+def test_feature_files_name_the_crop_rule_and_resize():
+    from c3d_extract.records import RunParameters
+
+    def rules(preprocessing):
+        return RunParameters(layers=("fc6",), clip_len=16, stride=8, short_policy="pad",
+                             weights="w", weights_sha256="0", preprocessing=preprocessing,
+                             precision="fp32", per_clip=False).preprocessing_rules()
+
+    assert rules(SPORTS1M.to_json()) == {"crop_rule": "floor", "resize_method": "opencv"}
+    assert rules(KINETICS400_TORCHVISION.to_json()) == {"crop_rule": "round",
+                                                        "resize_method": "torchvision"}
+    assert rules("{}") == {} and rules("not json") == {}
