@@ -41,7 +41,7 @@ def annotation_path(video_id: str) -> str:
 
 def str_rows(matrix: np.ndarray) -> str:
     """``" ".join(str(x) for x in row)`` for every row, a newline after each."""
-    return "".join(" ".join(str(x) for x in row) + "\n" for row in matrix.tolist())
+    return "".join(" ".join(map(str, row)) + "\n" for row in matrix.tolist())
 
 
 class EkosmanFormat:
