@@ -251,3 +251,13 @@ def test_rtfm_index_lists_process_feat_segments(store, tmp_path):
     r = [int(Fraction(i * n, 32)) for i in range(33)]
     expected = [f"{r[i] * 16}-{(max(r[i + 1] - 1, r[i])) * 16 + 15}" for i in range(32)]
     assert rows[IDS[n]]["segments"].split() == expected
+
+
+@pytest.mark.parametrize("n", CLIP_COUNTS + (2, 17))
+def test_ekosman_ranges_are_those_of_its_to_segments(n):
+    """On the identity matrix each of to_segments' rows is non-zero exactly on its clips."""
+    from c3d_extract.export.segments import ekosman_clip_ranges
+
+    segments = np.array(_ekosman().to_segments(np.eye(n, dtype=np.float32)))
+    theirs = [(int(np.flatnonzero(row)[0]), int(np.flatnonzero(row)[-1])) for row in segments]
+    assert ekosman_clip_ranges(n) == theirs

@@ -6,6 +6,9 @@ each the mean of its clips, L2-normalised, printed with MATLAB's ``fprintf('%f '
 decimals and a space after every value, a newline after every row). Files are flat in the
 output folder, named ``<video name>_C.txt``: the training script globs ``*_C.txt`` in one
 folder (one for anomalous, one for normal videos).
+
+The script also stops on a clip whose features sum to zero; here only what reaches the
+file is checked: a segment that cannot be normalised refuses its video by name.
 """
 
 from __future__ import annotations
