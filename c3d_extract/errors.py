@@ -89,3 +89,8 @@ class ClusterError(C3DError):
 
 class TrainingError(C3DError):
     """Training cannot go on (e.g. the loss is no longer finite)."""
+
+
+class ExportError(C3DError):
+    """Features cannot be exported in the requested format (the store lacks what the format
+    needs, or a video's segments cannot be normalised)."""

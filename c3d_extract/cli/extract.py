@@ -31,11 +31,13 @@ Examples:
   c3d-extract videos/ -o feats.h5 --shard 1/4      (writes feats.shard-00001-of-00004.h5)
   torchrun --nproc-per-node 8 -m c3d_extract videos/ -o feats.h5
   c3d-extract merge feats.h5                       (the shards into feats.h5)
+  c3d-extract export feats.h5 --format npy -o out/ (per-clip features for other pipelines;
+                                                    also c3d-export)
   c3d-extract videos/ -o check.h5 --decode-only    (find broken videos, no network)
   c3d-extract videos/ -o feats.h5 --ray            (Ray, local cluster; --ray=ADDRESS)
 
 
-A directory named merge is given as ./merge.
+A directory named merge or export is given as ./merge or ./export.
 """
 
 #: The layers of each architecture (default first); tests check it against the registry.
@@ -297,11 +299,16 @@ def _run_ray(inputs: Sequence[str], output: str, list_file: Optional[str],
 
 
 def main() -> None:
-    """``c3d-extract ...`` extracts; ``c3d-extract merge ...`` merges shard files."""
+    """``c3d-extract ...`` extracts; ``c3d-extract merge ...`` merges shard files;
+    ``c3d-extract export ...`` is ``c3d-export ...``."""
     if len(sys.argv) > 1 and sys.argv[1] == "merge":
         from c3d_extract.cli.merge import cli as merge_cli
 
         merge_cli(args=sys.argv[2:], prog_name="c3d-extract merge")
+    elif len(sys.argv) > 1 and sys.argv[1] == "export":
+        from c3d_extract.cli.export import cli as export_cli
+
+        export_cli(args=sys.argv[2:], prog_name="c3d-extract export")
     else:
         cli(prog_name="c3d-extract")
 
