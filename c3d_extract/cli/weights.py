@@ -254,7 +254,8 @@ def cache(context: click.Context) -> None:
     entries = cache_entries(root)
     total = sum(entry.size for entry in entries)
     click.echo(f"OpenVINO cache: {root} (${CACHE_ENV} to move it)")
-    click.echo(f"{len(entries)} entries, {_megabytes(total)} MB of at most "
+    click.echo(f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'}, "
+               f"{_megabytes(total)} MB of at most "
                f"{openvino_cache_limit() >> 20} MB (${CACHE_LIMIT_ENV})")
     if not entries:
         return
@@ -266,7 +267,8 @@ def cache(context: click.Context) -> None:
         shape = key.get("clip_shape")
         rows.append((entry.path.name[:12], _megabytes(entry.size),
                      time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used)),
-                     sha256[:12] + (f" ({order})" if order else ""),
+                     (sha256[:12] if len(sha256) == 64 else sha256)
+                     + (f" ({order})" if order else ""),
                      ",".join(key.get("layers", ())) or "?",
                      "x".join(str(n) for n in shape[1:]) if shape else "(older version)"))
     echo_table(rows, header=("entry", "MB", "last used", "weights sha256", "layers",
@@ -286,7 +288,8 @@ def clear() -> None:
 
     root = openvino_cache_dir()
     removed, size = clear_cache(root)
-    click.echo(f"removed {removed} entries ({_megabytes(size)} MB) from {root}")
+    click.echo(f"removed {removed} {'entry' if removed == 1 else 'entries'} "
+               f"({_megabytes(size)} MB) from {root}")
 
 
 def _megabytes(size: int) -> str:
