@@ -538,6 +538,11 @@ def extract_videos(videos: Sequence[VideoSource], output: str, *,
         prepared = weights
     else:
         _, precision, _ = resolve_compute(options)
+        weights_file = _local_weights_file(weights)
+        if weights_file is not None:
+            from c3d_extract.weights.formats import detect_format
+
+            detect_format(weights_file)  # a file that is no weights is named first
         if not overwrite:
             check_rerun(output, _known_parameters(weights, options, precision), shard)
         prepared = load_prepared_network(weights, options, mean, notify=notify)

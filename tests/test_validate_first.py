@@ -82,8 +82,11 @@ def test_other_weights_are_refused_before_they_are_loaded(made, nothing_expensiv
     from c3d_extract.cli.extract import cli
 
     videos, out = made
+    import torch
+    from safetensors.torch import save_file
+
     other = tmp_path / "other.safetensors"
-    other.write_bytes(b"not even weights")
+    save_file({"conv1.weight": torch.zeros(1)}, str(other))  # a weights file by its format
     from c3d_extract.weights.loading import file_sha256
 
     expected = store_message(out, weights_sha256=file_sha256(other))
@@ -139,3 +142,37 @@ def test_the_cli_announces_a_first_use_conversion(tmp_path, monkeypatch):
                                       "--weights", "random", "--backend", "openvino"])
     assert result.exit_code == 0
     assert not [line for line in seen if line.startswith(("converting", "conversion"))]
+
+
+def test_an_unfinished_runs_journal_refuses_before_loading(made, nothing_expensive, tmp_path):
+    """A run interrupted before its first commit left only a journal: a rerun with other
+    layers is refused by it, before anything is loaded."""
+    from c3d_extract.cli.extract import cli
+    from c3d_extract.records import VideoRecord
+
+    videos, out = made
+    recorded = RunParameters.from_attrs(read_attributes(str(out)))
+    fresh = tmp_path / "fresh.h5"
+    store = FeatureStore(str(fresh), recorded, {"fc6": 2}).open()
+    store.add(VideoRecord(id="a.mp4", status="error", error="stopped"))
+    store.sync()
+    store.close()  # no commit: the journal holds the run
+    assert not fresh.exists() and (tmp_path / "fresh.h5.journal").exists()
+    with pytest.raises(ParameterMismatchError) as refused:
+        FeatureStore(str(fresh), replace(recorded, layers=("pool5",)), {}).open()
+    result = CliRunner().invoke(cli, [str(videos), "-o", str(fresh), "--weights", "random",
+                                      "--backend", "openvino", "-q", "--layer", "pool5"])
+    assert result.exit_code == 1, result.output
+    assert str(refused.value) in result.output and "journal" in str(refused.value)
+
+
+def test_a_file_that_is_no_weights_is_named_before_the_output_is_compared(made, tmp_path):
+    from c3d_extract.cli.extract import cli
+
+    videos, out = made
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"\x93NUMPY not weights")
+    result = CliRunner().invoke(cli, [str(videos), "-o", str(out), "--weights", str(garbage),
+                                      "-q"])
+    assert result.exit_code == 1
+    assert "cannot tell the format of" in result.output and "garbage.npy" in result.output

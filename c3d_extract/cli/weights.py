@@ -250,13 +250,12 @@ def cache(context: click.Context) -> None:
     from c3d_extract.openvino_runner import (CACHE_ENV, CACHE_LIMIT_ENV, cache_entries,
                                              openvino_cache_dir, openvino_cache_limit)
 
-    root = openvino_cache_dir()
+    root, limit = openvino_cache_dir(), openvino_cache_limit()
     entries = cache_entries(root)
     total = sum(entry.size for entry in entries)
     click.echo(f"OpenVINO cache: {root} (${CACHE_ENV} to move it)")
     click.echo(f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'}, "
-               f"{_megabytes(total)} MB of at most "
-               f"{openvino_cache_limit() >> 20} MB (${CACHE_LIMIT_ENV})")
+               f"{_megabytes(total)} MB of at most {limit >> 20} MB (${CACHE_LIMIT_ENV})")
     if not entries:
         return
     rows = []
