@@ -4,6 +4,7 @@ conversion announced before it starts; the rate clock started after it."""
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,8 +144,7 @@ def test_the_entry_takes_any_batch_size(tmp_path):
 # ---------------------------------------------------------------- the size bound
 
 def entry(name, size, last_used):
-    return CacheEntry(path=__import__("pathlib").Path(name), size=size, last_used=last_used,
-                      key={})
+    return CacheEntry(path=Path(name), size=size, last_used=last_used, key={})
 
 
 def test_eviction_removes_least_recently_used_first_and_never_the_new_entry():
