@@ -10,6 +10,7 @@ clips counted, no weights loaded.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from collections import Counter, deque
@@ -32,6 +33,7 @@ from c3d_extract.workers import (DecodePool, Failed, Finished, Frames, Started, 
                                  default_workers)
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from c3d_extract.weights.convert import LoadedWeights
@@ -125,31 +127,58 @@ class _VideoState:
 
 @dataclass(frozen=True)
 class PreparedNetwork:
-    """A network on its device, ready for ``iter_records``."""
+    """A network on its device, ready for ``iter_records`` once it has its runner."""
 
-    runner: "object"  # ClipRunner or OpenVinoRunner (imported lazily with torch)
+    runner: "object"  # ClipRunner or OpenVinoRunner; None until ``with_runner``
     model: "nn.Module"
     weights: "LoadedModel"
     preprocessing: Preprocessing
     precision: str
     device_type: str
     backend: str = "torch"
+    device: Optional["torch.device"] = None
 
     def resolve(self, options: ExtractOptions) -> ExtractOptions:
         return options.for_network(self.weights)
 
 
+#: Receives a line saying what a wait of more than a few seconds is for (the CLI shows it).
+Notify = Callable[[str], None]
+#: Weights files larger than this get a line before they are loaded (a few seconds).
+LARGE_WEIGHTS_BYTES = 100 << 20
+
+
 def prepare_network(weights: WeightsSpec, options: ExtractOptions,
-                    mean: Optional[str] = None) -> PreparedNetwork:
-    """Resolve weights, device and precision; build the network and its runner."""
-    options.validate()  # before torch is imported: a usage error comes at once
-    from c3d_extract.backends import make_runner, resolve_backend
+                    mean: Optional[str] = None, *,
+                    notify: Optional[Notify] = None) -> PreparedNetwork:
+    """Resolve weights, device and precision; build the network and its runner.
+    ``notify`` hears of the long waits: loading large weights, a first-use conversion."""
+    return with_runner(load_prepared_network(weights, options, mean, notify=notify), options,
+                       notify=notify)
+
+
+def resolve_compute(options: ExtractOptions) -> Tuple["torch.device", str, str]:
+    """``(device, precision, backend)`` the options ask for, checked; no weights read."""
+    from c3d_extract.backends import resolve_backend
     from c3d_extract.runner import resolve_device, resolve_precision
-    from c3d_extract.weights.networks import load_model
 
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device, options.allow_emulated_precision)
-    backend = resolve_backend(options.backend, device)
+    return device, precision, resolve_backend(options.backend, device)
+
+
+def load_prepared_network(weights: WeightsSpec, options: ExtractOptions,
+                          mean: Optional[str] = None, *,
+                          notify: Optional[Notify] = None) -> PreparedNetwork:
+    """``prepare_network`` without the runner (``runner`` None): everything the output's
+    parameters depend on, and nothing spent on a backend yet (``with_runner`` does it)."""
+    options.validate()  # before torch is imported: a usage error comes at once
+    from c3d_extract.weights.networks import load_model
+
+    device, precision, backend = resolve_compute(options)
+    large = _local_weights_file(weights)
+    if notify is not None and large is not None and os.path.getsize(large) > LARGE_WEIGHTS_BYTES:
+        notify(f"loading the weights {large} ({os.path.getsize(large) >> 20} MB)")
     loaded = load_model(weights, kernel_order=options.kernel_order)
     if loaded.is_random:
         warnings.warn("using RANDOM weights: the features are meaningless except for testing",
@@ -164,14 +193,75 @@ def prepare_network(weights: WeightsSpec, options: ExtractOptions,
         preprocessing.cropped_mean(options.clip_len)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    batch_size = options.batch_size or default_batch_size(device.type)
+    return PreparedNetwork(None, loaded.model, loaded, preprocessing, precision, device.type,
+                           backend, device)
+
+
+def with_runner(prepared: PreparedNetwork, options: ExtractOptions, *,
+                notify: Optional[Notify] = None) -> PreparedNetwork:
+    """``prepared`` with its runner built (unless it has one): with OpenVINO, the network
+    converted on the first use of these weights and layers (25-45 s for C3D), which
+    ``notify`` is told of first."""
+    from c3d_extract.backends import make_runner
+
+    if prepared.runner is not None:
+        return prepared
+    options = prepared.resolve(options)
+    batch_size = options.batch_size or default_batch_size(prepared.device_type)
+
+    def converting() -> None:
+        if notify is not None:
+            from c3d_extract.openvino_runner import openvino_cache_dir
+
+            notify("converting the network for OpenVINO (first use of these weights and "
+                   f"layers, about 30 s; kept in {openvino_cache_dir()})")
+
     # The kernel order the file was read in is part of the network's identity (a cached
     # conversion of the same file read in another order is another network).
-    runner = make_runner(backend, loaded.model, f"{loaded.sha256}:{loaded.kernel_order}",
-                         preprocessing, options.clip_len, options.layers, device, precision,
-                         batch_size)
-    return PreparedNetwork(runner, loaded.model, loaded, preprocessing, precision, device.type,
-                           backend)
+    import torch
+
+    loaded = prepared.weights
+    device = prepared.device or torch.device(prepared.device_type)
+    runner = make_runner(prepared.backend, prepared.model,
+                         f"{loaded.sha256}:{loaded.kernel_order}", prepared.preprocessing,
+                         options.clip_len, options.layers, device, prepared.precision,
+                         batch_size, on_convert=converting)
+    return replace(prepared, runner=runner)
+
+
+def _local_weights_file(weights: WeightsSpec) -> Optional[str]:
+    """The local file ``--weights`` names (the default file for None), if it is one."""
+    if weights is None:
+        from c3d_extract.weights.loading import default_weights_path
+
+        default = default_weights_path()
+        return None if default is None else str(default)
+    if isinstance(weights, str) and os.path.isfile(weights):
+        return weights
+    return None
+
+
+def _known_parameters(weights: WeightsSpec, options: ExtractOptions,
+                      precision: str) -> Callable[[RunParameters], RunParameters]:
+    """The run's parameters as far as they are known before the weights are loaded (the
+    options given, the weights file's sha256), the rest taken from what is recorded."""
+    def requested(recorded: RunParameters) -> RunParameters:
+        from c3d_extract.weights.loading import file_sha256
+
+        known: Dict[str, Any] = dict(short_policy=options.short_policy,
+                                     per_clip=options.per_clip, precision=precision)
+        if options.layers:
+            known["layers"] = tuple(options.layers)
+        if options.clip_len:
+            known["clip_len"] = options.clip_len
+            known["stride"] = options.stride or max(1, options.clip_len // 2)
+        elif options.stride:
+            known["stride"] = options.stride
+        path = _local_weights_file(weights)
+        if path is not None:
+            known["weights_sha256"] = file_sha256(path)
+        return replace(recorded, **known)
+    return requested
 
 
 #: What turns batches of clips into per-layer features: ``ClipRunner``, ``OpenVinoRunner``
@@ -191,7 +281,7 @@ def iter_records(videos: Sequence[Union[VideoSource, Tuple[str, str]]],
     ``on_batch(n_clips)`` follows each batch through the network, ``on_frames(n)``
     each message of decoded frames.
     """
-    prepared = weights if isinstance(weights, PreparedNetwork) \
+    prepared = with_runner(weights, options) if isinstance(weights, PreparedNetwork) \
         else prepare_network(weights, options)
     options = prepared.resolve(options)
     yield from _stream(videos, prepared.runner, prepared.preprocessing,  # type: ignore[arg-type]
@@ -398,6 +488,10 @@ class Progress:
     def frames_decoded(self, n_frames: int) -> None:
         """Called as decoded frames arrive from the decode workers."""
 
+    def notice(self, text: str) -> None:
+        """Called before a wait of more than a few seconds (loading large weights, a
+        first-use network conversion), with a line saying what it is."""
+
 
 def extract(inputs: Union[str, Sequence[str]], output: str, *,
             weights: Union[WeightsSpec, PreparedNetwork] = None,
@@ -427,20 +521,31 @@ def extract_videos(videos: Sequence[VideoSource], output: str, *,
                    shard: Optional[Shard] = None) -> ExtractSummary:
     """``extract`` for videos already discovered; ``weights`` may be a network already
     prepared (``prepare_network``), which then serves several calls."""
-    from c3d_extract.store import check_output_location, feature_dims
+    from c3d_extract.store import check_output_location, check_rerun, feature_dims
 
     if shard is not None:
         videos = select(videos, shard)
         output = shard_path(output, shard)
     options.validate()
-    check_output_location(output)  # before the network is built: a typo fails at once
+    # Everything that can refuse the run is checked before weights are loaded or a network
+    # converted: the output's folder, then (on a rerun) the parameters it was made with.
+    check_output_location(output)
+    notify = progress.notice if progress is not None else None
     if isinstance(weights, PreparedNetwork):
         if mean is not None:
             raise UsageError("a prepared network already has its mean; give the mean to "
                              "prepare_network")
         prepared = weights
     else:
-        prepared = prepare_network(weights, options, mean)
+        _, precision, _ = resolve_compute(options)
+        weights_file = _local_weights_file(weights)
+        if weights_file is not None:
+            from c3d_extract.weights.formats import detect_format
+
+            detect_format(weights_file)  # a file that is no weights is named first
+        if not overwrite:
+            check_rerun(output, _known_parameters(weights, options, precision), shard)
+        prepared = load_prepared_network(weights, options, mean, notify=notify)
     options = prepared.resolve(options)
     params = RunParameters(
         layers=tuple(options.layers), clip_len=options.clip_len, stride=options.stride,
@@ -452,11 +557,17 @@ def extract_videos(videos: Sequence[VideoSource], output: str, *,
     summary = ExtractSummary(output=output, n_inputs=len(videos), n_skipped_existing=0,
                              weights=prepared.weights.name,
                              random_weights=prepared.weights.is_random, shard=shard)
+    ready: List[PreparedNetwork] = []
+
+    def build_runner() -> None:  # once the store has accepted the run, if there is work
+        ready.append(with_runner(prepared, options, notify=notify))
+
     return _run_into_store(
         videos, summary, params, dims,
-        lambda todo, progress: iter_records(todo, prepared, options, progress.clips_done,
+        lambda todo, progress: iter_records(todo, ready[0], options, progress.clips_done,
                                             progress.frames_decoded),
-        overwrite=overwrite, retry_errors=retry_errors, progress=progress, shard=shard)
+        overwrite=overwrite, retry_errors=retry_errors, progress=progress, shard=shard,
+        before_work=build_runner)
 
 
 def check_videos(videos: Sequence[VideoSource], output: str, *,
@@ -491,19 +602,24 @@ def _run_into_store(videos: Sequence[VideoSource], summary: ExtractSummary,
                     params: RunParameters, dims: Dict[str, int],
                     records_of: Callable[[List[VideoSource], Progress], Iterator[VideoRecord]],
                     *, overwrite: bool, retry_errors: bool, progress: Optional[Progress],
-                    shard: Optional[Shard]) -> ExtractSummary:
-    """The resumable run: skip what the output holds, journal each record, commit."""
+                    shard: Optional[Shard],
+                    before_work: Optional[Callable[[], None]] = None) -> ExtractSummary:
+    """The resumable run: skip what the output holds, journal each record, commit.
+    ``before_work()`` runs once the store has accepted the run and only if there are
+    videos to process (building the runner); the run's time is counted after it."""
     from c3d_extract.store import FeatureStore
 
     progress = progress or Progress()
-    started = time.monotonic()
     with FeatureStore(summary.output, params, dims, overwrite=overwrite, shard=shard) as store:
         todo = [v for v in videos if v.id not in store.done
                 or (retry_errors and store.done[v.id] == "error")]
         summary.n_skipped_existing = len(videos) - len(todo)
+        if todo and before_work is not None:
+            before_work()
+        started = time.monotonic()
         progress.start(len(videos), summary.n_skipped_existing)
         last_sync = time.monotonic()
-        records = records_of(todo, progress)
+        records = records_of(todo, progress) if todo else _no_records()
         # closing(): whatever stops the loop, the decode workers are stopped right away.
         with contextlib.closing(records):  # type: ignore[type-var]
             try:
@@ -520,6 +636,11 @@ def _run_into_store(videos: Sequence[VideoSource], summary: ExtractSummary,
                 raise
         _finish(store, summary, videos, started)
     return summary
+
+
+def _no_records() -> Iterator[VideoRecord]:
+    """The records of a run with nothing to do (no network is built for it)."""
+    yield from ()
 
 
 def _count(summary: ExtractSummary, record: VideoRecord) -> None:

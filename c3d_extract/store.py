@@ -33,7 +33,8 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 
@@ -308,6 +309,81 @@ def check_output_location(path: str) -> None:
         raise StoreError(f"the output directory {directory} is not writable")
 
 
+def check_parameters(recorded: RunParameters, requested: RunParameters, where: str) -> None:
+    """Raise ``ParameterMismatchError`` naming every field in which ``requested`` differs
+    from the parameters ``where`` (a file or journal) was made with."""
+    differences = recorded.differences(requested)
+    if differences:
+        raise ParameterMismatchError(
+            f"{where} was made with other parameters ({'; '.join(differences)}); "
+            "rerun with the same options, choose another output, or pass --overwrite "
+            "to replace it")
+
+
+def check_shard(recorded: Optional[Shard], requested: Optional[Shard], where: str) -> None:
+    if recorded != requested:
+        raise ParameterMismatchError(
+            f"{where} holds {_describe_shard(recorded)}, this run "
+            f"{_describe_shard(requested)}; rerun with the same --shard, choose another "
+            "output, or pass --overwrite to replace it")
+
+
+def _journal_header(journal: Journal) -> Optional[Dict[str, Any]]:
+    for meta, _ in journal.records():
+        if meta.get("kind") == "header":
+            return meta
+    return None
+
+
+def _header_shard(header: Dict[str, Any]) -> Optional[Shard]:
+    shard = header.get("shard")
+    return Shard(*shard) if shard else None
+
+
+def _journal_folded(path: str, header: Optional[Dict[str, Any]]) -> bool:
+    """Whether the journal with ``header`` was already folded into the output (its commit
+    finished; the process died before removing it)."""
+    return header is not None and bool(header.get("token")) and os.path.exists(path) \
+        and read_attributes(path).get("folded_journal") == header["token"]
+
+
+def check_rerun(path: str, requested: Callable[[RunParameters], RunParameters],
+                shard: Optional[Shard] = None) -> None:
+    """Refuse at once a run that the existing output ``path`` (or its unfinished run's
+    journal) would refuse, before the run loads weights or converts a network.
+
+    ``requested(recorded)`` gives the parameters of this run as far as they are known
+    before the network is loaded, the others copied from ``recorded``. The message is
+    the one ``FeatureStore`` gives. Read without the lock and only as a first look:
+    anything unreadable is left for ``FeatureStore``, which checks again when it opens.
+    """
+    path = os.path.abspath(path)
+    try:
+        header = _journal_header(Journal(path + ".journal"))
+        folded = _journal_folded(path, header)
+    except (StoreError, OSError, KeyError, ValueError):
+        return
+    replaces_output = False
+    if header is not None and not folded:
+        try:
+            recorded = RunParameters.from_attrs(header["params"])
+        except (KeyError, TypeError, ValueError):
+            return
+        where = f"the unfinished run's journal {path}.journal"
+        check_parameters(recorded, requested(recorded), where)
+        check_shard(_header_shard(header), shard, where)
+        replaces_output = bool(header.get("replaces_output", False))
+    if os.path.exists(path) and not replaces_output:
+        try:
+            attrs = read_attributes(path)
+            recorded = RunParameters.from_attrs(attrs)
+        except (StoreError, OSError, KeyError, TypeError, ValueError):
+            return
+        where = f"the existing output {path}"
+        check_parameters(recorded, requested(recorded), where)
+        check_shard(recorded_shard(attrs), shard, where)
+
+
 class FeatureStore:
     """The writer of one output file: lock, resume, journal, atomic commit.
 
@@ -370,24 +446,22 @@ class FeatureStore:
 
     def _load_existing(self) -> None:
         header = self._journal_header()
-        if header is not None and os.path.exists(self.path) and header.get("token") \
-                and read_attributes(self.path).get("folded_journal") == header["token"]:
+        if _journal_folded(self.path, header):
             self.journal.remove()  # its commit finished; the process died before removing it
             header = None
         if header is not None:
-            self._check_parameters(RunParameters.from_attrs(header["params"]),
-                                   f"the unfinished run's journal {self.journal.path}")
-            shard = header.get("shard")
-            self._check_shard(Shard(*shard) if shard else None,
-                              f"the unfinished run's journal {self.journal.path}")
+            where = f"the unfinished run's journal {self.journal.path}"
+            recorded = RunParameters.from_attrs(header["params"])
+            check_parameters(recorded, self.params, where)
+            check_shard(_header_shard(header), self.shard, where)
             # An interrupted --overwrite run: its journal replaces the old output.
             self.overwrite = bool(header.get("replaces_output", False))
         if os.path.exists(self.path) and not self.overwrite:
             with open_for_reading(self.path) as handle:
-                self._check_parameters(RunParameters.from_attrs(dict(handle.attrs)),
-                                       f"the existing output {self.path}")
-                self._check_shard(recorded_shard(dict(handle.attrs)),
-                                  f"the existing output {self.path}")
+                where = f"the existing output {self.path}"
+                check_parameters(RunParameters.from_attrs(dict(handle.attrs)), self.params,
+                                 where)
+                check_shard(recorded_shard(dict(handle.attrs)), self.shard, where)
                 table = handle["videos"]
                 ids = table["id"].asstr()[...]
                 self.done.update(zip(ids, table["status"].asstr()[...]))
@@ -396,26 +470,8 @@ class FeatureStore:
         for record in self._journal_videos():
             self.done[record.id] = record.status
 
-    def _check_parameters(self, recorded: RunParameters, where: str) -> None:
-        differences = recorded.differences(self.params)
-        if differences:
-            raise ParameterMismatchError(
-                f"{where} was made with other parameters ({'; '.join(differences)}); "
-                "rerun with the same options, choose another output, or pass --overwrite "
-                "to replace it")
-
-    def _check_shard(self, recorded: Optional[Shard], where: str) -> None:
-        if recorded != self.shard:
-            raise ParameterMismatchError(
-                f"{where} holds {_describe_shard(recorded)}, this run "
-                f"{_describe_shard(self.shard)}; rerun with the same --shard, choose another "
-                "output, or pass --overwrite to replace it")
-
     def _journal_header(self) -> Optional[Dict[str, Any]]:
-        for meta, _ in self.journal.records():
-            if meta.get("kind") == "header":
-                return meta
-        return None
+        return _journal_header(self.journal)
 
     def _write_journal_header(self) -> None:
         shard = None if self.shard is None else [self.shard.index, self.shard.count]

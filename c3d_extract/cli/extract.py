@@ -49,7 +49,8 @@ class BarProgress:
     """A tqdm bar on stderr: videos done / total, clips/s, video frames/s, ETA.
 
     The rates count work as it happens: frames as they are decoded, clips as each batch
-    leaves the network (or the batcher, with --decode-only).
+    leaves the network (or the batcher, with --decode-only). Their clock starts when the
+    network is ready (``start``), so loading and converting it do not count.
     """
 
     def __init__(self, quiet: bool) -> None:
@@ -59,7 +60,17 @@ class BarProgress:
         self.frames = 0
         self.started = time.monotonic()
 
+    def notice(self, text: str) -> None:
+        """A line before a long wait (a conversion, loading large weights)."""
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            click.echo(text, err=True)
+
     def start(self, total: int, already_done: int) -> None:
+        self.started = time.monotonic()
         if self.quiet:
             return
         from tqdm import tqdm

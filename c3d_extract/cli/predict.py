@@ -99,7 +99,7 @@ def cli(videos: Sequence[str], weights: Optional[str], kernel_order: Optional[st
     predictions = predict_in_order(
         [(s.id, s.path) for s in sources], loaded, top_k=top_k, class_names=names,
         options=options, mean=mean, stride=stride, smooth=smooth,
-        timeline=bool(timeline or overlays))
+        timeline=bool(timeline or overlays), notify=lambda text: click.echo(text, err=True))
     for prediction in predictions:
         for warning in prediction.warnings:
             click.echo(f"warning: {prediction.video_id}: {warning}", err=True)
