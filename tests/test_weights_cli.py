@@ -94,9 +94,10 @@ def test_info(source, pickle_file, tmp_path):
     assert f"parameters: {count:,}" in lines
     assert f"classes: {NUM_CLASSES}" in lines
     assert "extractable layers: pool5, fc6, fc7, fc8, prob" in lines
-    assert any(line.split() == ["conv1a.weight", "64", "x", "3", "x", "3", "x", "3", "x", "3"]
+    assert any(line.split() == ["conv1a.weight", "64", "x", "3", "x", "3", "x", "3", "x", "3",
+                                "float32", "0"] for line in lines)
+    assert any(line.split() == ["fc6.weight", "4096", "x", "8192", "float32", "0"]
                for line in lines)
-    assert any(line.split() == ["fc6.weight", "4096", "x", "8192"] for line in lines)
     # The source file itself is described the same way, with its own checksum.
     result = run("info", pickle_file)
     assert result.exit_code == 0
