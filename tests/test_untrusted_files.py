@@ -84,6 +84,10 @@ def _opcodes(*parts) -> bytes:
     return b"\x80\x02" + b"".join(parts) + b"."
 
 
+def _text(value: str) -> bytes:
+    return b"X" + struct.pack("<I", len(value.encode())) + value.encode()
+
+
 def _global(module, name) -> bytes:
     return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
 
@@ -155,9 +159,9 @@ def _tensor_pickle(size, stride, metadata=b"N", numel=4, dtype="FloatStorage") -
 
     return _opcodes(
         _global("collections", "OrderedDict"), b")R",
-        b"X\x0b\x00\x00\x00conv1.bias",
+        _text("conv1a.bias"),
         _global("torch._utils", "_rebuild_tensor_v2"),
-        b"(X\x07\x00\x00\x00storage", _global("torch", dtype),
+        b"((X\x07\x00\x00\x00storage", _global("torch", dtype),
         b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ" + struct.pack("<i", numel) + b"tQ",
         b"K\x00", ints(size), ints(stride), b"\x89", _global("collections", "OrderedDict"),
         b")R", metadata, b"tR", b"s")
@@ -170,9 +174,14 @@ def test_stride_zero_huge_tensor_is_refused(tmp_path):
 
 
 def test_non_dict_tensor_metadata_is_one_line(tmp_path):
+    from c3d_extract.errors import WeightsError
+    from c3d_extract.weights.unpickle import load_tensors_only
+
     data = _tensor_pickle((4,), (1,), metadata=b"K\x07")
     path = _torch_zip(tmp_path / "metadata.pth", data, {"0": b"\x00" * 16})
     _refused(path)
+    with pytest.raises(WeightsError, match="metadata"):  # and in the restricted reader
+        load_tensors_only(str(path))
 
 
 def test_stride_zero_tensor_in_the_restricted_reader(tmp_path):
@@ -181,9 +190,9 @@ def test_stride_zero_tensor_in_the_restricted_reader(tmp_path):
     from c3d_extract.weights.unpickle import load_tensors_only
 
     data = _tensor_pickle((40000, 40000), (0, 0))
-    data = data[:-2] + b"X\x01\x00\x00\x00b" + _global("mmengine", "HistoryBuffer") + b")\x81s."
+    data = data[:-1] + _text("b") + _global("mmengine", "HistoryBuffer") + b")\x81s."
     path = _torch_zip(tmp_path / "stride0_mm.pth", data, {"0": b"\x00" * 16})
-    with pytest.raises(WeightsError, match="refusing"):
+    with pytest.raises(WeightsError, match=r"size \(40000, 40000\)"):
         load_tensors_only(str(path))
 
 
@@ -411,3 +420,54 @@ def _model_file(tmp_path, **metadata_changes) -> Path:
 def test_model_file_metadata_out_of_bounds_is_one_line(tmp_path, changes, words):
     path = _model_file(tmp_path, **changes)
     _refused(path, words=(words,))
+
+
+def test_legacy_storage_declaring_more_elements_than_the_file_is_refused(tmp_path):
+    from c3d_extract.errors import WeightsError
+    from c3d_extract.weights.pickle_scan import scan_pickle
+
+    pid = (b"(X\x07\x00\x00\x00storage" + _global("torch", "FloatStorage")
+           + b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ" + struct.pack("<i", 10**9) + b"NtQ")
+    with pytest.raises(WeightsError, match="storage of 1000000000 elements"):
+        scan_pickle(_opcodes(pid), "legacy.pth", file_size=2000)
+    # The same pickle declaring what the file holds passes.
+    small = pid.replace(b"J" + struct.pack("<i", 10**9), b"K\x04")
+    scan_pickle(_opcodes(small), "legacy.pth", file_size=2000)
+
+
+def test_a_real_legacy_and_zip_checkpoint_pass_the_scan(tmp_path):
+    from c3d_extract.weights.formats import read_torch_file
+
+    state = {"conv1.weight": torch.randn(4, 3), "conv1.bias": torch.zeros(4)}
+    for legacy in (True, False):
+        path = tmp_path / f"state{legacy}.pth"
+        torch.save(state, path, _use_new_zipfile_serialization=not legacy)
+        loaded = read_torch_file(str(path))
+        assert torch.equal(loaded["conv1.weight"], state["conv1.weight"])
+
+
+def test_memory_and_recursion_errors_are_one_line():
+    import click
+    from click.testing import CliRunner
+
+    from c3d_extract.cli.common import library_errors
+
+    for error in (MemoryError(), RecursionError("deep"),
+                  RuntimeError("DefaultCPUAllocator: can't allocate memory")):
+        @click.command()
+        @library_errors
+        def command(error=error):
+            raise error
+
+        result = CliRunner().invoke(command, [])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_constant_weights_warn_and_info_flags_them():
+    from c3d_extract.weights.loading import tensor_stats
+
+    stats = tensor_stats("fc6.weight", torch.full((4, 4), 0.5))
+    assert stats.constant and stats.nonfinite == 0 and stats.dtype == "float32"
+    stats = tensor_stats("fc6.bias", torch.tensor([1.0, float("nan"), float("inf")]))
+    assert not stats.constant and stats.nonfinite == 2

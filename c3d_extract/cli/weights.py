@@ -7,7 +7,8 @@ from typing import Optional
 
 import click
 
-from c3d_extract.cli.common import EXIT_OK, echo_table, kernel_order_option, library_errors
+from c3d_extract.cli.common import (EXIT_OK, echo_table, kernel_order_option, library_errors,
+                                     show_warnings_plainly)
 from c3d_extract.weights import loading, registry
 from c3d_extract.weights.kernel_orders import DESCRIPTIONS, KERNEL_ORDERS
 
@@ -32,6 +33,7 @@ def cli() -> None:
       c3d-weights info c3d.safetensors
       c3d-weights compare c3d.pickle conv3d_deepnetA_sport1m_iter_1900000
     """
+    show_warnings_plainly()
 
 
 @cli.command()

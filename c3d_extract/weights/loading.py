@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -163,6 +164,14 @@ def _checked(weights: LoadedWeights, source: str, values: bool = True) -> Loaded
                   for k, v in weights.state_dict.items()}
     if values:
         check_tensor_values(state_dict, source)  # float64 values beyond float32's range
+        constant = [k for k, v in state_dict.items() if k.endswith(".weight") and v.numel() > 1
+                    and bool((v.reshape(-1) == v.reshape(-1)[0]).all())]
+        if constant:
+            more = " ..." if len(constant) > 4 else ""
+            warnings.warn(f"{source}: {', '.join(constant[:4])}{more} hold one value in every "
+                          "element: never trained or never written "
+                          "(no published C3D file has such layers); features will be "
+                          "meaningless", stacklevel=2)
     return replace(weights, state_dict=state_dict)
 
 
