@@ -197,19 +197,19 @@ def test_stride_zero_tensor_in_the_restricted_reader(tmp_path):
 
 
 def test_numeric_numpy_arrays_are_rebuilt_by_the_restricted_reader(tmp_path):
-    """A checkpoint mixing tensors, numpy arrays and other objects still loads."""
+    """A checkpoint mixing tensors, a state dict with its metadata and numpy arrays loads."""
     from c3d_extract.weights.unpickle import load_tensors_only
 
-    class HistoryBuffer:  # pickled by reference under this module's name
-        pass
-
-    HistoryBuffer.__module__ = "mmengine.logging.history_buffer"
     path = tmp_path / "mixed.pth"
+    state_dict = torch.nn.Linear(3, 2).state_dict()  # an OrderedDict with _metadata
     payload = {"state_dict": {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)},
+               "model": state_dict,
                "meta": {"arr": np.arange(4, dtype=">f8"), "scalar": np.float32(2.5)}}
     torch.save(payload, path)
     loaded = load_tensors_only(str(path))
     assert torch.equal(loaded["state_dict"]["w"], payload["state_dict"]["w"])
+    assert torch.equal(loaded["model"]["weight"], state_dict["weight"])
+    assert loaded["model"]._metadata == state_dict._metadata
     assert np.array_equal(loaded["meta"]["arr"], np.arange(4.0))
     assert loaded["meta"]["scalar"] == np.float32(2.5)
 

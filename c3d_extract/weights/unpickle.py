@@ -332,6 +332,11 @@ def _build(unpickler: "_TensorsOnlyUnpickler") -> None:
     else whose ``__setstate__`` is C code trusting the file."""
     state = unpickler.stack.pop()
     inst = unpickler.stack[-1]
+    if type(inst) is collections.OrderedDict:  # a state dict's ``_metadata`` attribute
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise _Refusal("an OrderedDict with an unexpected state")
+        vars(inst).update(state)
+        return
     if not isinstance(inst, (_Placeholder, _NumpyDtype, _NumpyArray)):
         raise _Refusal(f"setting the state of a {type(inst).__name__}")
     inst.__setstate__(state)
