@@ -471,3 +471,19 @@ def test_constant_weights_warn_and_info_flags_them():
     assert stats.constant and stats.nonfinite == 0 and stats.dtype == "float32"
     stats = tensor_stats("fc6.bias", torch.tensor([1.0, float("nan"), float("inf")]))
     assert not stats.constant and stats.nonfinite == 2
+
+
+def test_an_ordinary_hdf5_file_with_hard_link_cycles_and_named_types_passes(tmp_path):
+    from c3d_extract.errors import StoreError
+    from c3d_extract.hdf5_checks import check_hdf5
+
+    path = tmp_path / "ordinary.h5"
+    with h5py.File(path, "w") as f:
+        group = f.create_group("a")
+        group["again"] = group  # a hard link back to itself
+        group.create_dataset("x", data=np.arange(10.0), compression="gzip")
+        f["kind"] = np.dtype("f4")
+        f.create_dataset("empty", shape=(0, 4096), dtype="f4", maxshape=(None, 4096),
+                         chunks=(64, 4096))
+    with h5py.File(path, "r") as f:
+        check_hdf5(f, str(path), StoreError, written=True)
