@@ -28,6 +28,10 @@ KINETICS400_MEAN_RGB: Tuple[float, float, float] = (0.43216, 0.394666, 0.37645)
 KINETICS400_STD_RGB: Tuple[float, float, float] = (0.22803, 0.22145, 0.216989)
 
 
+#: The largest frame side (pixels) a preset may resize or crop to.
+MAX_FRAME_SIDE = 4096
+
+
 def crop_offsets(height: int, width: int, crop: int) -> Tuple[int, int]:
     """Top-left corner of Caffe's centre crop: ``((height - crop) // 2, (width - crop) // 2)``."""
     if crop > height or crop > width:
@@ -60,7 +64,14 @@ class Preprocessing:
     def __post_init__(self) -> None:
         if self.channel_order not in ("BGR", "RGB"):
             raise ValueError(f"channel_order must be BGR or RGB, not {self.channel_order!r}")
+        if (len(self.resize) != 2 or not all(isinstance(v, (int, np.integer)) and
+                                             1 <= v <= MAX_FRAME_SIDE for v in self.resize)
+                or not 1 <= self.crop <= MAX_FRAME_SIDE):
+            raise ValueError(f"resize and crop must be whole numbers of pixels from 1 to "
+                             f"{MAX_FRAME_SIDE}, not {self.resize!r:.60} and {self.crop!r:.20}")
         crop_offsets(*self.resize, self.crop)
+        if len(self.mean) != 3 or not all(np.isfinite(m) for m in self.mean):
+            raise ValueError(f"mean must be 3 finite numbers, not {self.mean!r:.80}")
         if not (np.isfinite(self.scale) and self.scale > 0):
             raise ValueError(f"scale must be a positive number, not {self.scale}")
         if self.std is not None:

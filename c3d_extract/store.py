@@ -40,6 +40,7 @@ import numpy as np
 
 from c3d_extract import __version__
 from c3d_extract.errors import ParameterMismatchError, StoreError
+from c3d_extract.hdf5_checks import check_hdf5
 from c3d_extract.inplace import changed_in_place, open_fileobj, recover
 from c3d_extract.journal import Journal
 from c3d_extract.locking import OutputLock
@@ -92,6 +93,10 @@ def open_for_reading(path: str) -> Iterator[Any]:
         if not is_ours:
             raise StoreError(f"{path} is not a c3d-extract feature file "
                              f"(no format = {FORMAT!r})")
+        try:
+            check_hdf5(handle, path, StoreError)
+        except _DAMAGED as error:
+            raise StoreError(f"{path} is damaged or incomplete: {_one_line(error)}") from None
         try:
             yield handle
         except _DAMAGED as error:

@@ -8,7 +8,8 @@ from typing import Optional
 
 import click
 
-from c3d_extract.cli.common import EXIT_OK, echo_table, kernel_order_option, library_errors
+from c3d_extract.cli.common import (EXIT_OK, echo_table, kernel_order_option, library_errors,
+                                     show_warnings_plainly)
 from c3d_extract.weights import loading, registry
 from c3d_extract.weights.kernel_orders import DESCRIPTIONS, KERNEL_ORDERS
 
@@ -34,6 +35,7 @@ def cli() -> None:
       c3d-weights compare c3d.pickle conv3d_deepnetA_sport1m_iter_1900000
       c3d-weights cache          (the OpenVINO cache; `cache clear` empties it)
     """
+    show_warnings_plainly()
 
 
 @cli.command()
@@ -94,14 +96,23 @@ def info(path: str, kernel_order: Optional[str]) -> None:
     click.echo(f"kernel order: {described.kernel_order} ({how}: "
                f"{DESCRIPTIONS[described.kernel_order]}; converted to Caffe order)")
     click.echo(f"parameters: {described.parameter_count:,}")
-    click.echo(f"classes: {described.num_classes}"
-               f"{' (names embedded)' if described.class_names else ''}")
+    names = len(described.class_names)
+    embedded = (" (names embedded)" if names and names == described.num_classes
+                else f" ({names} names embedded, which do not match)" if names else "")
+    click.echo(f"classes: {described.num_classes}{embedded}")
     click.echo(f"extractable layers: {', '.join(described.available_layers)}")
     for note in described.conversion_notes:
         click.echo(f"note: {note}")
     click.echo("")
-    echo_table([(name, " x ".join(map(str, shape))) for name, shape in described.layers],
-               header=("tensor", "shape"))
+    stats = {s.name: s for s in described.tensor_stats}
+    echo_table([(name, " x ".join(map(str, shape)), stats[name].dtype,
+                 stats[name].nonfinite, "yes" if stats[name].constant else "")
+                for name, shape in described.layers],
+               header=("tensor", "shape", "dtype", "NaN/Inf", "constant"))
+    for stat in described.tensor_stats:
+        if stat.nonfinite:
+            click.echo(f"WARNING: {stat.name} holds {stat.nonfinite} NaN or infinite values; "
+                       "these weights are refused for extraction", err=True)
 
 
 def _echo_model_info(model) -> None:
