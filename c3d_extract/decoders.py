@@ -59,6 +59,17 @@ class VideoDecoder:
     def frames(self) -> Iterator[np.ndarray]:
         raise NotImplementedError
 
+    def timed_frames(self) -> Iterator[Tuple[float, np.ndarray]]:
+        """``(presentation time in seconds, frame)`` in order, for ``--fps``. Here the times
+        are computed from the declared average rate (frame i at i / rate); backends that
+        know each frame's timestamp say so instead."""
+        rate = self.frame_rate()
+        if not rate:
+            raise VideoReadError("the video declares no frame rate, so its frames have no "
+                                 "times to resample them by (--fps)")
+        for index, frame in enumerate(self.frames()):
+            yield float(index / rate), frame
+
     def close(self) -> None:
         """Release the decoder's native resources."""
 
@@ -117,6 +128,22 @@ class DecordDecoder(VideoDecoder):
                                              f"{array.shape}")
             yield array
 
+    def timed_frames(self) -> Iterator[Tuple[float, np.ndarray]]:
+        """Frames with the times PyAV gives the same frames: the presentation timestamps
+        of the stream's packets (read by PyAV, sorted). decord's own
+        ``get_frame_timestamp`` is float32 (1/60 s reads 0.016666668), too coarse to pick
+        the same frames as PyAV an hour into a video; a video whose packet count is not
+        decord's frame count goes to PyAV instead."""
+        times = packet_times(self.path)
+        if len(times) != len(self._reader):
+            raise DecoderUnsuitableError(f"decord counts {len(self._reader)} frames but the "
+                                         f"stream has {len(times)} timestamped packets")
+        for index, frame in enumerate(self.frames()):
+            if index >= len(times):
+                raise VideoReadError(f"decord decoded more frames than the stream has "
+                                     f"timestamps ({len(times)})")
+            yield times[index], frame
+
     def close(self) -> None:
         self._reader = None
 
@@ -152,12 +179,22 @@ class PyAVDecoder(VideoDecoder):
         return str(self._stream.codec_context.name or "")
 
     def frames(self) -> Iterator[np.ndarray]:
+        for _, frame in self.timed_frames():
+            yield frame
+
+    def timed_frames(self) -> Iterator[Tuple[float, np.ndarray]]:
+        """Frames with PyAV's ``frame.time`` (pts x time base); a frame without a pts gets
+        the time of its index at the declared rate."""
         import av
 
+        rate = self.frame_rate()
         with _ffmpeg_log() as log:
             try:
-                for frame in self._container.decode(self._stream):
-                    yield frame.to_ndarray(format="rgb24")
+                for index, frame in enumerate(self._container.decode(self._stream)):
+                    time = frame.time
+                    if time is None:
+                        time = float(index / rate) if rate else float("nan")
+                    yield float(time), frame.to_ndarray(format="rgb24")
             except av.error.FFmpegError as error:
                 raise VideoReadError(_ffmpeg_reason(error, log)) from None
             except ValueError as error:
@@ -289,6 +326,27 @@ def open_decoder(name: str, path: str) -> VideoDecoder:
         return FrameFolderDecoder(path)
     check_readable(path)
     return DECODERS[name](path)
+
+
+def packet_times(path: str) -> List[float]:
+    """Presentation times (seconds, pts x time base, sorted) of the first video stream's
+    packets, read with PyAV without decoding; packets FFmpeg discards (before an edit
+    list's start) or without a pts are left out."""
+    import av
+
+    with _ffmpeg_log() as log:
+        try:
+            with av.open(path) as container:
+                stream = container.streams.video[0]
+                base = stream.time_base
+                pts = sorted(packet.pts for packet in container.demux(stream)
+                             if packet.pts is not None and packet.size
+                             and not packet.is_discard)
+        except av.error.FFmpegError as error:
+            raise VideoReadError(_ffmpeg_reason(error, log, path)) from None
+        except IndexError:
+            raise VideoReadError("the file has no video stream") from None
+    return [float(value * base) for value in pts]
 
 
 def stream_codec(path: str) -> str:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from c3d_extract.batching import Batch
-from c3d_extract.preprocess import Preprocessing
+from c3d_extract.preprocess import CropWindow, Preprocessing
 from c3d_extract.runner import Outputs, gather_clips
 from c3d_extract.weights.loading import cache_dir, file_sha256
 
@@ -185,15 +185,19 @@ class OpenVinoRunner:
 
     def __init__(self, model: nn.Module, weights_id: str, preprocessing: Preprocessing,
                  clip_len: int, layers: Sequence[str], precision: str, batch_size: int,
-                 cache_root: Optional[Path] = None) -> None:
+                 cache_root: Optional[Path] = None,
+                 windows: Tuple[CropWindow, ...] = ()) -> None:
         import openvino as ov
 
         self.layers = tuple(layers)
         self.precision = precision
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # clips per batch
+        #: Crop windows cut before the network (several crops), or () for cropped frames.
+        self.windows = tuple(windows) if len(windows) > 1 else ()
         self.device = torch.device("cpu")
         crop = preprocessing.crop
-        input_shape = (batch_size, 3, clip_len, crop, crop)
+        # The network's fixed batch: every crop of every clip is one row.
+        input_shape = (batch_size * max(1, len(self.windows)), 3, clip_len, crop, crop)
         key = ConversionKey(weights_id, self.layers, precision, input_shape,
                             int(getattr(model, "num_classes", 0)), ov.get_version())
         network = _Layers(model.eval(), self.layers)
@@ -210,7 +214,8 @@ class OpenVinoRunner:
         self._changed = threading.Condition()
 
     def submit(self, batch: Batch) -> None:
-        clips = gather_clips(batch, self.preprocessing, self.device, self.batch_size).numpy()
+        clips = gather_clips(batch, self.preprocessing, self.device, self.batch_size,
+                             windows=self.windows).numpy()
         entry = _Entry(batch)
         with self._changed:
             self._entries.append(entry)
@@ -218,10 +223,13 @@ class OpenVinoRunner:
 
     def _finished(self, request: Any, entry: _Entry) -> None:
         try:
-            n = len(entry.batch.clips)
-            entry.outputs = {layer: np.array(request.get_output_tensor(i).data[:n],
-                                             np.float32)
-                             for i, layer in enumerate(self.layers)}
+            n, crops = len(entry.batch.clips), len(self.windows)
+            entry.outputs = {}
+            for i, layer in enumerate(self.layers):
+                rows = np.array(request.get_output_tensor(i).data[:n * max(1, crops)],
+                                np.float32)
+                # Clips x crops x dims with several crops, as the torch runner gives.
+                entry.outputs[layer] = rows.reshape(n, crops, -1) if crops > 1 else rows
         except Exception as error:  # noqa: BLE001 - handed to the caller in collect()
             entry.error = error
         with self._changed:
