@@ -218,3 +218,77 @@ def test_a_single_crop_file_refuses_ten(runs, video):
         extract(str(video.parent), str(runs[1]), weights=tiny_model(),
                 options=ExtractOptions(layers=("fc6", "prob"), per_clip=True, crops=10,
                                        decoder="pyav"))
+
+
+def test_the_activitynet_layout_refuses_crops(runs, tmp_path):
+    from c3d_extract.evaluation.pca import PCAModel, write_activitynet
+
+    model = PCAModel(x_mean=np.zeros(2352), U=np.eye(2352)[:, :4], S=np.ones(4),
+                     total_variance=4.0, n_samples=10)
+    with pytest.raises(UsageError, match="10 crops per clip"):
+        write_activitynet(model, str(runs[10]), str(tmp_path / "anet.h5"))
+
+
+def test_openvino_runs_the_crops_as_torch_does(tmp_path):
+    pytest.importorskip("openvino")
+    from c3d_extract.openvino_runner import OpenVinoRunner
+
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (24, 128, 171, 3), dtype=np.uint8)
+    batch = Batch(frames, np.stack([np.arange(16), np.arange(8, 24)]), (None, None))
+    windows = crop_windows(128, 171, 112, 10)
+    network = TinyPooling()
+    expected = ClipRunner(network, SPORTS1M, 16, ["fc6", "prob"], torch.device("cpu"), "fp32",
+                          windows=windows)(batch)
+    # Three clips per batch: the second row pads the network's fixed 30-row input.
+    runner = OpenVinoRunner(network, "tiny-crops", SPORTS1M, 16, ["fc6", "prob"], "fp32",
+                            batch_size=3, cache_root=tmp_path, windows=windows)
+    got = runner(batch)
+    assert got["fc6"].shape == (2, 10, 2352) and got["prob"].shape == (2, 10, 5)
+    assert np.abs(got["fc6"] - expected["fc6"]).max() <= 1e-3  # block means of 0..255 values
+    assert np.abs(got["prob"] - expected["prob"]).max() <= 1e-5
+
+
+def fc6_bound(network, pool5: np.ndarray) -> np.ndarray:
+    """How far two fp32 computations of C3D's fc6 on the same input may differ when only
+    their summation order differs (oneDNN picks kernels by batch size): about
+    sqrt(K) * eps * sum|a*b| per layer of K-term sums, an early error reaching fc6 through
+    the same weights; summed over the nine layers up to fc6 and scaled by fc6's own sum
+    of |products| (the bound tests/test_openvino.py derives for its backend)."""
+    import math
+
+    from c3d_extract.models.c3d import CONV_LAYERS, POOL5_SIZE
+
+    depth = sum(math.sqrt(27 * c_in) for _, c_in, _ in CONV_LAYERS) + math.sqrt(POOL5_SIZE)
+    weight = network.fc6.weight.detach().double().abs().numpy()
+    bias = network.fc6.bias.detach().double().abs().numpy()
+    return depth * float(np.finfo(np.float32).eps) * (pool5.astype(np.float64) @ weight.T + bias)
+
+
+@pytest.mark.slow
+def test_ten_crops_of_c3d(random_network, video):
+    """Full C3D (seeded random weights), one clip: the centre row of a ten-crop batch
+    against the single-crop run, and a corner against the network on the corner cut here."""
+    from c3d_extract.preprocess import prepare_frame, resize_frame
+
+    rgb = decode_rgb(video)[:16]
+    resized = np.stack([resize_frame(f, SPORTS1M) for f in rgb])
+    cropped = np.stack([prepare_frame(f, SPORTS1M) for f in rgb])
+    index = np.arange(16)[None]
+    device = torch.device("cpu")
+    single = ClipRunner(random_network, SPORTS1M, 16, ["fc6", "pool5"], device, "fp32")(
+        Batch(cropped, index, (None,)))
+    ten = ClipRunner(random_network, SPORTS1M, 16, ["fc6", "pool5"], device, "fp32",
+                     windows=crop_windows(128, 171, 112, 10))(Batch(resized, index, (None,)))
+    assert ten["fc6"].shape == (1, 10, 4096)
+    bound = fc6_bound(random_network, single["pool5"].reshape(1, -1))
+    assert np.all(np.abs(ten["fc6"][:, 0] - single["fc6"]) <= bound)
+    # Index 9, bottom_right_flip: rows 16..127, columns 59..170 of the mirrored frame.
+    mirrored = resized[:, :, ::-1]
+    window = mirrored[:, 16:128, 59:171].astype(np.float32) - MEAN_BGR
+    with torch.inference_mode():
+        direct = random_network.extract(
+            torch.from_numpy(np.ascontiguousarray(window.transpose(3, 0, 1, 2))[None]),
+            ["fc6", "pool5"])
+    bound = fc6_bound(random_network, direct["pool5"].numpy().reshape(1, -1))
+    assert np.all(np.abs(ten["fc6"][:, 9] - direct["fc6"].numpy()) <= bound)

@@ -154,3 +154,30 @@ def test_a_frame_folder_has_no_rate_to_resample(tmp_path):
     messages = []
     decode_video("pyav", str(folder), SPORTS1M, messages.append, FrameSampling(target_fps=30))
     assert messages[-1][0] == "error" and "no frame rate" in messages[-1][1]
+
+
+def run_cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "c3d_extract", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_cli_ucf_crime_protocol_with_ten_crops_decode_only(videos, tmp_path):
+    """The CLI's --fps and --crops reach the file; another --crops on rerun is refused (1),
+    an unknown crop count is a usage error (2)."""
+    out = tmp_path / "check.h5"
+    args = [str(videos[60]), "-o", str(out), "--decode-only", "--fps", "30", "--stride", "16",
+            "--decoder", "pyav", "--quiet"]
+    first = run_cli(*args, "--crops", "10")
+    assert first.returncode == 0, first.stderr
+    attrs = read_attributes(str(out))
+    assert attrs["target_fps"] == 30.0 and attrs["crops"] == 10
+    table = read_video_table(str(out))
+    assert list(table["n_frames"]) == [30] and list(table["n_clips"]) == [1]
+    again = run_cli(*args)
+    assert again.returncode == 1 and "crops: 10 in the file, 1 now" in again.stderr
+    assert "Traceback" not in again.stderr
+    bad = run_cli(*args, "--crops", "3")
+    assert bad.returncode == 2 and "--crops" in bad.stderr
