@@ -60,15 +60,28 @@ class VideoDecoder:
         raise NotImplementedError
 
     def timed_frames(self) -> Iterator[Tuple[float, np.ndarray]]:
-        """``(presentation time in seconds, frame)`` in order, for ``--fps``. Here the times
-        are computed from the declared average rate (frame i at i / rate); backends that
-        know each frame's timestamp say so instead."""
+        """``(presentation time in seconds, frame)`` in order, for ``--fps``; the same
+        times whichever backend decodes (``presentation_times``). Frames beyond the
+        stream's timestamps (a damaged stream) continue at the declared rate, with a
+        warning."""
+        times = presentation_times(self.path)
         rate = self.frame_rate()
-        if not rate:
-            raise VideoReadError("the video declares no frame rate, so its frames have no "
-                                 "times to resample them by (--fps)")
+        if times is None and not rate:
+            raise VideoReadError("the video has neither timestamps nor a declared frame "
+                                 "rate to resample it by (--fps)")
+        index = -1
         for index, frame in enumerate(self.frames()):
-            yield float(index / rate), frame
+            if times is None:
+                yield float(index / rate), frame  # type: ignore[operator]
+            elif index < len(times):
+                yield times[index], frame
+            else:
+                step = float(1 / rate) if rate else (times[-1] - times[0]) / max(1, len(times) - 1)
+                yield times[-1] + (index - len(times) + 1) * step, frame
+        if times is not None and index + 1 != len(times):
+            self.warnings = self.warnings + (
+                f"--fps: {index + 1} frames decoded but the stream has {len(times)} "
+                "timestamps; the frames after a lost or extra one are timed one frame off",)
 
     def close(self) -> None:
         """Release the decoder's native resources."""
@@ -129,20 +142,15 @@ class DecordDecoder(VideoDecoder):
             yield array
 
     def timed_frames(self) -> Iterator[Tuple[float, np.ndarray]]:
-        """Frames with the times PyAV gives the same frames: the presentation timestamps
-        of the stream's packets (read by PyAV, sorted). decord's own
-        ``get_frame_timestamp`` is float32 (1/60 s reads 0.016666668), too coarse to pick
-        the same frames as PyAV an hour into a video; a video whose packet count is not
-        decord's frame count goes to PyAV instead."""
-        times = packet_times(self.path)
-        if len(times) != len(self._reader):
+        """The shared timestamps (``presentation_times``), not decord's own
+        ``get_frame_timestamp``: that is float32 (1/60 s reads 0.016666668), too coarse to
+        pick the same frames as PyAV an hour into a video. A video whose timestamp count
+        is not decord's frame count goes to PyAV before its first frame."""
+        times = presentation_times(self.path)
+        if times is not None and len(times) != len(self._reader):
             raise DecoderUnsuitableError(f"decord counts {len(self._reader)} frames but the "
-                                         f"stream has {len(times)} timestamped packets")
-        for index, frame in enumerate(self.frames()):
-            if index >= len(times):
-                raise VideoReadError(f"decord decoded more frames than the stream has "
-                                     f"timestamps ({len(times)})")
-            yield times[index], frame
+                                         f"stream has {len(times)} timestamps")
+        return super().timed_frames()
 
     def close(self) -> None:
         self._reader = None
@@ -179,22 +187,12 @@ class PyAVDecoder(VideoDecoder):
         return str(self._stream.codec_context.name or "")
 
     def frames(self) -> Iterator[np.ndarray]:
-        for _, frame in self.timed_frames():
-            yield frame
-
-    def timed_frames(self) -> Iterator[Tuple[float, np.ndarray]]:
-        """Frames with PyAV's ``frame.time`` (pts x time base); a frame without a pts gets
-        the time of its index at the declared rate."""
         import av
 
-        rate = self.frame_rate()
         with _ffmpeg_log() as log:
             try:
-                for index, frame in enumerate(self._container.decode(self._stream)):
-                    time = frame.time
-                    if time is None:
-                        time = float(index / rate) if rate else float("nan")
-                    yield float(time), frame.to_ndarray(format="rgb24")
+                for frame in self._container.decode(self._stream):
+                    yield frame.to_ndarray(format="rgb24")
             except av.error.FFmpegError as error:
                 raise VideoReadError(_ffmpeg_reason(error, log)) from None
             except ValueError as error:
@@ -254,6 +252,9 @@ class FrameFolderDecoder(VideoDecoder):
 
     def fps(self) -> float:
         return 0.0  # a folder of images has no frame rate
+
+    def timed_frames(self) -> Iterator[Tuple[float, np.ndarray]]:
+        raise VideoReadError("a frame folder has no frame rate to resample it by (--fps)")
 
     def codec(self) -> str:
         """The image formats of the frames, e.g. ``png`` or ``jpeg+png``."""
@@ -328,10 +329,17 @@ def open_decoder(name: str, path: str) -> VideoDecoder:
     return DECODERS[name](path)
 
 
-def packet_times(path: str) -> List[float]:
-    """Presentation times (seconds, pts x time base, sorted) of the first video stream's
-    packets, read with PyAV without decoding; packets FFmpeg discards (before an edit
-    list's start) or without a pts are left out."""
+def presentation_times(path: str) -> Optional[List[float]]:
+    """The presentation time (seconds) of each frame in display order, for ``--fps``: the
+    pts of the first video stream's packets (read with PyAV, no decoding) times the time
+    base, sorted; frame i of any decoder gets the i-th. None when a packet has no pts
+    (then frame i is at i / the declared rate).
+
+    Not the decoded frames' own ``frame.time``: in an AVI with B-frames those follow the
+    packets' decoding order (measured: 0.04, 0.12, 0.16, 0.08 s...); sorted, they are the
+    display times. Packets FFmpeg discards (before an edit list's start) and empty ones
+    are left out, as no frame comes of them.
+    """
     import av
 
     with _ffmpeg_log() as log:
@@ -339,14 +347,15 @@ def packet_times(path: str) -> List[float]:
             with av.open(path) as container:
                 stream = container.streams.video[0]
                 base = stream.time_base
-                pts = sorted(packet.pts for packet in container.demux(stream)
-                             if packet.pts is not None and packet.size
-                             and not packet.is_discard)
+                pts = [packet.pts for packet in container.demux(stream)
+                       if packet.size and not packet.is_discard]
         except av.error.FFmpegError as error:
             raise VideoReadError(_ffmpeg_reason(error, log, path)) from None
         except IndexError:
             raise VideoReadError("the file has no video stream") from None
-    return [float(value * base) for value in pts]
+    if not pts or any(value is None for value in pts) or base is None:
+        return None
+    return [float(value * base) for value in sorted(pts)]
 
 
 def stream_codec(path: str) -> str:

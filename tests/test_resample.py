@@ -114,6 +114,34 @@ def test_both_decoders_pick_the_frames_the_timestamps_say(videos, source, decode
     assert messages[-1] == ("end", len(expected), 64, 48, n_source)
 
 
+def write_bframes_avi(path, n, fps):
+    """MPEG-4 in AVI with B-frames: its packets' pts follow decoding order, so the decoded
+    frames' own times go back and forth (0.04, 0.12, 0.16, 0.08 s...)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.bit_rate, stream.options = 4_000_000, {"bf": "3"}
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(numbered_frame(i, 64, 48), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("decoder", ["pyav", "decord"])
+def test_b_frames_in_avi_are_timed_in_display_order(tmp_path, decoder):
+    path = write_bframes_avi(tmp_path / "bframes.avi", 30, 25)
+    messages = []
+    decode_video(decoder, str(path), SPORTS1M, messages.append, FrameSampling(target_fps=30))
+    frames = np.concatenate([m[1] for m in messages if m[0] == "frames"])
+    assert read_indices(frames) == nearest_frames([Fraction(i, 25) for i in range(30)], 30)
+    assert not [m for m in messages if m[0] == "warning"]
+
+
 def test_without_a_target_every_frame_is_sent_once(videos):
     messages = []
     decode_video("pyav", str(videos[25]), SPORTS1M, messages.append)
