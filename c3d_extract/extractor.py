@@ -25,8 +25,8 @@ from c3d_extract.errors import UsageError
 from c3d_extract.pooling import ClipAccumulator
 from c3d_extract.preprocess import (CROP_COUNTS, SPORTS1M, CropWindow, Preprocessing, crop_windows,
                                    load_mean, preprocessing_with_mean)
-from c3d_extract.resample import check_target_fps
 from c3d_extract.records import RunParameters, VideoRecord
+from c3d_extract.resample import check_target_fps
 from c3d_extract.sharding import Shard, select, shard_path
 from c3d_extract.sources import VideoSource, discover
 from c3d_extract.weights.convert import check_kernel_order

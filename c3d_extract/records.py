@@ -8,6 +8,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from c3d_extract.preprocess import crop_order
+
 STATUSES = ("ok", "padded", "looped", "skipped", "error")
 #: Statuses whose videos have features.
 WITH_FEATURES = ("ok", "padded", "looped")
@@ -42,8 +44,6 @@ class RunParameters:
         """The file's root attributes. ``crops`` and ``target_fps`` appear only when they
         are not the defaults, so a file of a default run is as it always was; a file of
         several crops also says their order (``crop_order``)."""
-        from c3d_extract.preprocess import crop_order
-
         attrs = asdict(self)
         attrs["layers"] = ",".join(self.layers)
         if self.crops == 1:

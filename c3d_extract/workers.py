@@ -143,12 +143,12 @@ def sampled_frames(video: VideoDecoder, target_fps: float,
         return
     selector = FrameSelector(target_fps)
     held: Optional[np.ndarray] = None
-    for time, frame in video.timed_frames():
-        if not np.isfinite(time):
+    for when, frame in video.timed_frames():
+        if not np.isfinite(when):
             raise VideoReadError(f"frame {count.decoded} has no presentation time to "
                                  "resample by (--fps)")
         count.decoded += 1
-        used = selector.push(time)
+        used = selector.push(when)
         if used and held is not None:
             yield held, used
         held = frame

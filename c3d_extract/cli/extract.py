@@ -177,7 +177,8 @@ def _raise_interrupt(signum, frame) -> None:
 def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: Optional[str],
         kernel_order: Optional[str], mean: Optional[str], layers: Optional[str],
         clip_len: Optional[int], stride: Optional[int], short_policy: str,
-        batch_size: int, crops: str, target_fps: Optional[float], device: str, precision: str, allow_emulated_precision: bool,
+        batch_size: int, crops: str, target_fps: Optional[float], device: str,
+        precision: str, allow_emulated_precision: bool,
         backend: str, decoder: str, workers: int, timeout: float, per_clip: bool,
         overwrite: bool, retry_errors: bool, shard_text: Optional[str], decode_only: bool,
         ray_address: Optional[str], keep_shards: bool, quiet: bool) -> None:
