@@ -209,3 +209,29 @@ def test_cli_ucf_crime_protocol_with_ten_crops_decode_only(videos, tmp_path):
     assert "Traceback" not in again.stderr
     bad = run_cli(*args, "--crops", "3")
     assert bad.returncode == 2 and "--crops" in bad.stderr
+
+
+def test_clips_are_cut_from_the_resampled_frames(videos, tmp_path):
+    """Through the whole extraction (tiny network, ten crops): each clip's 4-frame block
+    means are those of the frames the timestamps choose, decoded here with PyAV."""
+    from c3d_extract.extractor import extract
+    from c3d_extract.store import read_clip_features
+    from tests.tiny_network import tiny_model
+    from tests.videos import decode_rgb
+
+    out = tmp_path / "feats.h5"
+    extract(str(videos[25]), str(out), weights=tiny_model(),
+            options=ExtractOptions(layers=("fc6",), per_clip=True, target_fps=30, stride=16,
+                                   crops=10, decoder="pyav"))
+    _, starts, features = read_clip_features(str(out), "fc6")
+    chosen = nearest_frames([Fraction(i, 25) for i in range(40)], 30)  # 48 frames
+    assert list(starts) == [0, 16, 32] and features.shape == (3, 10, 3 * 4 * 14 * 14)
+    grey = decode_rgb(videos[25]).astype(np.float64).mean(axis=(1, 2))  # frames x RGB
+    mean_bgr = np.array([90.25, 97.66, 101.41])
+    for row, start in enumerate(starts):
+        frames = grey[chosen[start:start + 16]][:, ::-1]  # BGR
+        blocks = frames.reshape(4, 4, 3).mean(axis=1) - mean_bgr  # 4 blocks x BGR
+        for crop in range(10):  # uniform frames: every crop sees the same
+            stored = features[row, crop].reshape(3, 4, 14 * 14).mean(axis=2)  # BGR x blocks
+            # Measured 1.3e-4 (float32 sums); ties given to the later frame: 1.25.
+            assert np.abs(stored - blocks.T).max() < 0.01
