@@ -292,3 +292,24 @@ def test_ten_crops_of_c3d(random_network, video):
             ["fc6", "pool5"])
     bound = fc6_bound(random_network, direct["pool5"].numpy().reshape(1, -1))
     assert np.all(np.abs(ten["fc6"][:, 9] - direct["fc6"].numpy()) <= bound)
+
+
+def test_a_ten_crop_file_is_resumed_in_place(video, tmp_path):
+    """A second run adds a video to a ten-crop file (the in-place commit appends
+    clips x crops x dims rows); the first video's rows are kept."""
+    import shutil
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(video, folder / "a.mp4")
+    out = tmp_path / "ten.h5"
+    options = ExtractOptions(layers=("fc6",), per_clip=True, crops=10, decoder="pyav")
+    extract(str(folder), str(out), weights=tiny_model(), options=options)
+    _, _, first = read_clip_features(str(out), "fc6")
+    write_video(folder / "b.mp4", 16, width=80, height=60)
+    summary = extract(str(folder), str(out), weights=tiny_model(), options=options)
+    assert summary.n_skipped_existing == 1 and summary.n_processed == 1
+    rows, starts, both = read_clip_features(str(out), "fc6")
+    assert both.shape == (4, 10, 2352) and list(rows) == [0, 0, 0, 1]
+    assert np.array_equal(both[:3], first)
+    assert np.abs(both[3] - reference_crops(folder / "b.mp4", TinyPooling())[0]).max() <= 1e-4
