@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import TYPE_CHECKING, Callable, FrozenSet, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, FrozenSet, Optional, Sequence, Tuple
 
 from c3d_extract.errors import UsageError
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from c3d_extract.hardware import CpuInfo
-    from c3d_extract.preprocess import Preprocessing
+    from c3d_extract.preprocess import CropWindow, Preprocessing
 
 BACKENDS = ("auto", "torch", "openvino")
 #: When set (torch or openvino), what ``auto`` means on a CPU.
@@ -76,16 +76,20 @@ def resolve_backend(name: str, device: "torch.device",
 def make_runner(backend: str, model: "nn.Module", weights_id: str,
                 preprocessing: "Preprocessing", clip_len: int, layers: Sequence[str],
                 device: "torch.device", precision: str, batch_size: int,
+                windows: Tuple["CropWindow", ...] = (),
                 on_convert: Optional[Callable[[], None]] = None) -> object:
     """The runner of ``backend`` (resolved) for ``model``: ``ClipRunner`` or
     ``OpenVinoRunner``; both take batches with ``submit`` and return them with ``collect``.
-    ``on_convert()`` is called before OpenVINO converts the network (a first use)."""
+    ``batch_size`` counts clips; with several crop ``windows`` each clip is that many
+    rows of the network's batch. ``on_convert()`` is called before OpenVINO converts the
+    network (a first use)."""
     if backend == "openvino":
         from c3d_extract.openvino_runner import OpenVinoRunner
 
         return OpenVinoRunner(model, weights_id, preprocessing, clip_len, layers,
-                              precision, batch_size, on_convert=on_convert)
+                              precision, batch_size, on_convert=on_convert,
+                              windows=windows)
     from c3d_extract.runner import ClipRunner
 
     return ClipRunner(model, preprocessing, clip_len, layers, device, precision,
-                      fixed_batch=batch_size)
+                      fixed_batch=batch_size, windows=windows)

@@ -59,6 +59,30 @@ class VideoDecoder:
     def frames(self) -> Iterator[np.ndarray]:
         raise NotImplementedError
 
+    def timed_frames(self) -> Iterator[Tuple[float, np.ndarray]]:
+        """``(presentation time in seconds, frame)`` in order, for ``--fps``; the same
+        times whichever backend decodes (``presentation_times``). Frames beyond the
+        stream's timestamps (a damaged stream) continue at the declared rate, with a
+        warning."""
+        times = presentation_times(self.path)
+        rate = self.frame_rate()
+        if times is None and not rate:
+            raise VideoReadError("the video has neither timestamps nor a declared frame "
+                                 "rate to resample it by (--fps)")
+        index = -1
+        for index, frame in enumerate(self.frames()):
+            if times is None:
+                yield float(index / rate), frame  # type: ignore[operator]
+            elif index < len(times):
+                yield times[index], frame
+            else:
+                step = float(1 / rate) if rate else (times[-1] - times[0]) / max(1, len(times) - 1)
+                yield times[-1] + (index - len(times) + 1) * step, frame
+        if times is not None and index + 1 != len(times):
+            self.warnings = self.warnings + (
+                f"--fps: {index + 1} frames decoded but the stream has {len(times)} "
+                "timestamps; the frames after a lost or extra one are timed one frame off",)
+
     def close(self) -> None:
         """Release the decoder's native resources."""
 
@@ -116,6 +140,17 @@ class DecordDecoder(VideoDecoder):
                 raise DecoderUnsuitableError(f"decord returned a malformed frame of shape "
                                              f"{array.shape}")
             yield array
+
+    def timed_frames(self) -> Iterator[Tuple[float, np.ndarray]]:
+        """The shared timestamps (``presentation_times``), not decord's own
+        ``get_frame_timestamp``: that is float32 (1/60 s reads 0.016666668), too coarse to
+        pick the same frames as PyAV an hour into a video. A video whose timestamp count
+        is not decord's frame count goes to PyAV before its first frame."""
+        times = presentation_times(self.path)
+        if times is not None and len(times) != len(self._reader):
+            raise DecoderUnsuitableError(f"decord counts {len(self._reader)} frames but the "
+                                         f"stream has {len(times)} timestamps")
+        return super().timed_frames()
 
     def close(self) -> None:
         self._reader = None
@@ -218,6 +253,9 @@ class FrameFolderDecoder(VideoDecoder):
     def fps(self) -> float:
         return 0.0  # a folder of images has no frame rate
 
+    def timed_frames(self) -> Iterator[Tuple[float, np.ndarray]]:
+        raise VideoReadError("a frame folder has no frame rate to resample it by (--fps)")
+
     def codec(self) -> str:
         """The image formats of the frames, e.g. ``png`` or ``jpeg+png``."""
         kinds = {os.path.splitext(p)[1].lower().lstrip(".") for p in self.frame_paths}
@@ -289,6 +327,35 @@ def open_decoder(name: str, path: str) -> VideoDecoder:
         return FrameFolderDecoder(path)
     check_readable(path)
     return DECODERS[name](path)
+
+
+def presentation_times(path: str) -> Optional[List[float]]:
+    """The presentation time (seconds) of each frame in display order, for ``--fps``: the
+    pts of the first video stream's packets (read with PyAV, no decoding) times the time
+    base, sorted; frame i of any decoder gets the i-th. None when a packet has no pts
+    (then frame i is at i / the declared rate).
+
+    Not the decoded frames' own ``frame.time``: in an AVI with B-frames those follow the
+    packets' decoding order (measured: 0.04, 0.12, 0.16, 0.08 s...); sorted, they are the
+    display times. Packets FFmpeg discards (before an edit list's start) and empty ones
+    are left out, as no frame comes of them.
+    """
+    import av
+
+    with _ffmpeg_log() as log:
+        try:
+            with av.open(path) as container:
+                stream = container.streams.video[0]
+                base = stream.time_base
+                pts = [packet.pts for packet in container.demux(stream)
+                       if packet.size and not packet.is_discard]
+        except av.error.FFmpegError as error:
+            raise VideoReadError(_ffmpeg_reason(error, log, path)) from None
+        except IndexError:
+            raise VideoReadError("the file has no video stream") from None
+    if not pts or any(value is None for value in pts) or base is None:
+        return None
+    return [float(value * base) for value in sorted(pts)]
 
 
 def stream_codec(path: str) -> str:

@@ -5,6 +5,11 @@ network -> per-video pooling); ``extract`` wraps it with input discovery, the
 weights, and the crash-safe store. ``check_videos`` (``--decode-only``) runs the
 same pipeline and store without the network: every video decoded, its frames and
 clips counted, no weights loaded.
+
+With a target frame rate (``target_fps``) the workers send the resampled frame
+sequence (``resample``) and clips are cut from it. With several crops (``crops``
+5 or 10) the workers send resized, uncropped frames and the runner cuts every
+clip's crops on the device, so each crop is one row of the network's batch.
 """
 
 from __future__ import annotations
@@ -24,13 +29,15 @@ from c3d_extract.clips import SHORT_POLICIES
 from c3d_extract.decoders import check_decoder
 from c3d_extract.errors import UsageError
 from c3d_extract.pooling import ClipAccumulator
-from c3d_extract.preprocess import SPORTS1M, Preprocessing, load_mean, preprocessing_with_mean
+from c3d_extract.preprocess import (CROP_COUNTS, SPORTS1M, CropWindow, Preprocessing, crop_windows,
+                                   load_mean, preprocessing_with_mean)
 from c3d_extract.records import RunParameters, VideoRecord
+from c3d_extract.resample import check_target_fps
 from c3d_extract.sharding import Shard, select, shard_path
 from c3d_extract.sources import VideoSource, discover
 from c3d_extract.weights.convert import check_kernel_order
-from c3d_extract.workers import (DecodePool, Failed, Finished, Frames, Started, Warned,
-                                 default_workers)
+from c3d_extract.workers import (DecodePool, Failed, Finished, Frames, FrameSampling, Started,
+                                 Warned, default_workers)
 
 if TYPE_CHECKING:
     import torch
@@ -67,6 +74,8 @@ class ExtractOptions:
     timeout: float = 600.0
     per_clip: bool = False
     kernel_order: Optional[str] = None  # declared kernel order of the weights file
+    crops: int = 1  # crops per clip: 1 (the centre), 5 (and the corners), 10 (and mirrored)
+    target_fps: float = 0.0  # resample every video to this frame rate first; 0: as decoded
 
     def validate(self, network: bool = True) -> None:
         """Raise ``UsageError`` for a bad option; ``network=False`` leaves out the layers."""
@@ -88,6 +97,13 @@ class ExtractOptions:
             raise UsageError(f"short policy must be one of {', '.join(SHORT_POLICIES)}")
         if not self.timeout > 0:
             raise UsageError("timeout must be a positive number of seconds")
+        if self.crops not in CROP_COUNTS:
+            raise UsageError(f"crops must be one of {', '.join(map(str, CROP_COUNTS))}")
+        try:
+            if self.target_fps:
+                check_target_fps(self.target_fps)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         check_decoder(self.decoder)
         check_kernel_order(self.kernel_order)
         if self.backend not in BACKENDS:
@@ -109,6 +125,19 @@ class ExtractOptions:
 def default_batch_size(device_type: str) -> int:
     """Clips per forward pass when the user does not choose: a GPU needs many to be busy."""
     return 32 if device_type == "cuda" else 8
+
+
+def clips_per_batch(batch_size: int, crops: int) -> int:
+    """Video clips per batch when each is ``crops`` rows of the network's batch of
+    ``batch_size`` (at least one clip, so one clip's crops may exceed it)."""
+    return max(1, batch_size // max(1, crops))
+
+
+def crops_of(preprocessing: Preprocessing, crops: int) -> Tuple[CropWindow, ...]:
+    """The crop windows cut on the device: () for the one centre crop the workers cut."""
+    if crops == 1:
+        return ()
+    return crop_windows(*preprocessing.resize, preprocessing.crop, crops)
 
 
 @dataclass
@@ -225,7 +254,8 @@ def with_runner(prepared: PreparedNetwork, options: ExtractOptions, *,
     runner = make_runner(prepared.backend, prepared.model,
                          f"{loaded.sha256}:{loaded.kernel_order}", prepared.preprocessing,
                          options.clip_len, options.layers, device, prepared.precision,
-                         batch_size, on_convert=converting)
+                         clips_per_batch(batch_size, options.crops),
+                         crops_of(prepared.preprocessing, options.crops), on_convert=converting)
     return replace(prepared, runner=runner)
 
 
@@ -315,9 +345,12 @@ def _stream(videos: Sequence[Union[VideoSource, Tuple[str, str]]], runner: Runne
     sources = [v if isinstance(v, VideoSource) else VideoSource(*v) for v in videos]
     if not sources:
         return
-    batch_size = options.batch_size or default_batch_size(device_type)
+    batch_size = clips_per_batch(options.batch_size or default_batch_size(device_type),
+                                 options.crops)
     workers = options.workers or default_workers(device_type)
     keep_clips = options.per_clip and bool(options.layers)
+    # Several crops are cut on the device from the resized frames: one decode, one transfer.
+    sampling = FrameSampling(target_fps=options.target_fps, crop=options.crops == 1)
     batcher = ClipBatcher(options.clip_len, options.stride, options.short_policy, batch_size)
     queue: Deque[Tuple[int, VideoSource]] = deque(enumerate(sources))
     states: Dict[int, _VideoState] = {}
@@ -352,7 +385,7 @@ def _stream(videos: Sequence[Union[VideoSource, Tuple[str, str]]], runner: Runne
 
     try:
         with DecodePool(min(workers, len(sources)), options.decoder, preprocessing,
-                        options.timeout) as pool:
+                        options.timeout, sampling) as pool:
             while queue or pool.busy or batcher.pending_clips or runner.pending:
                 while queue and pool.idle:
                     slot, source = queue.popleft()
@@ -521,7 +554,8 @@ def extract_videos(videos: Sequence[VideoSource], output: str, *,
                    shard: Optional[Shard] = None) -> ExtractSummary:
     """``extract`` for videos already discovered; ``weights`` may be a network already
     prepared (``prepare_network``), which then serves several calls."""
-    from c3d_extract.store import check_output_location, check_rerun, feature_dims
+    from c3d_extract.store import (check_output_location, check_rerun, check_resumable,
+                                   feature_dims)
 
     if shard is not None:
         videos = select(videos, shard)
@@ -530,6 +564,8 @@ def extract_videos(videos: Sequence[VideoSource], output: str, *,
     # Everything that can refuse the run is checked before weights are loaded or a network
     # converted: the output's folder, then (on a rerun) the parameters it was made with.
     check_output_location(output)
+    if not overwrite:  # crops and frame rate first: they are known without the weights
+        check_resumable(output, _sampling_parameters(options), ("crops", "target_fps"))
     notify = progress.notice if progress is not None else None
     if isinstance(weights, PreparedNetwork):
         if mean is not None:
@@ -552,7 +588,8 @@ def extract_videos(videos: Sequence[VideoSource], output: str, *,
         short_policy=options.short_policy, weights=prepared.weights.name,
         weights_sha256=prepared.weights.sha256, preprocessing=prepared.preprocessing.to_json(),
         precision=prepared.precision, per_clip=options.per_clip,
-        weights_kernel_order=prepared.weights.kernel_order)
+        weights_kernel_order=prepared.weights.kernel_order, crops=options.crops,
+        target_fps=options.target_fps)
     dims = feature_dims(options.layers, prepared.model.feature_dim)
     summary = ExtractSummary(output=output, n_inputs=len(videos), n_skipped_existing=0,
                              weights=prepared.weights.name,
@@ -568,6 +605,14 @@ def extract_videos(videos: Sequence[VideoSource], output: str, *,
                                             progress.frames_decoded),
         overwrite=overwrite, retry_errors=retry_errors, progress=progress, shard=shard,
         before_work=build_runner)
+
+
+def _sampling_parameters(options: ExtractOptions) -> RunParameters:
+    """Run parameters that say only how frames and crops are taken (the rest left empty):
+    what ``check_resumable`` compares before any network is built."""
+    return RunParameters(layers=(), clip_len=0, stride=0, short_policy="", weights="",
+                         weights_sha256="", preprocessing="", precision="", per_clip=False,
+                         crops=options.crops, target_fps=options.target_fps)
 
 
 def check_videos(videos: Sequence[VideoSource], output: str, *,
@@ -588,7 +633,8 @@ def check_videos(videos: Sequence[VideoSource], output: str, *,
     params = RunParameters(
         layers=(), clip_len=options.clip_len, stride=options.stride,
         short_policy=options.short_policy, weights=DECODE_ONLY, weights_sha256="",
-        preprocessing=SPORTS1M.to_json(), precision=DECODE_ONLY, per_clip=False)
+        preprocessing=SPORTS1M.to_json(), precision=DECODE_ONLY, per_clip=False,
+        crops=options.crops, target_fps=options.target_fps)
     summary = ExtractSummary(output=output, n_inputs=len(videos), n_skipped_existing=0,
                              weights=DECODE_ONLY, shard=shard)
     return _run_into_store(

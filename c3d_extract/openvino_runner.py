@@ -34,7 +34,7 @@ from torch import nn
 
 from c3d_extract.batching import Batch
 from c3d_extract.errors import UsageError
-from c3d_extract.preprocess import Preprocessing
+from c3d_extract.preprocess import CropWindow, Preprocessing
 from c3d_extract.runner import Outputs, gather_clips
 from c3d_extract.weights.loading import cache_dir, file_sha256
 
@@ -362,12 +362,15 @@ class OpenVinoRunner:
     def __init__(self, model: nn.Module, weights_id: str, preprocessing: Preprocessing,
                  clip_len: int, layers: Sequence[str], precision: str, batch_size: int,
                  cache_root: Optional[Path] = None,
-                 on_convert: Optional[Callable[[], None]] = None) -> None:
+                 on_convert: Optional[Callable[[], None]] = None,
+                 windows: Tuple[CropWindow, ...] = ()) -> None:
         import openvino as ov
 
         self.layers = tuple(layers)
         self.precision = precision
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # clips per batch
+        #: Crop windows cut before the network (several crops), or () for cropped frames.
+        self.windows = tuple(windows) if len(windows) > 1 else ()
         self.device = torch.device("cpu")
         crop = preprocessing.crop
         clip_shape = (3, clip_len, crop, crop)
@@ -376,7 +379,8 @@ class OpenVinoRunner:
         network = _Layers(model.eval(), self.layers)
         converted, self.converted_now = converted_model(
             key, lambda: convert_network(network, clip_shape), cache_root, on_convert)
-        with_batch_size(converted, batch_size)
+        # The batch the network is compiled for: every crop of every clip is one row.
+        with_batch_size(converted, batch_size * max(1, len(self.windows)))
         self.compiled = ov.Core().compile_model(converted, "CPU", compile_config(precision))
         jobs = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         # Two requests at least: one computes while the next batch is handed over.
@@ -388,7 +392,8 @@ class OpenVinoRunner:
         self._changed = threading.Condition()
 
     def submit(self, batch: Batch) -> None:
-        clips = gather_clips(batch, self.preprocessing, self.device, self.batch_size).numpy()
+        clips = gather_clips(batch, self.preprocessing, self.device, self.batch_size,
+                             windows=self.windows).numpy()
         entry = _Entry(batch)
         with self._changed:
             self._entries.append(entry)
@@ -396,10 +401,13 @@ class OpenVinoRunner:
 
     def _finished(self, request: Any, entry: _Entry) -> None:
         try:
-            n = len(entry.batch.clips)
-            entry.outputs = {layer: np.array(request.get_output_tensor(i).data[:n],
-                                             np.float32)
-                             for i, layer in enumerate(self.layers)}
+            n, crops = len(entry.batch.clips), len(self.windows)
+            entry.outputs = {}
+            for i, layer in enumerate(self.layers):
+                rows = np.array(request.get_output_tensor(i).data[:n * max(1, crops)],
+                                np.float32)
+                # Clips x crops x dims with several crops, as the torch runner gives.
+                entry.outputs[layer] = rows.reshape(n, crops, -1) if crops > 1 else rows
         except Exception as error:  # noqa: BLE001 - handed to the caller in collect()
             entry.error = error
         with self._changed:

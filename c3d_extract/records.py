@@ -8,6 +8,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from c3d_extract.preprocess import crop_order
+
 STATUSES = ("ok", "padded", "looped", "skipped", "error")
 #: Statuses whose videos have features.
 WITH_FEATURES = ("ok", "padded", "looped")
@@ -31,10 +33,25 @@ class RunParameters:
     precision: str      # fp32, bf16 or fp16, as resolved
     per_clip: bool
     weights_kernel_order: str = "caffe"  # the kernel order the weights file was read as
+    crops: int = 1          # crops per clip (``--crops``): 1, 5 or 10
+    target_fps: float = 0.0  # frames resampled to this rate (``--fps``); 0: every frame
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "crops", int(self.crops))
+        object.__setattr__(self, "target_fps", float(self.target_fps))
 
     def to_attrs(self) -> Dict[str, Any]:
+        """The file's root attributes. ``crops`` and ``target_fps`` appear only when they
+        are not the defaults, so a file of a default run is as it always was; a file of
+        several crops also says their order (``crop_order``)."""
         attrs = asdict(self)
         attrs["layers"] = ",".join(self.layers)
+        if self.crops == 1:
+            del attrs["crops"]
+        else:
+            attrs["crop_order"] = crop_order(self.crops)
+        if not self.target_fps:
+            del attrs["target_fps"]
         return attrs
 
     @classmethod
@@ -46,14 +63,17 @@ class RunParameters:
                    weights_sha256=str(attrs["weights_sha256"]),
                    preprocessing=str(attrs["preprocessing"]),
                    precision=str(attrs["precision"]), per_clip=bool(attrs["per_clip"]),
-                   weights_kernel_order=str(attrs.get("weights_kernel_order", "caffe")))
+                   weights_kernel_order=str(attrs.get("weights_kernel_order", "caffe")),
+                   crops=int(attrs.get("crops", 1)),
+                   target_fps=float(attrs.get("target_fps", 0.0)))
 
     def differences(self, other: "RunParameters") -> List[str]:
         """Human-readable ``name: recorded -> requested`` for every differing field.
 
         The weights' name may change (a file moved) as long as their sha256 is the same.
         """
-        mine, theirs = self.to_attrs(), other.to_attrs()
+        mine, theirs = asdict(self), asdict(other)
+        mine["layers"], theirs["layers"] = ",".join(self.layers), ",".join(other.layers)
         names = [k for k in mine if k != "weights" and mine[k] != theirs[k]]
         return [f"{k}: {mine[k]!r} in the file, {theirs[k]!r} now" for k in names]
 

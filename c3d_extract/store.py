@@ -4,7 +4,9 @@ Layout (other commands read these names)::
 
     /                attrs: format, format_version, c3d_extract_version, the run
                      parameters (layers, clip_len, stride, short_policy, weights,
-                     weights_sha256, preprocessing JSON, precision, per_clip),
+                     weights_sha256, preprocessing JSON, precision, per_clip; crops
+                     and crop_order only with --crops 5 or 10, target_fps only with
+                     --fps),
                      complete, n_inputs; shard files (``--shard I/N``) also
                      shard_index, shard_count (see ``sharding``); merged files
                      merged_shard_count, missing_shards, incomplete_shards
@@ -12,10 +14,13 @@ Layout (other commands read these names)::
     videos/id        variable-length UTF-8, one row per video
     videos/status    ok | padded | looped | skipped | error
     videos/error     message, empty unless status is error
-    videos/n_frames, n_clips, fps, width, height
+    videos/n_frames, n_clips, fps, width, height  (fps: the source's frame rate; with
+                     --fps, n_frames counts the resampled frames the clips are cut from)
     videos/zero_descriptor  1 where every clip feature was zero (the row stays zero)
     features/<layer> float32 (n_videos, dim), L2-normalised; zeros without features
-    clips/<layer>    float32 (n_clips, dim), raw per-clip features (--per-clip)
+    clips/<layer>    float32 (n_clips, dim), raw per-clip features (--per-clip); with
+                     --crops 5 or 10 (n_clips, crops, dim), crops in the order of the
+                     root attribute crop_order (attribute crops)
     clips/video      row in videos/id of each clip; clips/start_frame
 
 Writing: finished videos go to an append-only checksummed journal
@@ -224,8 +229,9 @@ def _create_layout(handle, params: RunParameters, dims: Dict[str, int]) -> None:
     if params.per_clip:
         clips = handle.create_group("clips")
         for layer in params.layers:
-            clips.create_dataset(layer, (0, dims[layer]), dtype=np.float32,
-                                 maxshape=(None, dims[layer]), chunks=(64, dims[layer]))
+            row = (dims[layer],) if params.crops == 1 else (params.crops, dims[layer])
+            clips.create_dataset(layer, (0,) + row, dtype=np.float32, maxshape=(None,) + row,
+                                 chunks=(max(1, 64 // params.crops),) + row)
         for name in ("video", "start_frame"):
             clips.create_dataset(name, (0,), dtype=np.int64, maxshape=(None,), chunks=(4096,))
     handle.attrs["format"] = FORMAT
@@ -512,7 +518,7 @@ class FeatureStore:
         chunk per growing dataset and 1 MB for HDF5's own records."""
         journal = os.path.getsize(self.journal.path) if self.journal.exists() else 0
         row_bytes = sum(4 * dim for dim in self.dims.values())
-        chunks = 64 * row_bytes * (2 if self.params.per_clip else 1)
+        chunks = 64 * row_bytes * ((1 + self.params.crops) if self.params.per_clip else 1)
         chunks += 2 * 1024 * 8 * (len(_VIDEO_COLUMNS) + len(_TEXT_COLUMNS)) + 2 * 4096 * 8
         return 2 * journal + chunks + (1 << 20)
 
@@ -649,6 +655,25 @@ def remove_quietly(path: str) -> None:
 def feature_dims(layers: Iterable[str], dim_of) -> Dict[str, int]:
     """``{layer: dim}`` using ``dim_of(layer)`` (e.g. ``C3D.feature_dim``)."""
     return {layer: int(dim_of(layer)) for layer in layers}
+
+
+def check_resumable(path: str, params: RunParameters, fields: Sequence[str]) -> None:
+    """Raise ``ParameterMismatchError`` if the existing output ``path`` was made with other
+    values of ``fields`` than ``params``: a cheap look before the network is built. The
+    store checks every field again when it opens."""
+    if not os.path.exists(path):
+        return
+    try:
+        recorded = RunParameters.from_attrs(read_attributes(path))
+    except (StoreError, KeyError, ValueError):
+        return  # not readable now: the store, under its lock, says why
+    differences = [text for text in recorded.differences(params)
+                   if text.split(":", 1)[0] in fields]
+    if differences:
+        raise ParameterMismatchError(
+            f"the existing output {path} was made with other parameters "
+            f"({'; '.join(differences)}); rerun with the same options, choose another "
+            "output, or pass --overwrite to replace it")
 
 
 def describe(path: str) -> Optional[str]:

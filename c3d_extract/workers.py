@@ -22,19 +22,34 @@ import time
 import types
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from c3d_extract.decoders import FALLBACK, available_decoders, open_decoder
+from c3d_extract.decoders import FALLBACK, VideoDecoder, available_decoders, open_decoder
 from c3d_extract.errors import VideoReadError
-from c3d_extract.preprocess import Preprocessing, prepare_frame
+from c3d_extract.preprocess import Preprocessing, prepare_frame, resize_frame
+from c3d_extract.resample import FrameSelector
 
 FRAMES_PER_MESSAGE = 16
 #: Messages a worker decodes ahead while the parent is busy (each 16 cropped frames, 0.6 MB).
 READ_AHEAD_MESSAGES = 4
 #: Seconds a fresh worker may take to start (imports) before its first video's clock runs.
 STARTUP_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """Which frames a worker sends, and how far prepared.
+
+    ``target_fps``: resample to this rate by presentation time (``resample``); 0 sends
+    every decoded frame. ``crop``: send the preset's centre crop (one crop per clip);
+    False sends the resized, uncropped frames, from which several crops are cut on the
+    device.
+    """
+
+    target_fps: float = 0.0
+    crop: bool = True
 
 
 # ---------------------------------------------------------------- events seen by the parent
@@ -49,15 +64,18 @@ class Started:
 @dataclass(frozen=True)
 class Frames:
     slot: int
-    frames: np.ndarray  # (k, crop, crop, 3) uint8 in the preset's channel order
+    # (k, crop, crop, 3) uint8 in the preset's channel order; (k, H, W, 3) resized
+    # frames when the crops are cut on the device (``FrameSampling.crop`` False)
+    frames: np.ndarray
 
 
 @dataclass(frozen=True)
 class Finished:
     slot: int
-    n_frames: int
+    n_frames: int  # frames sent: the resampled sequence with a target frame rate
     width: int
     height: int
+    decoded_frames: int = 0  # frames the decoder produced
 
 
 @dataclass(frozen=True)
@@ -88,9 +106,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def decode_video(decoder: str, path: str, preprocessing: Preprocessing, send) -> None:
+def decode_video(decoder: str, path: str, preprocessing: Preprocessing, send,
+                 sampling: FrameSampling = FrameSampling()) -> None:
     """Decode one video, sending ``("start", fps, codec)``, ``("frames", array)``..., any
-    ``("warning", text)`` and ``("end", n, width, height)``, or ``("error", message)``.
+    ``("warning", text)`` and ``("end", n_sent, width, height, n_decoded)``, or
+    ``("error", message)``.
 
     When ``decoder`` fails before it has sent any frame and has a fallback
     (``decoders.FALLBACK``), the fallback decodes the video instead; if that
@@ -100,33 +120,69 @@ def decode_video(decoder: str, path: str, preprocessing: Preprocessing, send) ->
     fallback = FALLBACK.get(decoder)
     if os.path.isdir(path) or (fallback is not None and fallback not in available_decoders()):
         fallback = None
-    failure = _decode_with(decoder, path, preprocessing, send, quiet_failure=fallback is not None)
+    failure = _decode_with(decoder, path, preprocessing, send,
+                           quiet_failure=fallback is not None, sampling=sampling)
     if failure is not None and fallback is not None:
-        _decode_with(fallback, path, preprocessing, send, quiet_failure=False)
+        _decode_with(fallback, path, preprocessing, send, quiet_failure=False,
+                     sampling=sampling)
+
+
+class _Count:
+    decoded = 0
+
+
+def sampled_frames(video: VideoDecoder, target_fps: float,
+                   count: _Count) -> Iterator[Tuple[np.ndarray, int]]:
+    """``(decoded frame, times it is used)`` for every frame used at least once: each frame
+    once without a ``target_fps``, else as often as the resampled sequence repeats it.
+    ``count.decoded`` follows the frames decoded."""
+    if not target_fps:
+        for frame in video.frames():
+            count.decoded += 1
+            yield frame, 1
+        return
+    selector = FrameSelector(target_fps)
+    held: Optional[np.ndarray] = None
+    for when, frame in video.timed_frames():
+        if not np.isfinite(when):
+            raise VideoReadError(f"frame {count.decoded} has no presentation time to "
+                                 "resample by (--fps)")
+        count.decoded += 1
+        used = selector.push(when)
+        if used and held is not None:
+            yield held, used
+        held = frame
+    used = selector.finish()
+    if used and held is not None:
+        yield held, used
 
 
 def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
-                 quiet_failure: bool) -> Optional[str]:
+                 quiet_failure: bool, sampling: FrameSampling = FrameSampling()) -> Optional[str]:
     """Decode with one backend. With ``quiet_failure``, a failure before the first frame
     is returned instead of sent (the caller may try another backend); else None."""
     n_frames, width, height = 0, 0, 0
+    count = _Count()
     started = False
     warnings: Tuple[str, ...] = ()
+    prepare = prepare_frame if sampling.crop else resize_frame
     try:
         with open_decoder(decoder, path) as video:
             fps, codec = video.fps(), video.codec()
             chunk: List[np.ndarray] = []
-            for frame in video.frames():
+            for frame, used in sampled_frames(video, sampling.target_fps, count):
                 if n_frames == 0:
                     height, width = frame.shape[:2]
-                chunk.append(prepare_frame(frame, preprocessing))
-                n_frames += 1
-                if len(chunk) == FRAMES_PER_MESSAGE:
-                    if not started:
-                        send(("start", fps, codec))
-                        started = True
-                    send(("frames", np.stack(chunk)))
-                    chunk = []
+                prepared = prepare(frame, preprocessing)
+                for _ in range(used):
+                    chunk.append(prepared)
+                    n_frames += 1
+                    if len(chunk) == FRAMES_PER_MESSAGE:
+                        if not started:
+                            send(("start", fps, codec))
+                            started = True
+                        send(("frames", np.stack(chunk)))
+                        chunk = []
             if not started:
                 send(("start", fps, codec))
                 started = True
@@ -134,15 +190,16 @@ def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
                 send(("frames", np.stack(chunk)))
             warnings = video.warnings
     except VideoReadError as error:
-        return _failed(_with_position(str(error), n_frames), quiet_failure and not started, send)
+        return _failed(_with_position(str(error), count.decoded),
+                       quiet_failure and not started, send)
     except (OSError, ValueError, MemoryError) as error:
-        message = _with_position(f"{type(error).__name__}: {error}", n_frames)
+        message = _with_position(f"{type(error).__name__}: {error}", count.decoded)
         return _failed(message, quiet_failure and not started, send)
     if n_frames == 0:
         return _failed("no frames could be decoded", quiet_failure, send)
     for warning in warnings:
         send(("warning", warning))
-    send(("end", n_frames, width, height))
+    send(("end", n_frames, width, height, count.decoded))
     return None
 
 
@@ -203,7 +260,7 @@ class _BackgroundSender:
 
 
 def worker_main(connection: Connection, decoder: str, preprocessing: Preprocessing,
-                native_logs: bool = False) -> None:
+                native_logs: bool = False, sampling: FrameSampling = FrameSampling()) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     _die_with_parent()
     if not native_logs:
@@ -229,7 +286,7 @@ def worker_main(connection: Connection, decoder: str, preprocessing: Preprocessi
             slot, path = task
             try:
                 decode_video(decoder, path, preprocessing,
-                             lambda message: sender.send((slot, message)))
+                             lambda message: sender.send((slot, message)), sampling)
             except (BrokenPipeError, EOFError):
                 return
     finally:
@@ -255,10 +312,11 @@ def _caller_main_hidden():
 
 class _Worker:
     def __init__(self, context, decoder: str, preprocessing: Preprocessing,
-                 native_logs: bool) -> None:
+                 native_logs: bool, sampling: FrameSampling = FrameSampling()) -> None:
         self.connection, child = context.Pipe(duplex=True)
         self.process = context.Process(target=worker_main,
-                                       args=(child, decoder, preprocessing, native_logs),
+                                       args=(child, decoder, preprocessing, native_logs,
+                                             sampling),
                                        daemon=True, name="c3d-decode")
         with _caller_main_hidden():
             self.process.start()
@@ -278,8 +336,9 @@ class DecodePool:
     """``workers`` decode processes; ``submit`` a video, ``poll`` for events."""
 
     def __init__(self, workers: int, decoder: str, preprocessing: Preprocessing,
-                 timeout: float) -> None:
+                 timeout: float, sampling: FrameSampling = FrameSampling()) -> None:
         self.decoder = decoder
+        self.sampling = sampling
         self.native_logs = bool(os.environ.get("C3D_EXTRACT_DECODER_LOGS"))
         # Workers need the geometry only; the mean volume stays in the parent.
         self.preprocessing = Preprocessing(resize=preprocessing.resize, crop=preprocessing.crop,
@@ -289,7 +348,8 @@ class DecodePool:
         self._workers = [self._start() for _ in range(workers)]
 
     def _start(self) -> _Worker:
-        return _Worker(self._context, self.decoder, self.preprocessing, self.native_logs)
+        return _Worker(self._context, self.decoder, self.preprocessing, self.native_logs,
+                       self.sampling)
 
     @property
     def worker_pids(self) -> List[int]:
@@ -400,7 +460,8 @@ def _event(slot: int, message: Tuple[Any, ...]) -> Event:
     if kind == "warning":
         return Warned(slot, str(message[1]))
     if kind == "end":
-        return Finished(slot, int(message[1]), int(message[2]), int(message[3]))
+        return Finished(slot, int(message[1]), int(message[2]), int(message[3]),
+                        int(message[4]))
     return Failed(slot, str(message[1]))
 
 

@@ -26,6 +26,8 @@ EXAMPLES = """
 Examples:
   c3d-extract videos/ -o feats.h5
   c3d-extract videos/ -o feats.h5 --layer fc6,fc7,pool5,prob --per-clip
+  c3d-extract videos/ -o feats.h5 --per-clip --crops 10    (ten crops per clip)
+  c3d-extract videos/ -o ucf_crime.h5 --fps 30 --stride 16 --layer fc6 --per-clip
   c3d-extract --list videos.txt -o feats.h5 --weights c3d.pickle
   c3d-extract videos/ -o r21d.h5 --weights run/model.safetensors --layer avgpool,logits
   c3d-extract videos/ -o feats.h5 --shard 1/4      (writes feats.shard-00001-of-00004.h5)
@@ -141,7 +143,17 @@ def _raise_interrupt(signum, frame) -> None:
               type=click.Choice(SHORT_POLICIES),
               help="Videos shorter than a clip: repeat the last frame, loop, or skip.")
 @click.option("--batch-size", default=0, type=click.IntRange(min=0),
-              help="Clips per forward pass, across videos (default: 32 on CUDA, 8 on CPU).")
+              help="Clips per forward pass, across videos (default: 32 on CUDA, 8 on CPU); "
+              "with --crops, crops of clips (at least one clip's).")
+@click.option("--crops", default="1", show_default=True, type=click.Choice(["1", "5", "10"]),
+              help="Crops per clip: 1 the centre (the paper's); 5 also the four corners; 10 "
+              "also the same five of the horizontally mirrored frame. Per-clip features "
+              "become clips x crops x dims, in the order of the file's crop_order "
+              "attribute (centre first); the descriptor averages clips and crops.")
+@click.option("--fps", "target_fps", type=click.FloatRange(min=0, min_open=True),
+              help="Resample every video to this frame rate first: at each 1/FPS step the "
+              "frame nearest in presentation time (no re-encoding); clips are cut from that "
+              "sequence. Default: every decoded frame.")
 @compute_options
 @click.option("--decoder", default="decord", show_default=True,
               type=click.Choice(sorted(DECODERS)))
@@ -178,7 +190,8 @@ def _raise_interrupt(signum, frame) -> None:
 def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: Optional[str],
         kernel_order: Optional[str], mean: Optional[str], layers: Optional[str],
         clip_len: Optional[int], stride: Optional[int], short_policy: str,
-        batch_size: int, device: str, precision: str, allow_emulated_precision: bool,
+        batch_size: int, crops: str, target_fps: Optional[float], device: str,
+        precision: str, allow_emulated_precision: bool,
         backend: str, decoder: str, workers: int, timeout: float, per_clip: bool,
         overwrite: bool, retry_errors: bool, shard_text: Optional[str], decode_only: bool,
         ray_address: Optional[str], keep_shards: bool, quiet: bool) -> None:
@@ -208,7 +221,8 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
         clip_len=clip_len or 0, stride=stride or 0,
         short_policy=short_policy, batch_size=batch_size, device=device, precision=precision,
         allow_emulated_precision=allow_emulated_precision, backend=backend, decoder=decoder,
-        workers=workers, timeout=timeout, per_clip=per_clip, kernel_order=kernel_order)
+        workers=workers, timeout=timeout, per_clip=per_clip, kernel_order=kernel_order,
+        crops=int(crops), target_fps=target_fps or 0.0)
     launched = launched_shard(os.environ)
     shard = parse_shard(shard_text) if shard_text is not None else launched
     if ray_address is not None:

@@ -339,6 +339,9 @@ def write_activitynet(model: PCAModel, features_path: str, output: str, *,
     layer = layer or model.layer
     dims = model.dims if dims is None else dims
     video_row, start_frame, matrix = read_clip_features(features_path, layer)
+    if matrix.ndim != 2:
+        raise UsageError(f"{features_path} holds {matrix.shape[1]} crops per clip; the "
+                         "ActivityNet layout has one row per clip: extract with --crops 1")
     ids = read_video_table(features_path)["id"]
     names = {}
     for row in np.unique(video_row):
