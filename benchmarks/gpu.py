@@ -56,7 +56,7 @@ class Sizes:
     batches: Tuple[int, ...] = (16, 32, 64, 128, 256)
     variant_batch: int = 64                    # the layout / autotuning variants' batch
     precisions: Tuple[str, ...] = ("fp32", "bf16")
-    seconds: float = 1.0                       # timed seconds per network configuration
+    seconds: float = 0.5                       # timed seconds per network configuration
     warmup: int = 3
     compiled_batch: int = 64
     train_batch: Dict[str, int] = None  # type: ignore[assignment]
@@ -86,7 +86,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench-results/gpu",
-                        help="folder of gpu-bench.json, gpu-bench.md, the corpus and runs")
+                        help="folder of gpu-bench.json and gpu-bench.md")
+    parser.add_argument("--work", help="folder of the corpus, datasets and training runs "
+                        "(kept for the next run; default: OUT/work)")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     parser.add_argument("--tiny", action="store_true",
                         help="tiny sizes: a rehearsal of every stage in about a minute")
@@ -99,13 +101,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    results = run(out, args.device, sizes, tiny=args.tiny, skip=skip)
-    (out / "gpu-bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    work = Path(args.work).resolve() if args.work else out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    results = run(work, args.device, sizes, tiny=args.tiny, skip=skip,
+                  save=lambda partial: _write(out / "gpu-bench.json",
+                                              json.dumps(partial, indent=2) + "\n"))
+    _write(out / "gpu-bench.json", json.dumps(results, indent=2) + "\n")
     table = markdown(results)
-    (out / "gpu-bench.md").write_text(table + "\n")
+    _write(out / "gpu-bench.md", table + "\n")
     print(table)
     print(f"\nwritten: {out / 'gpu-bench.json'} and {out / 'gpu-bench.md'}", file=sys.stderr)
     return 0
+
+
+def _write(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 class Stages:
@@ -148,7 +160,10 @@ class Stages:
 
 
 def run(out: Path, device: str, sizes: Sizes, *, tiny: bool = False,
-        skip: frozenset = frozenset()) -> Dict[str, Any]:
+        skip: frozenset = frozenset(),
+        save: Callable[[Dict[str, Any]], None] = lambda partial: None) -> Dict[str, Any]:
+    """Every stage in turn; ``out`` holds the corpus and runs. ``save`` receives the results
+    so far after each stage (a run stopped from outside leaves what it had measured)."""
     log = _Log()
     stages = Stages(sizes.budget, log)
     on_cuda = device.startswith("cuda")
@@ -161,12 +176,19 @@ def run(out: Path, device: str, sizes: Sizes, *, tiny: bool = False,
             stages.status[name] = {"status": "skipped", "error": "--skip"}
             return
         results[name] = stages.run(name, limit, function, **kw)
+        results["stages"] = stages.status
+        save(results)
 
     # The corpus first: its writers are forked before this process imports torch.
     stage("corpus", 90, lambda timeout: make_corpus(out / "corpus", sizes, timeout))
     corpus = results["corpus"]
-    results["hardware"], results["versions"] = _describe(device)
-    results["hardware_line"] = _hardware_line(results["hardware"])
+    try:
+        results["hardware"], results["versions"] = _describe(device)
+        results["hardware_line"] = _hardware_line(results["hardware"])
+    except Exception as error:  # noqa: BLE001 - the stages below say more; keep going
+        results["hardware"], results["versions"] = {"error": str(error)[:300]}, {}
+        results["hardware_line"] = f"Hardware: unknown ({type(error).__name__}: " \
+                                   f"{str(error)[:200]})"
     log(results["hardware_line"])
     stage("openvino_free", 60, lambda timeout: _task({"task": "openvino_free"}, timeout))
     decoder = "decord" if results["versions"].get("decord") else "pyav"
@@ -186,20 +208,20 @@ def run(out: Path, device: str, sizes: Sizes, *, tiny: bool = False,
         "archs": [{"name": name, "batch": sizes.train_batch[name],
                    "clip_len": sizes.train_input[name][0], "crop": sizes.train_input[name][1]}
                   for name in sizes.train_batch]}, timeout))
+    stage("tests", 100, lambda timeout: run_tests(sizes.tests, timeout))
     dataset = None
     if {"c3d_train", "resume"} - skip:
         dataset = stages.run("train_data", 40,
                              lambda timeout: make_train_data(out / "train-data", sizes))
     if dataset:
-        stage("c3d_train", 80, lambda timeout: c3d_train_runs(out / "runs", dataset, device,
-                                                              sizes, timeout))
         stage("resume", 70, lambda timeout: resumed_run(out / "runs", dataset, device, sizes,
                                                         timeout))
-    stage("tests", 100, lambda timeout: run_tests(sizes.tests, timeout))
+        stage("c3d_train", 70, lambda timeout: c3d_train_runs(out / "runs", dataset, device,
+                                                              sizes, timeout))
     if corpus:
         stage("nvdec", 40, lambda timeout: _task({
             "task": "nvdec", "device": device, "h264_video": corpus["h264_video"],
-            "folder": corpus["subsets"][str(max(sizes.workers))],
+            "folder": corpus["subsets"][str(sizes.workers[min(1, len(sizes.workers) - 1)])],
             "workers": max(sizes.workers)}, timeout))
     if on_cuda:
         stage("network_compiled", 120, lambda timeout: _task({

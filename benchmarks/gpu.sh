@@ -28,11 +28,14 @@ done
 
 log() { echo "[gpu.sh] $*" >&2; }
 
-has() { "$PYTHON" -c "import $1" >/dev/null 2>&1; }
+has() { "$PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$1') is None)" >/dev/null 2>&1; }
 
 pip_install() {
-  "$PYTHON" -m pip install -q --no-index --no-deps "$@" 2>&1 | tail -3 >&2 \
-    || "$PYTHON" -m pip install -q --no-index --no-deps --user "$@" 2>&1 | tail -3 >&2
+  # A system Python may refuse (PEP 668): then into the user's site-packages.
+  "$PYTHON" -m pip install -q --no-index --no-deps "$@" \
+    || "$PYTHON" -m pip install -q --no-index --no-deps --user "$@" \
+    || "$PYTHON" -m pip install -q --no-index --no-deps --user --break-system-packages "$@" \
+    || log "could not install $*"
 }
 
 if [ "$INSTALL" = 1 ]; then
@@ -49,13 +52,14 @@ if [ "$INSTALL" = 1 ]; then
   if ! "$PYTHON" -c "import c3d_extract, importlib.metadata as m; m.version('c3d-extract')" \
       >/dev/null 2>&1; then
     log "installing the project (--no-deps: openvino is not needed on CUDA)"
-    "$PYTHON" -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -3 >&2 \
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation -e . \
+      || "$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation --user -e . \
       || log "pip install -e . failed: the benchmark runs from the source tree"
   fi
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # The benchmark keeps to its own budget (300 s); this is the backstop.
-timeout 420 "$PYTHON" -m benchmarks.gpu "${ARGS[@]}"
+timeout 420 "$PYTHON" -m benchmarks.gpu ${ARGS[@]+"${ARGS[@]}"}
 status=$?
 if [ $status -ne 0 ]; then log "benchmarks.gpu exited with $status"; fi
 exit $status

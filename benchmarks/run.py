@@ -436,6 +436,8 @@ def versions() -> Dict[str, Optional[str]]:
             found[module] = getattr(importlib.import_module(module), "__version__", "?")
         except ImportError:
             found[module] = None
+        except (OSError, RuntimeError) as error:  # torchcodec without FFmpeg's libraries
+            found[module] = f"installed, fails to load ({str(error).splitlines()[0][:120]})"
     return found
 
 
