@@ -41,6 +41,7 @@ pip_install() {
 if [ "$INSTALL" = 1 ]; then
   # module name : wheel name
   for pair in av:av decord:decord prettytable:prettytable wcwidth:wcwidth skops:skops \
+              pluggy:pluggy iniconfig:iniconfig pygments:pygments pytest:pytest \
               torchcodec:torchcodec; do
     module=${pair%%:*}; wheel=${pair#*:}
     if has "$module"; then continue; fi

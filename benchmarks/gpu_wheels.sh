@@ -2,7 +2,8 @@
 # Download, on a machine with internet, the wheels that benchmarks/gpu.sh installs on a GPU
 # machine without it (whose Python has torch, torchvision, h5py, opencv, safetensors, click,
 # scikit-learn, tqdm and matplotlib, but not these): PyAV, decord, skops (and its
-# prettytable, wcwidth), and torchcodec (NVDEC) if it fits. Into gpu-wheels/ (ignored by
+# prettytable, wcwidth), pytest (pluggy, iniconfig, pygments) for the CUDA tests, and
+# torchcodec (NVDEC) if it fits. Into gpu-wheels/ (ignored by
 # git); the repository and the wheels must travel within 64 MiB together. openvino (about
 # 50 MiB) stays behind: the CUDA path never imports it.
 #
@@ -40,6 +41,8 @@ download() {
 
 mkdir -p "$OUT"
 download "av>=11" "decord>=0.6" "skops>=0.9" prettytable wcwidth
+# pytest for the CUDA tests, with what it needs beyond the machine's packages.
+download pytest pluggy iniconfig pygments
 
 mib() { du -cm "$@" 2>/dev/null | tail -1 | cut -f1; }
 repo_mib=$(( $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) / 1048576 + 1 ))
