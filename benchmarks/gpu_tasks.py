@@ -22,6 +22,11 @@ import numpy as np
 Result = Dict[str, Any]
 
 
+def _rate(value: float) -> float:
+    """A rate rounded to what it can tell: 0.1 above 10, three decimals below."""
+    return round(value, 1) if value >= 10 else round(value, 3)
+
+
 def _sync(device) -> None:
     import torch
 
@@ -129,12 +134,12 @@ def extract_rates(task: Dict[str, Any]) -> Result:
             done = _quiet_extract(extract_videos, videos, f"{scratch}/e2e-{number}.h5",
                                   prepared, options)
             rows.append({
-                "corpus": run["corpus"], "workers": workers, "videos": len(videos), "frames": done.n_frames,
-                "clips": done.n_clips, "failed": done.n_failed,
+                "corpus": run["corpus"], "workers": workers, "videos": len(videos),
+                "frames": done.n_frames, "clips": done.n_clips, "failed": done.n_failed,
                 "decode_frames_per_s": round(decoded.n_frames / decoded.seconds, 1),
                 "decode_seconds": round(decoded.seconds, 2),
                 "e2e_frames_per_s": round(done.n_frames / done.seconds, 1),
-                "e2e_clips_per_s": round(done.n_clips / done.seconds, 1),
+                "e2e_clips_per_s": _rate(done.n_clips / done.seconds),
                 "e2e_seconds": round(done.seconds, 2),
                 "e2e_over_decode": round(decoded.seconds / done.seconds, 3),
             })
@@ -203,12 +208,13 @@ def _clips(batch: int, device, channels_last: bool):
     return x.contiguous(memory_format=torch.channels_last_3d) if channels_last else x
 
 
-def _autocast(device, precision: str):
+def _autocast(device, precision: str, cache: bool = True):
     import torch
 
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    # A CUDA graph's capture must not keep autocast's cast weights: cache=False there.
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
 
 
 def network(task: Dict[str, Any]) -> Result:
@@ -238,7 +244,7 @@ def network(task: Dict[str, Any]) -> Result:
             for _ in range(task["warmup"]):
                 step()
             timed = _timed(step, device, task["seconds"])
-            row.update(clips_per_s=round(timed["steps"] * config["batch"] / timed["seconds"], 1),
+            row.update(clips_per_s=_rate(timed["steps"] * config["batch"] / timed["seconds"]),
                        steps=timed["steps"], peak_mib=_peak_mib(device))
         except torch.cuda.OutOfMemoryError:
             row.update(error="out of memory", peak_mib=_peak_mib(device))
@@ -278,8 +284,7 @@ def network_compiled(task: Dict[str, Any]) -> Result:
             setup = time.perf_counter() - started
             timed = _timed(step, device, task["seconds"])
             rows.append({"variant": name, "batch": task["batch"], "precision": "bf16",
-                         "clips_per_s": round(timed["steps"] * task["batch"] / timed["seconds"],
-                                              1),
+                         "clips_per_s": _rate(timed["steps"] * task["batch"] / timed["seconds"]),
                          "setup_s": round(setup, 1), "peak_mib": _peak_mib(device)})
         except Exception as error:  # noqa: BLE001 - a failed variant is a finding, recorded
             rows.append({"variant": name, "batch": task["batch"], "precision": "bf16",
@@ -301,16 +306,20 @@ def network_compiled(task: Dict[str, Any]) -> Result:
     if "cuda_graph" in task["variants"] and device.type == "cuda":
         static = {}
 
+        def uncached():
+            with torch.inference_mode(), _autocast(device, "bf16", cache=False):
+                return wrapped(x)
+
         def capture():
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(3):
-                    eager()
+                    uncached()
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                static["out"] = eager()
+                static["out"] = uncached()
             static["graph"] = graph
 
         def replay():
@@ -369,7 +378,7 @@ def train_steps(task: Dict[str, Any]) -> Result:
             for _ in range(task["warmup"]):
                 step()
             timed = _timed(step, device, task["seconds"])
-            row.update(clips_per_s=round(timed["steps"] * arch["batch"] / timed["seconds"], 1),
+            row.update(clips_per_s=_rate(timed["steps"] * arch["batch"] / timed["seconds"]),
                        steps=timed["steps"], peak_mib=_peak_mib(device))
         except torch.cuda.OutOfMemoryError:
             row.update(error="out of memory", peak_mib=_peak_mib(device))
