@@ -67,6 +67,7 @@ class DeviceMemoryError(C3DError):
         self.batch_size = batch_size
         self.suggested = suggested
 
+
 class StoreError(C3DError):
     """The feature file cannot be read, written or resumed."""
 
@@ -100,4 +101,3 @@ class ClusterError(C3DError):
 
 class TrainingError(C3DError):
     """Training cannot go on (e.g. the loss is no longer finite)."""
-
