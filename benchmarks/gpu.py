@@ -38,7 +38,7 @@ from benchmarks.measure import isolated
 _ROOT = Path(__file__).resolve().parents[1]
 #: The sections every result file has (None where the stage did not run or failed).
 SECTIONS = ("openvino_free", "corpus", "extract", "network", "network_compiled",
-            "train_steps", "c3d_train", "resume", "nvdec", "tests")
+            "train_steps", "c3d_train", "resume", "nvdec", "tests", "goals")
 
 
 @dataclass(frozen=True)
@@ -234,8 +234,34 @@ def run(out: Path, device: str, sizes: Sizes, *, tiny: bool = False,
         stages.status["network_compiled"] = {
             "status": "skipped", "error": "torch.compile and CUDA graphs are measured on CUDA"}
     results["stages"] = stages.status
+    results["goals"] = goals(results)
     results["seconds"] = round(time.monotonic() - stages.started, 1)
     return results
+
+
+#: Issue 23's goals for the GPU table.
+GOALS = {"network_bf16_clips_per_s": 3000.0, "e2e_over_decode": 0.80}
+
+
+def goals(results: Dict[str, Any]) -> Dict[str, Any]:
+    """The goals, measured where their stage ran: the network's best bf16 rate, the least
+    end-to-end / decode-only ratio (320x240, 4 workers or more) and whether training rates
+    were recorded for both architectures. None where not measured."""
+    network = results.get("network") or {"rows": []}
+    bf16 = [r["clips_per_s"] for r in network["rows"]
+            if r["precision"] == "bf16" and r.get("clips_per_s")]
+    extract = results.get("extract") or {"rows": []}
+    ratios = [r["e2e_over_decode"] for r in extract["rows"]
+              if r["corpus"] == "320x240" and r["workers"] >= 4]
+    steps = results.get("train_steps") or {"rows": []}
+    trained = {r["arch"] for r in steps["rows"] if r.get("clips_per_s")}
+    measured = {"network_bf16_clips_per_s": max(bf16) if bf16 else None,
+                "e2e_over_decode": min(ratios) if ratios else None}
+    met = {name: None if value is None else value >= GOALS[name]
+           for name, value in measured.items()}
+    return {"targets": GOALS, "measured": measured, "met": met,
+            "training_recorded": sorted(trained),
+            "training_both": {"r2plus1d_18", "c3d"} <= trained}
 
 
 def _task(task: Dict[str, Any], timeout: float) -> Dict[str, Any]:
@@ -540,6 +566,17 @@ def markdown(results: Dict[str, Any]) -> str:
              f"Settings: device {results['settings']['device']}"
              f"{' (tiny rehearsal sizes)' if results['settings']['tiny'] else ''}, random "
              f"weights, {results.get('seconds', 0):.0f} s in all", ""]
+    goal = results.get("goals")
+    if goal:
+        shown = {True: "met", False: "**not met**", None: "not measured"}
+        measured = goal["measured"]
+        lines += [f"Goals: network bf16 >= {goal['targets']['network_bf16_clips_per_s']:,.0f} "
+                  f"clips/s: {_number(measured['network_bf16_clips_per_s'])} "
+                  f"({shown[goal['met']['network_bf16_clips_per_s']]}); end to end >= "
+                  f"{goal['targets']['e2e_over_decode']:.0%} of decode-only (4+ workers): "
+                  f"{_number(measured['e2e_over_decode'])} "
+                  f"({shown[goal['met']['e2e_over_decode']]}); training recorded for "
+                  f"{', '.join(goal['training_recorded']) or 'none'}.", ""]
     lines += ["| stage | status | seconds | note |", "|---|---|---:|---|"]
     for name, record in results.get("stages", {}).items():
         lines.append(f"| {name} | {record['status']} | {record.get('seconds', '-')} | "

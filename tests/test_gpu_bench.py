@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.gpu import (GPU_SIZES, SECTIONS, TINY_SIZES, Stages, markdown,
+from benchmarks.gpu import (GPU_SIZES, SECTIONS, TINY_SIZES, Stages, goals, markdown,
                             network_configs)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +56,26 @@ def test_the_table_is_written_when_every_stage_failed():
     assert "| extract | failed |" in text and "x / y" in text
 
 
+def test_goals_are_judged_from_the_measured_rows():
+    results = {
+        "network": {"rows": [{"precision": "bf16", "clips_per_s": 3500.0},
+                             {"precision": "fp32", "clips_per_s": 9000.0},
+                             {"precision": "bf16", "error": "out of memory"}]},
+        "extract": {"rows": [{"corpus": "320x240", "workers": 1, "e2e_over_decode": 0.5},
+                             {"corpus": "320x240", "workers": 4, "e2e_over_decode": 0.9},
+                             {"corpus": "320x240", "workers": 8, "e2e_over_decode": 0.85},
+                             {"corpus": "1080p", "workers": 8, "e2e_over_decode": 0.1}]},
+        "train_steps": {"rows": [{"arch": "c3d", "clips_per_s": 500.0},
+                                 {"arch": "r2plus1d_18", "error": "out of memory"}]},
+    }
+    judged = goals(results)
+    assert judged["measured"] == {"network_bf16_clips_per_s": 3500.0, "e2e_over_decode": 0.85}
+    assert judged["met"] == {"network_bf16_clips_per_s": True, "e2e_over_decode": True}
+    assert judged["training_recorded"] == ["c3d"] and not judged["training_both"]
+    nothing = goals({name: None for name in SECTIONS})
+    assert nothing["met"] == {"network_bf16_clips_per_s": None, "e2e_over_decode": None}
+
+
 @pytest.mark.slow
 def test_cpu_rehearsal_of_the_gpu_benchmark_writes_every_section(tmp_path):
     out = tmp_path / "gpu"
@@ -84,6 +104,8 @@ def test_cpu_rehearsal_of_the_gpu_benchmark_writes_every_section(tmp_path):
     assert results["c3d_train"]["rows"][0]["exit"] == 0
     assert results["resume"]["checked"], results["resume"]
     assert results["tests"]["exit"] == 0 and results["tests"].get("failed", 0) == 0
+    assert results["tests"]["files"] == ["tests/test_gpu.py"]
+    assert results["goals"]["met"]["network_bf16_clips_per_s"] is None  # no bf16 in tiny
     table = (out / "gpu-bench.md").read_text()
     assert table.startswith("Hardware: ") and "| stage | status |" in table
     assert "bit-identical" in table
