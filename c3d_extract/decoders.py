@@ -278,12 +278,19 @@ class FrameFolderDecoder(VideoDecoder):
             yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def _nvdec(path: str) -> VideoDecoder:
+    from c3d_extract.nvdec import NvdecDecoder  # NVDEC through torchcodec (its own module)
+
+    return NvdecDecoder(path)
+
+
 DECODERS: Dict[str, Callable[[str], VideoDecoder]] = {
     "decord": DecordDecoder, "pyav": PyAVDecoder, "torchcodec": TorchCodecDecoder,
+    "nvdec": _nvdec,
 }
 #: The backend that decodes a video when the chosen one fails before its first frame.
 FALLBACK: Dict[str, str] = {"decord": "pyav"}
-_MODULES = {"decord": "decord", "pyav": "av", "torchcodec": "torchcodec"}
+_MODULES = {"decord": "decord", "pyav": "av", "torchcodec": "torchcodec", "nvdec": "torchcodec"}
 
 
 def available_decoders() -> List[str]:
@@ -300,7 +307,11 @@ def check_decoder(name: str) -> None:
         others = [d for d in available_decoders() if d != name]
         hint = f"; installed: {', '.join(others)}" if others else ""
         raise UsageError(f"the {name} decoder is not installed (pip install "
-                         f"{'av' if name == 'pyav' else name}){hint}")
+                         f"{_MODULES[name]}){hint}")
+    if name == "nvdec":
+        from c3d_extract.nvdec import check_nvdec
+
+        check_nvdec()
 
 
 def check_readable(path: str) -> None:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from c3d_extract.batching import Batch
+from c3d_extract.device_memory import device_memory_guard
 from c3d_extract.errors import UsageError
 from c3d_extract.hardware import (CpuInfo, choose_cpu_precision, detect_cpu,
                                   emulated_precision_message)
@@ -158,6 +159,7 @@ class ClipRunner:
         # Channels-last keeps bf16/fp16 conv3d on cuDNN's fast kernels and helps oneDNN.
         self.channels_last = precision != "fp32" or device.type == "cuda"
         self.fixed_batch = fixed_batch if device.type == "cuda" else 0
+        self.batch_size = fixed_batch  # what an out-of-memory message suggests halving
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             _warn_if_slow_cudnn(precision)
@@ -180,10 +182,12 @@ class ClipRunner:
     @torch.inference_mode()
     def __call__(self, batch: Batch) -> Outputs:
         """Per layer, clips x dims, or clips x crops x dims with several crops."""
-        clips = self.clips_tensor(batch)
-        with self._autocast():
-            outputs = self.model.extract(clips, self.layers)
-        return per_clip_outputs(outputs, len(batch.clips), len(self.windows))
+        n = len(batch.clips)
+        with device_memory_guard(max(n, self.batch_size), self.device, self.precision):
+            clips = self.clips_tensor(batch)
+            with self._autocast():
+                outputs = self.model.extract(clips, self.layers)
+            return per_clip_outputs(outputs, n, len(self.windows))
 
     # The runner interface of ``extractor.iter_records``.
     def submit(self, batch: Batch) -> None:

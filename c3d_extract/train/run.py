@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from c3d_extract.device_memory import device_memory_guard
 from c3d_extract.errors import (C3DError, OutputLockedError, StoreError, UsageError,
                                 VideoReadError)
 from c3d_extract.locking import OutputLock
@@ -91,7 +92,9 @@ def train(options: TrainOptions, report: Report = lambda line: None) -> TrainRes
         session = _Session(options, world, device, precision, arch, preset, clip_len,
                            crop_size, splits, say)
         try:
-            return session.run(checkpoint)
+            with device_memory_guard(options.batch_size, device, precision,
+                                     accumulate=options.accumulate):
+                return session.run(checkpoint)
         except VideoReadError as error:
             # A loader worker's error arrives with the worker's traceback in its text.
             raise VideoReadError(_last_line(str(error))) from None
