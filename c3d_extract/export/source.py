@@ -116,9 +116,13 @@ class ClipReader:
         rows, starts = np.unique(video_of_clip[order], return_index=True)
         for row, block in zip(rows, np.split(order, starts[1:])):
             self._rows_of[int(row)] = np.sort(block)
+        # With --fps the frames (and clip starts) are those of the resampled sequence, so
+        # its rate is the one that turns them into seconds.
+        target_fps = attrs.get("target_fps")
         self.videos = [
             VideoMeta(row=i, id=str(table["id"][i]), status=str(table["status"][i]),
-                      n_frames=int(table["n_frames"][i]), fps=float(table["fps"][i]),
+                      n_frames=int(table["n_frames"][i]),
+                      fps=float(target_fps) if target_fps else float(table["fps"][i]),
                       n_clips=len(self._rows_of.get(i, ())))
             for i in range(len(table["id"]))]
 
