@@ -47,7 +47,8 @@ class BarProgress:
     """A tqdm bar on stderr: videos done / total, clips/s, video frames/s, ETA.
 
     The rates count work as it happens: frames as they are decoded, clips as each batch
-    leaves the network (or the batcher, with --decode-only).
+    leaves the network (or the batcher, with --decode-only), from ``start``: once the
+    network is loaded (and converted), so that time does not lower them.
     """
 
     def __init__(self, quiet: bool) -> None:
@@ -58,7 +59,8 @@ class BarProgress:
         self.started = time.monotonic()
 
     def start(self, total: int, already_done: int) -> None:
-        if self.quiet:
+        self.started = time.monotonic()
+        if self.quiet or total == already_done:  # nothing to do: no empty bar
             return
         from tqdm import tqdm
 
