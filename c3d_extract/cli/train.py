@@ -150,7 +150,8 @@ def cli(data_root: str, run_dir: str, dataset: str, splits: Optional[str], split
         sys.exit(EXIT_INTERRUPTED)
     test = result.results.get("test") if result.results else None
     if test:
-        click.echo(f"{result.run_dir}: test top-1 {test['top1']:.4f} top-5 {test['top5']:.4f} "
+        top5 = "" if test["top5"] is None else f" top-5 {test['top5']:.4f}"
+        click.echo(f"{result.run_dir}: test top-1 {test['top1']:.4f}{top5} "
                    f"({test['videos']} videos)")
 
 

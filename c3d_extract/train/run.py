@@ -46,6 +46,9 @@ METRICS, CURVES, CONFUSION = "metrics.csv", "curves.png", "confusion.png"
 RESULTS, MODEL = "results.json", "model.safetensors"
 #: The files a run writes; --overwrite removes exactly these.
 RUN_FILES = (ARGS, SPLITS, CHECKPOINT, METRICS, CURVES, CONFUSION, RESULTS, MODEL)
+#: Top-5 accuracy is reported only with more classes than this (with 5 or fewer every label
+#: is among the top five).
+TOP5_MIN_CLASSES = 6
 #: Seconds between redrawings of curves.png during training.
 CURVES_INTERVAL = 60.0
 
@@ -92,7 +95,11 @@ def train(options: TrainOptions, report: Report = lambda line: None,
     progress (or the next one), writes a checkpoint and returns with ``stopped`` set.
     """
     from c3d_extract.runner import resolve_device
+    from c3d_extract.store import check_output_location
 
+    # The run folder is created, its parent must exist: a mistyped -o fails at once, as
+    # c3d-extract's and c3d-predict's outputs do.
+    check_output_location(options.run_dir)
     device = resolve_device(options.device)
     precision = resolve_training_precision(options.precision, device)
     _configure_determinism(options)
@@ -210,7 +217,7 @@ def _claim_run_dir(options: TrainOptions, world: World, splits) -> Tuple[OutputL
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise UsageError(f"{run_dir} exists and is not a folder")
     try:
-        os.makedirs(run_dir, exist_ok=True)
+        os.makedirs(run_dir, exist_ok=True)  # its parent exists (train checked it)
     except OSError as error:
         raise UsageError(f"cannot create the run folder {run_dir}: {error.strerror}") from None
     lock = OutputLock(os.path.join(run_dir, "run"))
@@ -454,6 +461,8 @@ class _Session:
         summary = total.summary()
         row = {"epoch": epoch, "split": split, **summary, "lr": lr,
                "seconds": round(time.monotonic() - started, 1)}
+        if len(self.splits.classes) < TOP5_MIN_CLASSES:
+            row["top5"] = None
         if split != "test":
             row["clip_top1"] = summary["top1"]
         return row
@@ -546,7 +555,8 @@ class _Session:
             metrics.write_confusion(self.path(CONFUSION), test.pop("_confusion"),
                                     self.splits.classes)
             metrics.write_json(self.path(RESULTS), results)
-            self.say(f"test: top-1 {test['top1']:.4f}, top-5 {test['top5']:.4f} over "
+            top5 = "" if test["top5"] is None else f", top-5 {test['top5']:.4f}"
+            self.say(f"test: top-1 {test['top1']:.4f}{top5} over "
                      f"{test['videos']} videos (clip top-1 {test['clip_top1']:.4f})")
         barrier(self.world)
         return results
@@ -562,13 +572,15 @@ class _Session:
         matrix = metrics.confusion(labels, predicted, len(classes))
         windows = sum(s.windows for s in scores)
         picked = probabilities[np.arange(len(labels)), labels]
+        with_top5 = len(classes) >= TOP5_MIN_CLASSES
         return {
             "top1": float(metrics.topk_hits(probabilities, labels, 1).mean()),
-            "top5": float(metrics.topk_hits(probabilities, labels, 5).mean()),
+            "top5": float(metrics.topk_hits(probabilities, labels, 5).mean()) if with_top5
+            else None,
             "videos": len(scores),
             "loss": float(-np.log(np.maximum(picked, 1e-12)).mean()),
             "clip_top1": sum(s.window_top1 for s in scores) / windows,
-            "clip_top5": sum(s.window_top5 for s in scores) / windows,
+            "clip_top5": sum(s.window_top5 for s in scores) / windows if with_top5 else None,
             "clips": windows,
             "failed_videos": [self.splits.test[i].path + ": " + error for i, error in failed],
             "per_class": metrics.per_class_accuracy(matrix, classes),
