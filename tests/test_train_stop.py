@@ -133,3 +133,43 @@ def test_progress_lines_without_a_terminal_never_begin_with_epoch(capsys):
     quiet.epoch_started(1, 1, 0, 3)
     quiet.batch_done(1, Tally(loss_sum=1.0, count=1), 1, 0.1)
     assert capsys.readouterr().err == ""
+
+
+_TORCHRUN_LAUNCH = ("import sys; sys.path.insert(0, {root!r}); "
+                    "from tests.train_support import register_tiny; register_tiny(); "
+                    "from c3d_extract.cli.train import main; sys.argv[0] = 'c3d-train'; main()")
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step(tiny_ucf, tmp_path):
+    import sys
+
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(_TORCHRUN_LAUNCH.format(root=ROOT) + "\n")
+    run_dir = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2", str(launcher), *_args(tiny_ucf, run_dir),
+               "--batch-size", "2", "--workers", "1", "--threads", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=ROOT, start_new_session=True)
+    lines = []
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            if line.startswith("train 1/2: 1/"):
+                os.killpg(process.pid, signal.SIGINT)  # the terminal: torchrun and ranks
+                break
+        _, rest = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = "".join(lines) + rest
+    stops = re.findall(r"^interrupted: stopped after step (\d+) ", stderr, re.M)
+    assert len(stops) == 1, stderr  # rank 0 speaks for both
+    assert "interrupted at once" not in stderr  # torchrun passing the signal on is no 2nd
+    step = int(stops[0])
+    assert (run_dir / "checkpoint.pt").exists()
+    final = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert f"resuming from step {step} (epoch 1, batch {step} of " in final.stderr
+    assert (run_dir / "model.safetensors").exists()

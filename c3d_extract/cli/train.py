@@ -149,7 +149,7 @@ def cli(data_root: str, run_dir: str, dataset: str, splits: Optional[str], split
                    "the same command to continue from that step")
         sys.exit(EXIT_INTERRUPTED)
     test = result.results.get("test") if result.results else None
-    if test:
+    if test and main_process:
         top5 = "" if test["top5"] is None else f" top-5 {test['top5']:.4f}"
         click.echo(f"{result.run_dir}: test top-1 {test['top1']:.4f}{top5} "
                    f"({test['videos']} videos)")
