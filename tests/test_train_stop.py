@@ -173,3 +173,28 @@ def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step(tiny_ucf, tmp_path):
     assert final.returncode == 0, final.stderr[-3000:]
     assert f"resuming from step {step} (epoch 1, batch {step} of " in final.stderr
     assert (run_dir / "model.safetensors").exists()
+
+
+def test_a_second_ctrl_c_while_a_checkpoint_is_written_keeps_the_last_one(tmp_path,
+                                                                         monkeypatch):
+    import torch
+
+    from c3d_extract.train import checkpoint as checkpoints
+
+    path = str(tmp_path / "checkpoint.pt")
+    checkpoints.save_checkpoint(path, {"global_step": 4, "weights": torch.ones(3)})
+    real_save = torch.save
+
+    def interrupted_save(payload, target):
+        real_save(payload, target)
+        with open(target, "r+b") as handle:  # half written when the signal comes
+            handle.truncate(100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save_checkpoint(path, {"global_step": 6, "weights": torch.zeros(3)})
+    monkeypatch.undo()
+    kept = checkpoints.load_checkpoint(path)
+    assert kept["global_step"] == 4 and torch.equal(kept["weights"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
