@@ -124,11 +124,12 @@ def test_progress_lines_without_a_terminal_never_begin_with_epoch(capsys):
     for _ in range(3):
         progress.evaluated(1)
     lines = capsys.readouterr().err.splitlines()
-    assert lines == ["train 2/5: 11/45 batches, loss 2.0000, 8.0 clips/s",
+    assert lines == ["train 2/5: 10/45 batches",
+                     "train 2/5: 11/45 batches, loss 2.0000, 8.0 clips/s",
                      "train 2/5: 20/45 batches, loss 2.0000, 8.0 clips/s",
                      "train 2/5: 40/45 batches, loss 2.0000, 8.0 clips/s",
                      "train 2/5: 45/45 batches, loss 2.0000, 8.0 clips/s",
-                     "test: 1/3 videos", "test: 3/3 videos"]
+                     "test: 0/3 videos", "test: 1/3 videos", "test: 3/3 videos"]
     quiet = StepProgress(quiet=True, tty=False)
     quiet.epoch_started(1, 1, 0, 3)
     quiet.batch_done(1, Tally(loss_sum=1.0, count=1), 1, 0.1)

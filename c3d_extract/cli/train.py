@@ -180,8 +180,9 @@ def _stop_on_signals(stop: StopRequest) -> Dict[int, Any]:
 
 class StepProgress:
     """Training progress on stderr: a tqdm bar per epoch and evaluation (batches, running
-    loss, clips/s of network time) on a terminal, else one line per ``LINE_EVERY`` batches.
-    No line begins with ``epoch``: those are the epoch results."""
+    loss, clips/s of network time) on a terminal, else a line when each starts, after its
+    first batch, every ``LINE_EVERY`` batches and at its end. No line begins with ``epoch``:
+    those are the epoch results."""
 
     def __init__(self, quiet: bool, tty: bool, every: int = LINE_EVERY) -> None:
         self.quiet, self.tty, self.every = quiet, tty, every
@@ -193,7 +194,10 @@ class StepProgress:
         self.close()
         self.label, self.total, self.done, self.clips, self.seconds = label, total, done, 0, 0.0
         self.first = True
-        if self.quiet or not self.tty:
+        if self.quiet:
+            return
+        if not self.tty:  # at once: the first batch may take a while
+            click.echo(f"{label}: {done}/{total} {self._unit()}", err=True)
             return
         from tqdm import tqdm
 
@@ -228,9 +232,11 @@ class StepProgress:
             self.bar.update(count)
         elif first or self.done // self.every > before // self.every or \
                 self.done >= self.total:
-            unit = "videos" if self.label == "test" else "batches"
-            click.echo(f"{self.label}: {self.done}/{self.total} {unit}"
+            click.echo(f"{self.label}: {self.done}/{self.total} {self._unit()}"
                        + (f", {postfix}" if postfix else ""), err=True)
+
+    def _unit(self) -> str:
+        return "videos" if self.label == "test" else "batches"
 
     def phase_ended(self) -> None:
         self.close()
