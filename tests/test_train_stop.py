@@ -199,3 +199,36 @@ def test_a_second_ctrl_c_while_a_checkpoint_is_written_keeps_the_last_one(tmp_pa
     kept = checkpoints.load_checkpoint(path)
     assert kept["global_step"] == 4 and torch.equal(kept["weights"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+@pytest.mark.slow
+def test_a_signal_before_the_first_step_stops_after_it_even_at_an_epoch_end(tiny_ucf,
+                                                                           tmp_path):
+    # One batch of 12 per epoch: the first step is also the epoch's last.
+    args = _args(tiny_ucf, tmp_path / "stopped", "--batch-size", "12", "--workers", "0")
+    process = subprocess.Popen(tiny_train_command(args), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    lines = []
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            if line.startswith("training tiny3d on"):  # no step has started yet
+                process.send_signal(signal.SIGTERM)
+                break
+        _, rest = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = "".join(lines) + rest
+    assert process.returncode == 130, stderr
+    assert "interrupted: stopped after step 1 (epoch 1, batch 1); " in stderr
+    final = run_tiny_train(args)
+    assert final.returncode == 0, final.stderr
+    assert "resuming from step 1 (epoch 1, batch 1 of 1)" in final.stderr
+    assert "epoch 1/2 train loss" in final.stderr  # the epoch's end comes after the resume
+    reference = run_tiny_train(_args(tiny_ucf, tmp_path / "reference", "--batch-size", "12",
+                                     "--workers", "0"))
+    assert reference.returncode == 0, reference.stderr
+    difference = identical(model_tensors(str(tmp_path / "reference" / "model.safetensors")),
+                           model_tensors(str(tmp_path / "stopped" / "model.safetensors")))
+    assert difference is None, difference
