@@ -79,13 +79,19 @@ class ExtractOptions:
 
     def validate(self, network: bool = True) -> None:
         """Raise ``UsageError`` for a bad option; ``network=False`` leaves out the layers."""
-        from c3d_extract.models.registry import all_layer_names
+        from c3d_extract.models.registry import (all_layer_names, architecture_names,
+                                                 get_architecture)
 
         known = all_layer_names()
         unknown = [layer for layer in self.layers if layer not in known]
         if network and (unknown or any(not layer for layer in self.layers)):
-            raise UsageError(f"unknown layer(s) {', '.join(unknown) or '(none)'}; "
-                             f"choose from {', '.join(known)}")
+            # The network is not known yet: each architecture's layers, apart. A layer of
+            # another architecture than the weights' is refused by ``for_network``, which
+            # lists the weights' layers only.
+            choices = "; ".join(f"{name}: {', '.join(get_architecture(name).layers)}"
+                                for name in architecture_names())
+            raise UsageError(f"unknown layer(s) {', '.join(unknown) or '(none)'}; the layers "
+                             f"are, by architecture, {choices}")
         if network and len(set(self.layers)) != len(self.layers):
             raise UsageError("a layer is named twice")
         for name in ("clip_len", "stride"):

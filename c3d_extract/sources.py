@@ -7,8 +7,10 @@ the same on every run with the same inputs.
 A video is a file with a video extension or a frame folder (``frame_folders``):
 a folder holding only JPEG/PNG files named with a number. Searching a directory
 finds both; a frame folder is one video and is not searched further. A folder
-given by name that holds no subfolder and no video file is taken as a frame
-folder, so that one without usable frames is reported instead of ignored.
+given by name that holds images but no subfolder and no video file is taken as a
+frame folder, so that one without usable frames is reported instead of ignored. A
+folder given by name in which nothing of this is found is a mistake ("no videos
+found in DIR"), not a video.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from c3d_extract.errors import InputNotFoundError, UsageError
-from c3d_extract.frame_folders import is_frame_folder_listing
+from c3d_extract.frame_folders import IMAGE_EXTENSIONS, is_frame_folder_listing
 
 VIDEO_EXTENSIONS = frozenset({
     ".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv", ".3gp",
@@ -94,7 +96,13 @@ def discover(inputs: Sequence[str], list_file: Optional[str] = None) -> List[Vid
         if os.path.isdir(item) and _given_frame_folder(item):
             collected.append(VideoSource(_as_id(os.path.normpath(item)), item))
         elif os.path.isdir(item):
-            collected.extend(scan_directory(item))
+            found = scan_directory(item)
+            if not found:
+                raise InputNotFoundError(
+                    f"no videos found in {item} (videos are files named "
+                    f"{', '.join(sorted(VIDEO_EXTENSIONS))} and folders of JPEG/PNG frames "
+                    "named with a number)")
+            collected.extend(found)
         elif os.path.exists(item) or os.path.islink(item):
             collected.append(VideoSource(_as_id(os.path.normpath(item)), item))
         else:
@@ -105,13 +113,15 @@ def discover(inputs: Sequence[str], list_file: Optional[str] = None) -> List[Vid
 
 
 def _given_frame_folder(path: str) -> bool:
-    """A folder named as an input is one video unless it holds a subfolder or a video file."""
+    """A folder named as an input is one video if it holds images, and no subfolder and no
+    video file."""
     try:
         with os.scandir(path) as scan:
             entries = [e for e in scan if not e.name.startswith(".")]
     except OSError as error:
         raise InputNotFoundError(f"cannot read the directory {path}: {error.strerror}") from None
-    return not any(e.is_dir() or is_video_name(e.name) for e in entries)
+    return not any(e.is_dir() or is_video_name(e.name) for e in entries) and \
+        any(os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS for e in entries)
 
 
 def _unique(sources: Iterable[VideoSource]) -> List[VideoSource]:

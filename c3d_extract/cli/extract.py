@@ -51,8 +51,8 @@ class BarProgress:
     """A tqdm bar on stderr: videos done / total, clips/s, video frames/s, ETA.
 
     The rates count work as it happens: frames as they are decoded, clips as each batch
-    leaves the network (or the batcher, with --decode-only). Their clock starts when the
-    network is ready (``start``), so loading and converting it do not count.
+    leaves the network (or the batcher, with --decode-only), from ``start``: once the
+    network is loaded (and converted), so that time does not lower them.
     """
 
     def __init__(self, quiet: bool) -> None:
@@ -73,7 +73,7 @@ class BarProgress:
 
     def start(self, total: int, already_done: int) -> None:
         self.started = time.monotonic()
-        if self.quiet:
+        if self.quiet or total == already_done:  # nothing to do: no empty bar
             return
         from tqdm import tqdm
 

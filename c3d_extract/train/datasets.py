@@ -268,7 +268,8 @@ def _find_splits(root: str, splits_dir: Optional[str], kind: str, split: int,
         if has_files(candidate):
             return candidate, f"split files found in {candidate}"
     raise DatasetError(f"no {kind} split files for split {split} given and none found in "
-                       f"{' or '.join(candidates)}; give the split folder")
+                       f"{' or '.join(candidates)}; give the split folder with "
+                       "--splits DIR")
 
 
 def _missing_error(missing: List[str], list_file: str, root: str) -> DatasetError:
@@ -384,7 +385,8 @@ def _load_kinetics(root: str, splits_dir: Optional[str], split: int, seed: int) 
         found = [c for c in candidates if has_csvs(c)]
         if not found:
             raise DatasetError(f"no train.csv and val.csv given and none found in "
-                               f"{', '.join(candidates)}; give the split folder")
+                               f"{', '.join(candidates)}; give the split folder with "
+                               "--splits DIR")
         folder = found[0]
         note = f"split files found in {folder}"
     rows = {which: _kinetics_rows(os.path.join(folder, f"{which}.csv"))
