@@ -44,6 +44,8 @@ class Started:
     slot: int
     fps: float
     codec: str = ""
+    decoder: str = ""          # the backend that decodes the video (after any fallback)
+    declared_frames: int = 0   # what the container declares (0: nothing)
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,19 @@ class Warned:
 
 
 @dataclass(frozen=True)
+class Damaged:
+    slot: int
+    message: str  # damage let through by ``allow_damaged``: kept as the video's error text
+
+
+@dataclass(frozen=True)
 class Failed:
     slot: int
     message: str
+    n_frames: Optional[int] = None  # frames decoded before the failure, when known
 
 
-Event = Any  # Started | Frames | Warned | Finished | Failed
+Event = Any  # Started | Frames | Warned | Damaged | Finished | Failed
 
 
 # ---------------------------------------------------------------- inside a worker
@@ -88,33 +97,42 @@ def _die_with_parent() -> None:
         pass
 
 
-def decode_video(decoder: str, path: str, preprocessing: Preprocessing, send) -> None:
-    """Decode one video, sending ``("start", fps, codec)``, ``("frames", array)``..., any
-    ``("warning", text)`` and ``("end", n, width, height)``, or ``("error", message)``.
+def decode_video(decoder: str, path: str, preprocessing: Preprocessing, send,
+                 allow_damaged: bool = False) -> None:
+    """Decode one video, sending ``("start", fps, codec, decoder, declared_frames)``,
+    ``("frames", array)``..., any ``("warning", text)``, ``("damage", text)`` (with
+    ``allow_damaged``) and ``("end", n, width, height)``, or ``("error", message, n)``.
 
     When ``decoder`` fails before it has sent any frame and has a fallback
-    (``decoders.FALLBACK``), the fallback decodes the video instead; if that
-    fails too, its message is sent, as it usually names the cause better.
+    (``decoders.FALLBACK``), the fallback decodes the video instead, and a warning says
+    why; if that fails too, its message is sent, as it usually names the cause better.
     A folder is a frame folder, whatever the decoder.
     """
     fallback = FALLBACK.get(decoder)
     if os.path.isdir(path) or (fallback is not None and fallback not in available_decoders()):
         fallback = None
-    failure = _decode_with(decoder, path, preprocessing, send, quiet_failure=fallback is not None)
+    failure = _decode_with(decoder, path, preprocessing, send, fallback is not None,
+                           allow_damaged)
     if failure is not None and fallback is not None:
-        _decode_with(fallback, path, preprocessing, send, quiet_failure=False)
+        note = f"decoded with {_NAMES.get(fallback, fallback)}: {decoder} failed ({failure})"
+        _decode_with(fallback, path, preprocessing, send, False, allow_damaged, (note,))
+
+
+_NAMES = {"pyav": "PyAV"}
 
 
 def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
-                 quiet_failure: bool) -> Optional[str]:
+                 quiet_failure: bool, allow_damaged: bool = False,
+                 notes: Tuple[str, ...] = ()) -> Optional[str]:
     """Decode with one backend. With ``quiet_failure``, a failure before the first frame
     is returned instead of sent (the caller may try another backend); else None."""
     n_frames, width, height = 0, 0, 0
     started = False
     warnings: Tuple[str, ...] = ()
+    damage = ""
     try:
-        with open_decoder(decoder, path) as video:
-            fps, codec = video.fps(), video.codec()
+        with open_decoder(decoder, path, allow_damaged) as video:
+            start = ("start", video.fps(), video.codec(), video.name, video.declared_frames())
             chunk: List[np.ndarray] = []
             for frame in video.frames():
                 if n_frames == 0:
@@ -123,38 +141,45 @@ def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
                 n_frames += 1
                 if len(chunk) == FRAMES_PER_MESSAGE:
                     if not started:
-                        send(("start", fps, codec))
+                        send(start)
                         started = True
                     send(("frames", np.stack(chunk)))
                     chunk = []
             if not started:
-                send(("start", fps, codec))
+                send(start)
                 started = True
             if chunk:
                 send(("frames", np.stack(chunk)))
-            warnings = video.warnings
+            warnings = notes + video.notes + tuple(video.warnings)
+            damage = video.damage
     except VideoReadError as error:
-        return _failed(_with_position(str(error), n_frames), quiet_failure and not started, send)
+        return _failed(_with_position(str(error), n_frames), n_frames,
+                       quiet_failure and not started, send)
     except (OSError, ValueError, MemoryError) as error:
         message = _with_position(f"{type(error).__name__}: {error}", n_frames)
-        return _failed(message, quiet_failure and not started, send)
+        return _failed(message, n_frames, quiet_failure and not started, send)
     if n_frames == 0:
-        return _failed("no frames could be decoded", quiet_failure, send)
+        return _failed("no frames could be decoded", 0, quiet_failure, send)
     for warning in warnings:
         send(("warning", warning))
+    if damage:
+        send(("damage", damage))
     send(("end", n_frames, width, height))
     return None
 
 
-def _failed(message: str, quiet: bool, send) -> Optional[str]:
+def _failed(message: str, n_frames: int, quiet: bool, send) -> Optional[str]:
     if quiet:
         return message
-    send(("error", message))
+    send(("error", message, n_frames))
     return None
 
 
 def _with_position(message: str, n_frames: int) -> str:
-    return f"{message} (after {n_frames} decoded frames)" if n_frames else message
+    """The failure with how far decoding got, unless the message already says it."""
+    if not n_frames or "frames decoded" in message:
+        return message
+    return f"{message} (after {n_frames} decoded frames)"
 
 
 def _silence_native_logs() -> None:
@@ -203,7 +228,7 @@ class _BackgroundSender:
 
 
 def worker_main(connection: Connection, decoder: str, preprocessing: Preprocessing,
-                native_logs: bool = False) -> None:
+                native_logs: bool = False, allow_damaged: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     _die_with_parent()
     if not native_logs:
@@ -229,7 +254,7 @@ def worker_main(connection: Connection, decoder: str, preprocessing: Preprocessi
             slot, path = task
             try:
                 decode_video(decoder, path, preprocessing,
-                             lambda message: sender.send((slot, message)))
+                             lambda message: sender.send((slot, message)), allow_damaged)
             except (BrokenPipeError, EOFError):
                 return
     finally:
@@ -255,10 +280,11 @@ def _caller_main_hidden():
 
 class _Worker:
     def __init__(self, context, decoder: str, preprocessing: Preprocessing,
-                 native_logs: bool) -> None:
+                 native_logs: bool, allow_damaged: bool = False) -> None:
         self.connection, child = context.Pipe(duplex=True)
         self.process = context.Process(target=worker_main,
-                                       args=(child, decoder, preprocessing, native_logs),
+                                       args=(child, decoder, preprocessing, native_logs,
+                                             allow_damaged),
                                        daemon=True, name="c3d-decode")
         with _caller_main_hidden():
             self.process.start()
@@ -278,8 +304,9 @@ class DecodePool:
     """``workers`` decode processes; ``submit`` a video, ``poll`` for events."""
 
     def __init__(self, workers: int, decoder: str, preprocessing: Preprocessing,
-                 timeout: float) -> None:
+                 timeout: float, allow_damaged: bool = False) -> None:
         self.decoder = decoder
+        self.allow_damaged = allow_damaged
         self.native_logs = bool(os.environ.get("C3D_EXTRACT_DECODER_LOGS"))
         # Workers need the geometry only; the mean volume stays in the parent.
         self.preprocessing = Preprocessing(resize=preprocessing.resize, crop=preprocessing.crop,
@@ -289,7 +316,8 @@ class DecodePool:
         self._workers = [self._start() for _ in range(workers)]
 
     def _start(self) -> _Worker:
-        return _Worker(self._context, self.decoder, self.preprocessing, self.native_logs)
+        return _Worker(self._context, self.decoder, self.preprocessing, self.native_logs,
+                       self.allow_damaged)
 
     @property
     def worker_pids(self) -> List[int]:
@@ -394,14 +422,17 @@ class DecodePool:
 def _event(slot: int, message: Tuple[Any, ...]) -> Event:
     kind = message[0]
     if kind == "start":
-        return Started(slot, float(message[1]), str(message[2]))
+        return Started(slot, float(message[1]), str(message[2]), str(message[3]),
+                       int(message[4]))
     if kind == "frames":
         return Frames(slot, message[1])
     if kind == "warning":
         return Warned(slot, str(message[1]))
+    if kind == "damage":
+        return Damaged(slot, str(message[1]))
     if kind == "end":
         return Finished(slot, int(message[1]), int(message[2]), int(message[3]))
-    return Failed(slot, str(message[1]))
+    return Failed(slot, str(message[1]), int(message[2]) if len(message) > 2 else None)
 
 
 def default_workers(device_type: str) -> int:

@@ -1,0 +1,297 @@
+"""Every video decoded right: what FFmpeg reads as no video is refused by name, the frames
+decoded are checked against what the container declares, one video stream is read by every
+decoder, and decord decodes only the container/codec pairs proven here to give PyAV's frames.
+
+The videos are written here with PyAV (64x48, a few dozen frames); truncated ones are cut
+from them byte-wise.
+"""
+
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from c3d_extract import decoders
+from c3d_extract.decoders import (AVI, DECORD_PROVEN, MKV, MOV, StreamInfo, choose_rate,
+                                  judge_frame_count, open_decoder, probe_video,
+                                  undeclared_warning)
+from c3d_extract.errors import VideoReadError
+from c3d_extract.sources import VIDEO_EXTENSIONS, find_videos
+from tests.videos import moving_bar, write_video
+
+
+def decode(name, path, **options):
+    """(the decoder object, its frames) for ``open_decoder(name, path)``."""
+    with open_decoder(name, str(path), **options) as video:
+        frames = np.stack(list(video.frames()))
+    return video, frames
+
+
+# ---------------------------------------------------------------- what is proven for decord
+
+#: One generated file per pair of DECORD_PROVEN: (file name, encoder, muxer, pixel format).
+PROVEN_FILES = {
+    (AVI, "h264"): ("h264.avi", "libx264", None, "yuv420p"),
+    (AVI, "mpeg4"): ("mpeg4.avi", "mpeg4", None, "yuv420p"),
+    (AVI, "mjpeg"): ("mjpeg.avi", "mjpeg", None, "yuvj420p"),
+    (MOV, "h264"): ("h264.mp4", "libx264", None, "yuv420p"),
+    (MOV, "mpeg4"): ("mpeg4.mov", "mpeg4", None, "yuv420p"),
+    (MKV, "h264"): ("h264.mkv", "libx264", None, "yuv420p"),
+    (MKV, "mpeg4"): ("mpeg4.mkv", "mpeg4", None, "yuv420p"),
+    (MKV, "mpeg2video"): ("mpeg2.mkv", "mpeg2video", None, "yuv420p"),
+    (MKV, "vp8"): ("vp8.webm", "libvpx", None, "yuv420p"),
+    (MKV, "vp9"): ("vp9.webm", "libvpx-vp9", None, "yuv420p"),
+}
+
+
+def test_every_proven_pair_has_its_proof():
+    assert set(PROVEN_FILES) == set(DECORD_PROVEN)
+
+
+@pytest.mark.parametrize("pair", sorted(PROVEN_FILES), ids=lambda p: f"{p[1]}-{p[0][:8]}")
+def test_decord_gives_pyavs_frames_exactly_where_it_is_used(pair, tmp_path):
+    pytest.importorskip("decord")
+    name, encoder, muxer, pix_fmt = PROVEN_FILES[pair]
+    path = tmp_path / name
+    if "vpx" in encoder:
+        # decord's own libvpx, once loaded, stops PyAV's libvpx encoder ("ABI version
+        # mismatch"): write in a fresh process.
+        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                        "from tests.videos import write_video; "
+                        "write_video(Path(sys.argv[1]), 24, codec=sys.argv[2])",
+                        str(path), encoder], check=True, cwd=str(Path(__file__).parent.parent),
+                       timeout=120)
+    else:
+        write_video(path, 24, codec=encoder, pix_fmt=pix_fmt, container_format=muxer, gop=8)
+    chosen, frames = decode("decord", path)
+    reference, expected = decode("pyav", path)
+    assert (chosen.info.container, chosen.codec()) == pair
+    assert chosen.name == "decord" and chosen.notes == ()
+    assert frames.shape == expected.shape == (24, 48, 64, 3)
+    assert np.array_equal(frames, expected)
+    assert chosen.declared_frames() == reference.declared_frames() == 24
+
+
+@pytest.mark.parametrize("name,muxer", [("dvd.vob", "vob"), ("program.mpg", None),
+                                        ("broadcast.ts", "mpegts"), ("camera.m2ts", "mpegts")])
+def test_mpeg2_program_and_transport_streams_go_to_pyav(name, muxer, tmp_path):
+    path = write_video(tmp_path / name, 30, codec="mpeg2video", container_format=muxer, gop=12)
+    chosen, frames = decode("decord", path)
+    _, expected = decode("pyav", path)
+    assert chosen.name == "pyav"
+    assert any("decoded with PyAV" in note and "not proven" in note for note in chosen.notes)
+    assert np.array_equal(frames, expected) and len(frames) == 30
+
+
+def test_a_transport_stream_cut_mid_gop_gives_pyavs_count(tmp_path):
+    whole = write_video(tmp_path / "whole.ts", 60, codec="mpeg2video",
+                        container_format="mpegts", gop=15)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(data[188 * (len(data) // 188 * 2 // 5):])  # from a packet 40% in
+    chosen, frames = decode("decord", cut)
+    _, expected = decode("pyav", cut)
+    assert chosen.name == "pyav" and 0 < len(frames) < 60
+    assert frames.shape == expected.shape and np.array_equal(frames, expected)
+
+
+def write_two_streams(path: Path) -> Path:
+    """An MP4 with two H.264 streams: 64x48 (30 frames, the default) and 32x24 (20)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        streams = []
+        for width, height in ((64, 48), (32, 24)):
+            stream = container.add_stream("libx264", rate=25)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            streams.append((stream, width, height))
+        for i in range(30):
+            for number, (stream, width, height) in enumerate(streams):
+                if number == 1 and i >= 20:
+                    continue
+                frame = av.VideoFrame.from_ndarray(moving_bar(i, width, height), format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for stream, _, _ in streams:
+            for packet in stream.encode():
+                container.mux(packet)
+    return path
+
+
+def test_two_video_streams_the_first_is_read_by_every_decoder_with_a_note(tmp_path):
+    path = write_two_streams(tmp_path / "two.mp4")
+    chosen, frames = decode("decord", path)
+    _, expected = decode("pyav", path)
+    assert chosen.name == "pyav" and frames.shape == expected.shape == (30, 48, 64, 3)
+    assert np.array_equal(frames, expected)
+    assert any("2 video streams: stream 0 (h264 64x48)" in note for note in chosen.notes)
+    assert any("several video streams" in note for note in chosen.notes)
+
+
+# ---------------------------------------------------------------- not a video
+
+def test_a_text_file_is_refused_by_name(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("shopping list\nmilk, eggs\n" * 20)
+    for name in ("decord", "pyav"):
+        with pytest.raises(VideoReadError,
+                           match=r"^notes.txt: not a video \(FFmpeg reads it as tty/ansi text\)"):
+            open_decoder(name, str(path))
+
+
+def test_subtitles_and_still_images_are_refused_by_name(tmp_path):
+    import cv2
+
+    subtitles = tmp_path / "film.srt"
+    subtitles.write_text("1\n00:00:01,000 --> 00:00:02,000\nHello\n\n")
+    with pytest.raises(VideoReadError, match="not a video .*srt subtitles"):
+        probe_video(str(subtitles))
+    picture = tmp_path / "picture.mp4"
+    picture.write_bytes(cv2.imencode(".png", moving_bar(0, 64, 48))[1].tobytes())
+    with pytest.raises(VideoReadError, match="not a video .*still png image"):
+        probe_video(str(picture))
+
+
+# ---------------------------------------------------------------- truncated and damaged
+
+def info(declared, declared_by="frame count", estimated=0, container=AVI):
+    return StreamInfo(container=container, codec="mpeg4", stream_index=0, n_video_streams=1,
+                      pix_fmt="yuv420p", width=64, height=48, rate=Fraction(25),
+                      declared_frames=declared, declared_by=declared_by,
+                      estimated_frames=estimated)
+
+
+def test_judge_frame_count_by_hand():
+    assert judge_frame_count(1, info(107)) == \
+        "truncated: 1 of 107 frames decoded (declared by the AVI header)"
+    allowed = max(decoders.SHORTFALL_FRAMES, int(107 * decoders.SHORTFALL_FRACTION))  # 5
+    assert judge_frame_count(107 - allowed, info(107)) is None
+    assert judge_frame_count(107 - allowed - 1, info(107)) is not None
+    assert judge_frame_count(200, info(107)) is None  # more than declared is no truncation
+    assert judge_frame_count(8, info(10)) is None and judge_frame_count(7, info(10))
+    assert judge_frame_count(1, info(0, "", estimated=100)) is None  # nothing declared
+    assert "MKV/WebM duration" in judge_frame_count(3, info(96, "duration", container=MKV))
+    assert undeclared_warning(49, info(0, "", estimated=100)).startswith("only 49 frames")
+    assert undeclared_warning(50, info(0, "", estimated=100)) is None
+    assert undeclared_warning(1, info(0, "")) is None
+
+
+WHOLE = 96
+
+
+@pytest.fixture(scope="module")
+def whole_videos(tmp_path_factory):
+    """96-frame AVI (MPEG-4), MKV (H.264) and MP4 with its index (moov) first."""
+    root = tmp_path_factory.mktemp("whole")
+    avi = write_video(root / "whole.avi", WHOLE, codec="mpeg4")
+    mkv = write_video(root / "whole.mkv", WHOLE)
+    plain = write_video(root / "plain.mp4", WHOLE)
+    import av
+
+    faststart = root / "whole.mp4"
+    with av.open(str(plain)) as source, \
+            av.open(str(faststart), "w", options={"movflags": "faststart"}) as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
+    return {"avi": avi, "mkv": mkv, "mp4": faststart}
+
+
+@pytest.mark.parametrize("kind", ["avi", "mkv", "mp4"])
+@pytest.mark.parametrize("fraction", [0.15, 0.5, 0.85])
+def test_truncated_videos_are_errors_with_both_decoders(whole_videos, kind, fraction, tmp_path):
+    data = whole_videos[kind].read_bytes()
+    cut = tmp_path / f"cut.{kind}"
+    cut.write_bytes(data[:int(len(data) * fraction)])
+    for name in ("decord", "pyav"):
+        with pytest.raises(VideoReadError) as caught:
+            decode(name, cut)
+        if kind != "mp4":  # an MP4 cut mid-sample fails in the decoder, also an error
+            assert f"of {WHOLE} frames decoded" in str(caught.value)
+            assert str(caught.value).startswith("truncated: ")
+
+
+def test_whole_videos_pass_and_declare_their_counts(whole_videos):
+    for kind, path in whole_videos.items():
+        video, frames = decode("pyav", path)
+        assert len(frames) == video.declared_frames() == WHOLE, kind
+        assert video.damage == "" and video.notes == ()
+
+
+def test_allow_damaged_keeps_the_frames_and_the_reason(whole_videos, tmp_path):
+    cut = tmp_path / "cut.avi"
+    data = whole_videos["avi"].read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    video, frames = decode("pyav", cut, allow_damaged=True)
+    assert 0 < len(frames) < WHOLE
+    assert video.damage == f"truncated: {len(frames)} of {WHOLE} frames decoded (declared by " \
+                           "the AVI header)"
+
+
+def test_an_mkv_damaged_in_the_middle_is_an_error(whole_videos, tmp_path):
+    data = bytearray(whole_videos["mkv"].read_bytes())
+    start = int(len(data) * 0.4)
+    data[start:start + 3000] = bytes(3000)
+    damaged = tmp_path / "damaged.mkv"
+    damaged.write_bytes(bytes(data))
+    for name in ("decord", "pyav"):
+        with pytest.raises(VideoReadError, match="^damaged part way: .* of 96 frames decoded"):
+            decode(name, damaged)
+    video, frames = decode("pyav", damaged, allow_damaged=True)
+    assert video.damage.startswith("damaged part way") and 0 < len(frames) < WHOLE
+
+
+def test_an_avi_whose_complete_index_disagrees_with_its_header_follows_the_index(tmp_path):
+    path = write_video(tmp_path / "claims.avi", 20, codec="mpeg4")
+    data = bytearray(path.read_bytes())
+    avih = data.index(b"avih")
+    data[avih + 8 + 16:avih + 8 + 20] = (5000).to_bytes(4, "little")  # dwTotalFrames
+    path.write_bytes(bytes(data))
+    video, frames = decode("pyav", path)
+    assert len(frames) == video.declared_frames() == 20 and video.info.declared_by == "index"
+
+
+# ---------------------------------------------------------------- frame rate
+
+def test_choose_rate_by_hand():
+    assert choose_rate(Fraction(60000), Fraction(25)) == 25  # DV's average rate
+    ntsc = Fraction(30000, 1001)
+    assert choose_rate(ntsc, ntsc) == ntsc
+    assert choose_rate(Fraction(24), Fraction(30)) == 24  # variable rate: the average
+    assert choose_rate(None, Fraction(25)) == 25 and choose_rate(Fraction(25), None) == 25
+    assert choose_rate(None, None) is None
+
+
+def test_a_dv_file_has_its_declared_rate(tmp_path):
+    path = write_video(tmp_path / "camera.dv", 4, codec="dvvideo", width=720, height=576)
+    video, frames = decode("decord", path)
+    assert video.name == "pyav" and video.fps() == 25.0 and len(frames) == 4
+
+
+# ---------------------------------------------------------------- directory scans
+
+REQUIRED = (".ts", ".mts", ".m2ts", ".vob", ".ogv", ".asf", ".3g2", ".qt", ".f4v", ".divx",
+            ".mxf", ".dv", ".mp4")
+
+
+def test_a_folder_of_every_common_extension_is_found_whole(tmp_path):
+    assert set(REQUIRED) <= VIDEO_EXTENSIONS
+    names = [f"clip{i}{ext.upper() if i % 2 else ext}" for i, ext in enumerate(REQUIRED)]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / "cover.JPG").write_bytes(b"x")
+    (tmp_path / "README").write_text("x")
+    found = find_videos([str(tmp_path)])
+    assert sorted(s.id for s in found.sources) == sorted(names)
+    assert found.skipped == {".txt": 1, ".jpg": 1, "": 1}
+    assert found.skipped_line() == (
+        "skipped 3 files not named like videos (1 with no extension, 1 .jpg, 1 .txt); name a "
+        "file directly or in --list to read it anyway")
+    named = find_videos([str(tmp_path / "notes.txt")])  # named directly: taken, then judged
+    assert len(named.sources) == 1 and not named.skipped
