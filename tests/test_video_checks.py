@@ -295,3 +295,49 @@ def test_a_folder_of_every_common_extension_is_found_whole(tmp_path):
         "file directly or in --list to read it anyway")
     named = find_videos([str(tmp_path / "notes.txt")])  # named directly: taken, then judged
     assert len(named.sources) == 1 and not named.skipped
+
+
+# ---------------------------------------------------------------- the video table
+
+@pytest.mark.slow
+def test_decode_only_records_decoder_declared_frames_and_refusals(whole_videos, tmp_path):
+    from c3d_extract.store import read_video_table
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "whole.avi").write_bytes(whole_videos["avi"].read_bytes())
+    data = whole_videos["avi"].read_bytes()
+    (folder / "cut.avi").write_bytes(data[:len(data) // 3])
+    write_video(folder / "dvd.VOB", 20, codec="mpeg2video", container_format="vob", gop=12)
+    write_two_streams(folder / "two.mp4")
+    (folder / "notes.txt").write_text("shopping list\nmilk, eggs\n" * 20)
+    command = [sys.executable, "-m", "c3d_extract", str(folder), str(folder / "notes.txt"),
+               "--decode-only", "--quiet"]
+    result = subprocess.run(command + ["-o", str(tmp_path / "check.h5")], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 3, result.stderr
+    assert "skipped 1 file not named like videos (1 .txt)" in result.stderr
+    table = read_video_table(str(tmp_path / "check.h5"))
+    rows = {video_id: i for i, video_id in enumerate(table["id"])}
+    got = {video_id.split("/")[-1]: (table["status"][i], int(table["n_frames"][i]),
+                                     int(table["declared_frames"][i]), table["decoder"][i])
+           for video_id, i in rows.items()}
+    assert got["whole.avi"] == ("ok", WHOLE, WHOLE, "decord")
+    assert got["cut.avi"][0] == "error" and got["cut.avi"][2] == WHOLE
+    assert got["dvd.VOB"] == ("ok", 20, 0, "pyav")
+    assert got["two.mp4"] == ("ok", 30, 30, "pyav")
+    assert got["notes.txt"][0] == "error"
+    error = {video_id.split("/")[-1]: table["error"][i] for video_id, i in rows.items()}
+    assert error["cut.avi"] == f"truncated: {got['cut.avi'][1]} of {WHOLE} frames decoded " \
+                               "(declared by the AVI header)"
+    assert error["notes.txt"] == "notes.txt: not a video (FFmpeg reads it as tty/ansi text)"
+    notes = {video_id.split("/")[-1]: table["notes"][i] for video_id, i in rows.items()}
+    assert "not proven for mpeg2video" in notes["dvd.VOB"]
+    assert "2 video streams" in notes["two.mp4"] and notes["whole.avi"] == ""
+
+    allowed = subprocess.run(command + ["-o", str(tmp_path / "allowed.h5"), "--allow-damaged"],
+                             capture_output=True, text=True, timeout=300)
+    table = read_video_table(str(tmp_path / "allowed.h5"))
+    row = list(table["id"]).index("cut.avi")
+    assert table["status"][row] == "ok" and table["error"][row].startswith("truncated: ")
+    assert allowed.returncode == 3  # notes.txt is still no video
