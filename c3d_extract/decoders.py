@@ -246,6 +246,90 @@ def avi_index_frames(path: str, stream_number: int) -> Optional[int]:
     return None
 
 
+def cut_short(path: str) -> Optional[str]:
+    """Why the file is shorter than its own container structure says, or None: the cheap
+    check of a dataset scan, reading a few header bytes and no frame.
+
+    AVI: the RIFF size runs past the end; MP4/MOV: a top-level atom (usually ``mdat``) runs
+    past the end; MKV/WebM: the Segment's size runs past the end (a live recording's
+    "unknown size" is not judged). A cut file is caught by the frame count check too, but
+    only once it is decoded to its end.
+    """
+    import struct
+
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            head = handle.read(16)
+            if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+                end = 8 + struct.unpack("<I", head[4:8])[0]
+                return _past_end("AVI", "RIFF header", end, size)
+            if head[4:8] in _MP4_ATOMS:
+                return _mp4_cut_short(handle, size)
+            if head[:4] == b"\x1a\x45\xdf\xa3":
+                return _mkv_cut_short(handle, size)
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+def _past_end(kind: str, what: str, end: int, size: int) -> Optional[str]:
+    if end <= size:
+        return None
+    return (f"truncated: the {kind} {what} says the file has {end} bytes, it has {size} "
+            f"({100 * size // end} %)")
+
+
+def _mp4_cut_short(handle, size: int) -> Optional[str]:
+    import struct
+
+    offset = 0
+    while offset + 8 <= size:
+        handle.seek(offset)
+        head = handle.read(16)
+        length, kind = struct.unpack(">I", head[:4])[0], head[4:8]
+        if length == 1 and len(head) == 16:
+            length = struct.unpack(">Q", head[8:16])[0]
+        elif length == 0:
+            return None  # runs to the end of the file, whatever that is
+        if length < 8:
+            return None  # not an atom: leave it to FFmpeg
+        if offset + length > size:
+            return _past_end("MP4", f"atom {kind.decode('latin-1')!r}", offset + length, size)
+        offset += length
+    return None
+
+
+def _mkv_cut_short(handle, size: int) -> Optional[str]:
+    handle.seek(4)
+    header_size, used = _ebml_number(handle.read(8))
+    if header_size is None:
+        return None
+    handle.seek(4 + used + header_size)
+    if handle.read(4) != b"\x18\x53\x80\x67":  # Segment
+        return None
+    start = handle.tell()
+    segment_size, used = _ebml_number(handle.read(8))
+    if segment_size is None:
+        return None
+    return _past_end("MKV/WebM", "Segment", start + used + segment_size, size)
+
+
+def _ebml_number(data: bytes) -> Tuple[Optional[int], int]:
+    """An EBML variable-size integer: (value, bytes used); value None when unknown/invalid."""
+    if not data or data[0] == 0:
+        return None, 0
+    length = 8 - data[0].bit_length() + 1
+    if len(data) < length:
+        return None, 0
+    value = data[0] & ((1 << (8 - length)) - 1)
+    for byte in data[1:length]:
+        value = (value << 8) | byte
+    if value == (1 << (7 * length)) - 1:
+        return None, length  # "unknown size" (live streams)
+    return value, length
+
+
 def _fraction(value) -> Optional[Fraction]:
     return Fraction(value) if value else None
 

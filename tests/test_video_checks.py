@@ -16,7 +16,7 @@ import pytest
 
 from c3d_extract import decoders
 from c3d_extract.decoders import (AVI, DECORD_PROVEN, MKV, MOV, StreamInfo, choose_rate,
-                                  judge_frame_count, open_decoder, probe_video,
+                                  cut_short, judge_frame_count, open_decoder, probe_video,
                                   undeclared_warning)
 from c3d_extract.errors import VideoReadError
 from c3d_extract.sources import VIDEO_EXTENSIONS, find_videos
@@ -208,6 +208,7 @@ def test_truncated_videos_are_errors_with_both_decoders(whole_videos, kind, frac
     data = whole_videos[kind].read_bytes()
     cut = tmp_path / f"cut.{kind}"
     cut.write_bytes(data[:int(len(data) * fraction)])
+    assert cut_short(str(cut)).startswith("truncated: the ")  # the dataset scan's check
     for name in ("decord", "pyav"):
         with pytest.raises(VideoReadError) as caught:
             decode(name, cut)
@@ -220,6 +221,7 @@ def test_whole_videos_pass_and_declare_their_counts(whole_videos):
     for kind, path in whole_videos.items():
         video, frames = decode("pyav", path)
         assert len(frames) == video.declared_frames() == WHOLE, kind
+        assert cut_short(str(path)) is None, kind
         assert video.damage == "" and video.notes == ()
 
 
