@@ -343,3 +343,42 @@ def test_decode_only_records_decoder_declared_frames_and_refusals(whole_videos, 
     row = list(table["id"]).index("cut.avi")
     assert table["status"][row] == "ok" and table["error"][row].startswith("truncated: ")
     assert allowed.returncode == 3  # notes.txt is still no video
+
+
+@pytest.mark.slow
+def test_default_decoder_gives_the_features_of_pyav(tmp_path):
+    """MPEG-2 in MPG/TS/VOB, a TS cut mid-GOP and a two-stream MP4: the default settings give
+    the frame count, size and fc6 of ``--decoder pyav`` (random C3D weights, fp32)."""
+    from c3d_extract.store import read_features, read_video_table
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    write_video(folder / "program.mpg", 24, codec="mpeg2video", gop=12)
+    write_video(folder / "dvd.vob", 24, codec="mpeg2video", container_format="vob", gop=12)
+    ts = write_video(tmp_path / "whole.ts", 48, codec="mpeg2video", container_format="mpegts",
+                     gop=15)
+    write_video(folder / "broadcast.ts", 24, codec="mpeg2video", container_format="mpegts",
+                gop=12)
+    data = ts.read_bytes()
+    (folder / "cut.ts").write_bytes(data[188 * (len(data) // 188 * 2 // 5):])
+    write_two_streams(folder / "two.mp4")
+    tables, features = {}, {}
+    for decoder in ("decord", "pyav"):
+        out = tmp_path / f"{decoder}.h5"
+        result = subprocess.run([sys.executable, "-m", "c3d_extract", str(folder), "-o",
+                                 str(out), "--weights", "random", "--decoder", decoder,
+                                 "--backend", "torch", "--precision", "fp32", "--quiet"],
+                                capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr
+        tables[decoder] = read_video_table(str(out))
+        ids, fc6 = read_features(str(out))
+        features[decoder] = dict(zip(ids, fc6))
+    default, pyav = tables["decord"], tables["pyav"]
+    assert list(default["id"]) == list(pyav["id"]) and len(default["id"]) == 5
+    for column in ("n_frames", "width", "height", "fps", "codec", "decoder"):
+        assert list(default[column]) == list(pyav[column]), column
+    assert set(default["decoder"]) == {"pyav"}
+    for video_id, vector in features["decord"].items():
+        other = features["pyav"][video_id]
+        cosine = float(np.dot(vector, other) / np.linalg.norm(vector) / np.linalg.norm(other))
+        assert cosine >= 0.99999, video_id
