@@ -402,11 +402,21 @@ class VideoDecoder:
 
     def frames(self) -> Iterator[np.ndarray]:
         """Every frame in order; at the end the count is judged against the container's
-        declaration (``VideoTruncatedError``, or ``damage`` with ``allow_damaged``)."""
+        declaration (``VideoTruncatedError``, or ``damage`` with ``allow_damaged``). With
+        ``allow_damaged`` a decoding error after the first frame ends the video there, its
+        text kept in ``damage``."""
         self.n_decoded = 0
-        for frame in self._frames():
-            self.n_decoded += 1
-            yield frame
+        try:
+            for frame in self._frames():
+                self.n_decoded += 1
+                yield frame
+        except DecoderUnsuitableError:
+            raise
+        except VideoReadError as error:
+            if not (self.allow_damaged and self.n_decoded):
+                raise
+            self.damage = f"{error} (after {self.n_decoded} decoded frames)"
+            return
         problem = self._damage_seen() or (
             judge_frame_count(self.n_decoded, self.info, self._covered_seconds())
             if self.info is not None else None)

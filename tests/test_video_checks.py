@@ -233,6 +233,15 @@ def test_allow_damaged_keeps_the_frames_and_the_reason(whole_videos, tmp_path):
     assert 0 < len(frames) < WHOLE
     assert video.damage == f"truncated: {len(frames)} of {WHOLE} frames decoded (declared by " \
                            "the AVI header)"
+    cut = tmp_path / "cut.mp4"
+    data = whole_videos["mp4"].read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(VideoReadError, match="damaged or cut short"):
+        decode("pyav", cut)
+    video, frames = decode("pyav", cut, allow_damaged=True)
+    assert 0 < len(frames) < WHOLE
+    assert video.damage.startswith("the video data is damaged or cut short")
+    assert video.damage.endswith(f"(after {len(frames)} decoded frames)")
 
 
 def test_an_mkv_damaged_in_the_middle_is_an_error(whole_videos, tmp_path):
