@@ -90,7 +90,7 @@ class StreamInfo:
     estimated_frames: int      # FFmpeg's estimate when nothing is declared (0 if none)
     declared_seconds: float = 0.0  # the declared duration behind a "duration" count
 
-    def notes(self) -> Tuple[str, ...]:
+    def warnings(self) -> Tuple[str, ...]:
         if self.n_video_streams > 1:
             return (f"the file has {self.n_video_streams} video streams: stream "
                     f"{self.stream_index} ({self.codec} {self.width}x{self.height}) was "
@@ -378,8 +378,11 @@ class VideoDecoder:
         self.allow_damaged = allow_damaged
         #: Why the video is damaged or short, when ``allow_damaged`` let it pass ("" if not).
         self.damage = ""
-        #: Notes on how the video was read (stream choice, decoder fallback).
-        self.notes: Tuple[str, ...] = info.notes() if info is not None else ()
+        #: How the video came to be read by this backend (decoder choice, fallback): kept
+        #: in the video table, not shown as warnings.
+        self.notes: Tuple[str, ...] = ()
+        if info is not None:
+            self.warnings = info.warnings()
         #: Frames yielded so far by ``frames``.
         self.n_decoded = 0
 
@@ -428,7 +431,7 @@ class VideoDecoder:
         elif self.info is not None:
             warning = undeclared_warning(self.n_decoded, self.info)
             if warning:
-                self.notes += (warning,)
+                self.warnings += (warning,)
 
     def _frames(self) -> Iterator[np.ndarray]:
         raise NotImplementedError

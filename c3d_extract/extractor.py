@@ -28,8 +28,8 @@ from c3d_extract.records import RunParameters, VideoRecord
 from c3d_extract.sharding import Shard, select, shard_path
 from c3d_extract.sources import VideoSource, discover
 from c3d_extract.weights.convert import check_kernel_order
-from c3d_extract.workers import (Damaged, DecodePool, Failed, Finished, Frames, Started, Warned,
-                                 default_workers)
+from c3d_extract.workers import (Damaged, DecodePool, Failed, Finished, Frames, Noted, Started,
+                                 Warned, default_workers)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -127,6 +127,7 @@ class _VideoState:
     status: str = ""
     finished: bool = False
     warnings: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -330,6 +331,8 @@ def _apply_event(event, states: Dict[int, _VideoState],
         state.n_frames += len(event.frames)
     elif isinstance(event, Warned):
         state.warnings.append(event.message)
+    elif isinstance(event, Noted):
+        state.notes.append(event.message)
     elif isinstance(event, Damaged):
         state.damage = event.message
     elif isinstance(event, Finished):
@@ -343,7 +346,7 @@ def _apply_event(event, states: Dict[int, _VideoState],
         return VideoRecord(id=state.source.id, status="error", error=event.message,
                            n_frames=n_frames, fps=state.fps, codec=state.codec,
                            decoder=state.decoder, declared_frames=state.declared_frames,
-                           warnings=tuple(state.warnings))
+                           warnings=tuple(state.warnings), decoder_notes=tuple(state.notes))
     return None
 
 
@@ -352,7 +355,8 @@ def _finished_record(state: _VideoState) -> VideoRecord:
                          n_frames=state.n_frames, n_clips=state.accumulator.count,
                          fps=state.fps, width=state.width, height=state.height,
                          codec=state.codec, decoder=state.decoder,
-                         declared_frames=state.declared_frames, warnings=tuple(state.warnings))
+                         declared_frames=state.declared_frames, warnings=tuple(state.warnings),
+                         decoder_notes=tuple(state.notes))
     if state.accumulator.count and state.accumulator.layers:
         record.features, record.zero_descriptor = state.accumulator.descriptors()
         if state.accumulator.keep_clips:

@@ -77,13 +77,17 @@ class VideoRecord:
     clip_features: Dict[str, np.ndarray] = field(default_factory=dict)
     clip_starts: Optional[np.ndarray] = None
     zero_descriptor: bool = False  # every clip feature was zero: the descriptor stays zero
-    #: Decoded, but worth knowing (frame numbering, stream choice, decoder fallback); kept in
-    #: the video table's ``notes`` column, one per line.
+    #: Decoded, but something looked wrong (frame numbering, several video streams): shown
+    #: to the user and kept in the video table's ``notes`` column.
     warnings: Tuple[str, ...] = ()
+    #: How the video came to be read by its decoder (PyAV instead of decord, and why): kept
+    #: in the ``notes`` column only.
+    decoder_notes: Tuple[str, ...] = ()
 
     @property
     def notes(self) -> str:
-        return "\n".join(self.warnings)
+        """The ``notes`` column: warnings and decoder notes, one per line."""
+        return "\n".join(self.warnings + self.decoder_notes)
 
     def metadata(self) -> Dict[str, Any]:
         return {"id": self.id, "status": self.status, "error": self.error,

@@ -69,6 +69,12 @@ class Warned:
 
 
 @dataclass(frozen=True)
+class Noted:
+    slot: int
+    message: str  # how the video was read (decoder choice): recorded, not shown
+
+
+@dataclass(frozen=True)
 class Damaged:
     slot: int
     message: str  # damage let through by ``allow_damaged``: kept as the video's error text
@@ -81,7 +87,7 @@ class Failed:
     n_frames: Optional[int] = None  # frames decoded before the failure, when known
 
 
-Event = Any  # Started | Frames | Warned | Damaged | Finished | Failed
+Event = Any  # Started | Frames | Warned | Noted | Damaged | Finished | Failed
 
 
 # ---------------------------------------------------------------- inside a worker
@@ -100,7 +106,8 @@ def _die_with_parent() -> None:
 def decode_video(decoder: str, path: str, preprocessing: Preprocessing, send,
                  allow_damaged: bool = False) -> None:
     """Decode one video, sending ``("start", fps, codec, decoder, declared_frames)``,
-    ``("frames", array)``..., any ``("warning", text)``, ``("damage", text)`` (with
+    ``("frames", array)``..., any ``("warning", text)``, ``("note", text)``,
+    ``("damage", text)`` (with
     ``allow_damaged``) and ``("end", n, width, height)``, or ``("error", message, n)``.
 
     When ``decoder`` fails before it has sent any frame and has a fallback
@@ -150,7 +157,8 @@ def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
                 started = True
             if chunk:
                 send(("frames", np.stack(chunk)))
-            warnings = notes + video.notes + tuple(video.warnings)
+            warnings = tuple(video.warnings)
+            notes += video.notes
             damage = video.damage
     except VideoReadError as error:
         return _failed(_with_position(str(error), n_frames), n_frames,
@@ -162,6 +170,8 @@ def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
         return _failed("no frames could be decoded", 0, quiet_failure, send)
     for warning in warnings:
         send(("warning", warning))
+    for note in notes:
+        send(("note", note))
     if damage:
         send(("damage", damage))
     send(("end", n_frames, width, height))
@@ -430,6 +440,8 @@ def _event(slot: int, message: Tuple[Any, ...]) -> Event:
         return Warned(slot, str(message[1]))
     if kind == "damage":
         return Damaged(slot, str(message[1]))
+    if kind == "note":
+        return Noted(slot, str(message[1]))
     if kind == "end":
         return Finished(slot, int(message[1]), int(message[2]), int(message[3]))
     return Failed(slot, str(message[1]), int(message[2]) if len(message) > 2 else None)

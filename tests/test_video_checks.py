@@ -69,7 +69,7 @@ def test_decord_gives_pyavs_frames_exactly_where_it_is_used(pair, tmp_path):
     chosen, frames = decode("decord", path)
     reference, expected = decode("pyav", path)
     assert (chosen.info.container, chosen.codec()) == pair
-    assert chosen.name == "decord" and chosen.notes == ()
+    assert chosen.name == "decord" and chosen.notes == () and chosen.warnings == ()
     assert frames.shape == expected.shape == (24, 48, 64, 3)
     assert np.array_equal(frames, expected)
     assert chosen.declared_frames() == reference.declared_frames() == 24
@@ -127,7 +127,7 @@ def test_two_video_streams_the_first_is_read_by_every_decoder_with_a_note(tmp_pa
     _, expected = decode("pyav", path)
     assert chosen.name == "pyav" and frames.shape == expected.shape == (30, 48, 64, 3)
     assert np.array_equal(frames, expected)
-    assert any("2 video streams: stream 0 (h264 64x48)" in note for note in chosen.notes)
+    assert any("2 video streams: stream 0 (h264 64x48)" in note for note in chosen.warnings)
     assert any("several video streams" in note for note in chosen.notes)
 
 
@@ -222,7 +222,7 @@ def test_whole_videos_pass_and_declare_their_counts(whole_videos):
         video, frames = decode("pyav", path)
         assert len(frames) == video.declared_frames() == WHOLE, kind
         assert cut_short(str(path)) is None, kind
-        assert video.damage == "" and video.notes == ()
+        assert video.damage == "" and video.notes == () and video.warnings == ()
 
 
 def test_allow_damaged_keeps_the_frames_and_the_reason(whole_videos, tmp_path):

@@ -85,12 +85,15 @@ def cli(videos: Sequence[str], weights: Optional[str], kernel_order: Optional[st
     """
     from c3d_extract.extractor import ExtractOptions
     from c3d_extract.predict import class_names_for, predict_in_order
-    from c3d_extract.sources import discover
+    from c3d_extract.sources import find_videos
     from c3d_extract.weights.convert import read_class_names
     from c3d_extract.weights.networks import load_model
 
     show_warnings_plainly()
-    sources = discover(list(videos))
+    found = find_videos(list(videos))
+    if found.skipped:
+        click.echo(found.skipped_line(), err=True)
+    sources = found.sources
     overlays = overlay_destinations(sources, overlay, overlay_dir)
     if timeline is not None:
         check_output_location(timeline)
