@@ -11,8 +11,12 @@ Layout (other commands read these names)::
                      (see ``merge``)
     videos/id        variable-length UTF-8, one row per video
     videos/status    ok | padded | looped | skipped | error
-    videos/error     message, empty unless status is error
+    videos/error     message, empty unless status is error (or damage let through by
+                     --allow-damaged)
     videos/n_frames, n_clips, fps, width, height
+    videos/codec, decoder   the stream's codec; the backend that decoded it
+    videos/declared_frames  the frame count the container declares (0: none)
+    videos/notes     warnings and decoder notes, one per line
     videos/zero_descriptor  1 where every clip feature was zero (the row stays zero)
     features/<layer> float32 (n_videos, dim), L2-normalised; zeros without features
     clips/<layer>    float32 (n_clips, dim), raw per-clip features (--per-clip)
