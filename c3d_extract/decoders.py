@@ -64,7 +64,7 @@ _TEXT_FORMATS = frozenset({"tty", "bin", "xbin", "idf", "adf"})
 _TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf", "text"})
 #: A declared count may exceed the decoded one by this much (dropped or edited-out frames,
 #: a duration rounded to milliseconds): at least ``SHORTFALL_FRAMES``, else this fraction.
-SHORTFALL_FRACTION = 0.05
+SHORTFALL_FRACTION = 0.02
 SHORTFALL_FRAMES = 2
 #: Without a declaration, fewer than this fraction of FFmpeg's estimate is only a warning.
 UNDECLARED_WARN_FRACTION = 0.5
@@ -549,23 +549,27 @@ class PyAVDecoder(VideoDecoder):
 
         with _ffmpeg_log() as log:
             errors_before = None  # error lines logged before the first frame (a cut GOP...)
-            pending: Optional[str] = None  # an error after a frame, damage if more follow
+            pending: Optional[str] = None  # an error followed by more data: damage if a frame
             seen, lines = 0, []  # log entries looked at, and the error lines among them
             try:
                 for packet in self._container.demux(self._stream):
                     if packet.pos is not None and packet.pos >= 0:
                         self._end_byte = max(self._end_byte, packet.pos + packet.size)
-                    for frame in packet.decode():
+                    if packet.size and errors_before is not None and pending is None:
+                        # More data after an error (not the decoder's flush at the end).
                         if len(log) != seen:
                             seen, lines = len(log), _error_lines(log)
+                        if len(lines) > errors_before:
+                            pending = (f"after frame {self.n_decoded} "
+                                       f"({lines[errors_before][:200]})")
+                    for frame in packet.decode():
                         if errors_before is None:
+                            if len(log) != seen:
+                                seen, lines = len(log), _error_lines(log)
                             errors_before = len(lines)
                         elif pending is not None and self._damage is None:
-                            self._damage = (f"damaged part way: decoding errors after frame "
-                                            f"{pending} ({lines[errors_before][:200]}) "
+                            self._damage = (f"damaged part way: decoding errors {pending} "
                                             "followed by more frames")
-                        if len(lines) > errors_before and pending is None:
-                            pending = str(self.n_decoded)
                         if frame.time is not None:
                             if self._times[0] is None:
                                 self._times[0] = float(frame.time)

