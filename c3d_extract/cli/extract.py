@@ -153,7 +153,7 @@ def _raise_interrupt(signum, frame) -> None:
 @click.option("--decode-only", is_flag=True,
               help="Decode every video and count its frames and clips without the network "
               "(no weights needed): OUTPUT gets the video table (status, error, frames, fps, "
-              "size, codec, clips) and no features. Workers and batch size default to a GPU "
+              "size, codec, decoder, declared frames, notes, clips) and no features. Workers and batch size default to a GPU "
               "run's.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value=LOCAL_RAY, default=None,
               metavar="[ADDRESS]",
