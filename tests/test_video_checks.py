@@ -75,6 +75,26 @@ def test_decord_gives_pyavs_frames_exactly_where_it_is_used(pair, tmp_path):
     assert chosen.declared_frames() == reference.declared_frames() == 24
 
 
+def test_decord_is_refused_what_is_not_proven():
+    from dataclasses import replace
+
+    from c3d_extract.decoders import decord_unsuitable
+
+    proven = replace(info(24), codec="h264")
+    assert decord_unsuitable(proven) is None
+    refused = {
+        "10-bit": replace(proven, pix_fmt="yuv420p10le"),
+        "4:4:4": replace(proven, pix_fmt="yuv444p"),
+        "odd size": replace(proven, width=63, height=47),
+        "two streams": replace(proven, n_video_streams=2),
+        "no declared count": replace(proven, declared_frames=0, declared_by=""),
+        "MPEG-2 in MPEG-PS": replace(proven, container="mpeg", codec="mpeg2video"),
+        "AV1 in MP4": replace(proven, container=MOV, codec="av1"),
+    }
+    for what, stream in refused.items():
+        assert decord_unsuitable(stream), what
+
+
 @pytest.mark.parametrize("name,muxer", [("dvd.vob", "vob"), ("program.mpg", None),
                                         ("broadcast.ts", "mpegts"), ("camera.m2ts", "mpegts")])
 def test_mpeg2_program_and_transport_streams_go_to_pyav(name, muxer, tmp_path):
