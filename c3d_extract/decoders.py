@@ -504,7 +504,8 @@ class DecordDecoder(VideoDecoder):
             except StopIteration:
                 return
             except (RuntimeError, decord.DECORDError) as error:
-                raise VideoReadError(_first_line(error)) from None
+                raise VideoReadError(f"the video data is damaged or cut short (decord: "
+                                     f"{_first_line(error)})") from None
             array = frame.asnumpy()
             if shape is None:
                 shape = array.shape
@@ -845,10 +846,10 @@ def _starts_like_mp4(path: str) -> bool:
 
 
 _AVERROR_INVALIDDATA = 0x41444E49  # FFERRTAG('I', 'N', 'D', 'A'), as PyAV reports it
-_DECORD_FFMPEG_CODE = re.compile(r"failed with (-?\d+)")
+_DECORD_FFMPEG_CODE = re.compile(r"(?:failed with |\()(-?\d{5,})")
 
 
-_NATIVE_PREFIX = re.compile(r"^\[[0-9:]+\] \S+:\d+: ")
+_NATIVE_PREFIX = re.compile(r"^(?:\[[0-9:]+\] \S+:\d+: )+")
 
 
 def _first_line(error: BaseException) -> str:
@@ -864,7 +865,7 @@ def _first_line(error: BaseException) -> str:
         detail = _NATIVE_PREFIX.sub("", native[-1].split("...")[-1])
         cause = detail.rsplit(", ", 1)[-1] if "ERROR opening" in detail else detail
         return _name_ffmpeg_code(cause)[:300]
-    return lines[0][:300]
+    return _NATIVE_PREFIX.sub("", lines[0])[:300]
 
 
 def _name_ffmpeg_code(text: str) -> str:

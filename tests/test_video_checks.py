@@ -440,3 +440,21 @@ def test_a_real_mkv_cut_short_is_truncated_not_damaged(tmp_path):
         for name in ("decord", "pyav"):
             with pytest.raises(VideoReadError, match=r"^truncated: \d+ of 250 frames decoded"):
                 decode(name, cut)
+
+
+@pytest.mark.parametrize("name,codec,muxer", [
+    ("damaged.avi", "mpeg4", None), ("damaged.mpg", "mpeg2video", None),
+    ("damaged.ts", "mpeg2video", "mpegts"), ("damaged.mp4", "libx264", None)])
+def test_zeros_over_the_middle_are_an_error_with_both_decoders(name, codec, muxer, tmp_path):
+    path = write_video(tmp_path / name, 96, codec=codec, container_format=muxer, gop=12)
+    data = bytearray(path.read_bytes())
+    start = int(len(data) * 0.4)
+    data[start:start + 3000] = bytes(3000)
+    path.write_bytes(bytes(data))
+    for decoder in ("decord", "pyav"):
+        with pytest.raises(VideoReadError) as caught:
+            decode(decoder, path)
+        message = str(caught.value)
+        assert message.startswith(("damaged part way: ", "the video data is damaged or cut "
+                                   "short (")), message
+        assert "/github" not in message and not message.startswith("[")
