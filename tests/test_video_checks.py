@@ -458,3 +458,17 @@ def test_zeros_over_the_middle_are_an_error_with_both_decoders(name, codec, muxe
         assert message.startswith(("damaged part way: ", "the video data is damaged or cut "
                                    "short (")), message
         assert "/github" not in message and not message.startswith("[")
+
+
+@pytest.mark.parametrize("name,codec,width,height,pix_fmt", [
+    ("ten_bit.mp4", "libx264", 64, 48, "yuv420p10le"),
+    ("odd.avi", "mpeg4", 63, 47, "yuv420p")])
+def test_ten_bit_and_odd_sizes_get_one_conversion_whatever_the_decoder(name, codec, width,
+                                                                       height, pix_fmt,
+                                                                       tmp_path):
+    path = write_video(tmp_path / name, 8, codec=codec, width=width, height=height,
+                       pix_fmt=pix_fmt)
+    chosen, frames = decode("decord", path)
+    _, expected = decode("pyav", path)
+    assert chosen.name == "pyav" and frames.shape == (8, height, width, 3)
+    assert np.array_equal(frames, expected)
