@@ -472,3 +472,40 @@ def test_ten_bit_and_odd_sizes_get_one_conversion_whatever_the_decoder(name, cod
     _, expected = decode("pyav", path)
     assert chosen.name == "pyav" and frames.shape == (8, height, width, 3)
     assert np.array_equal(frames, expected)
+
+
+#: A real file for each extension a directory search must find: (encoder, muxer, size).
+EXTENSION_FILES = {
+    "a.ts": ("mpeg2video", "mpegts", (64, 48)), "b.MTS": ("libx264", "mpegts", (64, 48)),
+    "c.m2ts": ("libx264", "mpegts", (64, 48)), "d.VOB": ("mpeg2video", "vob", (64, 48)),
+    "f.asf": ("wmv2", "asf", (64, 48)), "g.3g2": ("mpeg4", "3g2", (64, 48)),
+    "h.qt": ("libx264", "mov", (64, 48)), "i.F4V": ("libx264", "f4v", (64, 48)),
+    "j.divx": ("mpeg4", "avi", (64, 48)), "k.mxf": ("mpeg2video", "mxf", (64, 48)),
+    "l.dv": ("dvvideo", "dv", (720, 576)), "m.mp4": ("libx264", None, (64, 48)),
+}
+
+
+@pytest.mark.slow
+def test_a_folder_of_the_thirteen_extensions_is_decoded_whole(tmp_path):
+    from c3d_extract.store import read_video_table
+
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    for name, (encoder, muxer, (width, height)) in EXTENSION_FILES.items():
+        write_video(folder / name, 20, codec=encoder, container_format=muxer, width=width,
+                    height=height)
+    # VP8 in Ogg (no Theora encoder here), in a fresh process: see the decord proof above.
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                    "from tests.videos import write_video; write_video(Path(sys.argv[1]), 20, "
+                    "codec='libvpx', container_format='ogg')", str(folder / "e.ogv")],
+                   check=True, cwd=str(Path(__file__).parent.parent), timeout=120)
+    out = tmp_path / "check.h5"
+    result = subprocess.run([sys.executable, "-m", "c3d_extract", str(folder), "-o", str(out),
+                             "--decode-only", "--quiet"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "not named like videos" not in result.stderr
+    table = read_video_table(str(out))
+    assert sorted(table["id"]) == sorted(list(EXTENSION_FILES) + ["e.ogv"])
+    for i, video_id in enumerate(table["id"]):
+        assert table["status"][i] == "ok" and table["n_frames"][i] == 20, video_id
