@@ -26,7 +26,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from c3d_extract.decoders import FALLBACK, available_decoders, open_decoder
+from c3d_extract.decoders import FALLBACK, VideoDecoder, available_decoders, open_decoder
 from c3d_extract.errors import VideoReadError
 from c3d_extract.preprocess import Preprocessing, prepare_frame
 
@@ -137,9 +137,25 @@ def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
     started = False
     warnings: Tuple[str, ...] = ()
     damage = ""
+    video: Optional[VideoDecoder] = None
+    start: Optional[Tuple[Any, ...]] = None
+
+    def fail(message: str) -> Optional[str]:
+        """Report a failure; a video that was opened still gets its metadata and notes."""
+        quiet = quiet_failure and not started
+        if not quiet:
+            if start is not None and not started:
+                send(start)
+            for line in video.warnings if video is not None else ():
+                send(("warning", line))
+            for line in video.notes if video is not None else ():  # not the fallback's
+                send(("note", line))
+        return _failed(message, n_frames, quiet, send)
+
     try:
-        with open_decoder(decoder, path, allow_damaged) as video:
-            start = ("start", video.fps(), video.codec(), video.name, video.declared_frames())
+        video = open_decoder(decoder, path, allow_damaged)
+        start = ("start", video.fps(), video.codec(), video.name, video.declared_frames())
+        with video:
             chunk: List[np.ndarray] = []
             for frame in video.frames():
                 if n_frames == 0:
@@ -161,11 +177,9 @@ def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
             notes += video.notes
             damage = video.damage
     except VideoReadError as error:
-        return _failed(_with_position(str(error), n_frames), n_frames,
-                       quiet_failure and not started, send)
+        return fail(_with_position(str(error), n_frames))
     except (OSError, ValueError, MemoryError) as error:
-        message = _with_position(f"{type(error).__name__}: {error}", n_frames)
-        return _failed(message, n_frames, quiet_failure and not started, send)
+        return fail(_with_position(f"{type(error).__name__}: {error}", n_frames))
     if n_frames == 0:
         return _failed("no frames could be decoded", 0, quiet_failure, send)
     for warning in warnings:

@@ -355,6 +355,7 @@ def test_decode_only_records_decoder_declared_frames_and_refusals(whole_videos, 
            for video_id, i in rows.items()}
     assert got["whole.avi"] == ("ok", WHOLE, WHOLE, "decord")
     assert got["cut.avi"][0] == "error" and got["cut.avi"][2] == WHOLE
+    assert got["cut.avi"][3] in ("decord", "pyav")  # an error row still names its decoder
     assert got["dvd.VOB"] == ("ok", 20, 0, "pyav")
     assert got["two.mp4"] == ("ok", 30, 30, "pyav")
     assert got["notes.txt"][0] == "error"
