@@ -153,7 +153,6 @@ def probe_video(path: str) -> StreamInfo:
     """
     import av
 
-    name = os.path.basename(path)
     with _ffmpeg_log() as log:
         try:
             container = av.open(path)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from c3d_extract.errors import InputNotFoundError, UsageError
 from c3d_extract.frame_folders import is_frame_folder_listing
