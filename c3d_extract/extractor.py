@@ -36,7 +36,8 @@ from c3d_extract.resample import check_target_fps
 from c3d_extract.sharding import Shard, select, shard_path
 from c3d_extract.sources import VideoSource, discover
 from c3d_extract.weights.convert import check_kernel_order
-from c3d_extract.workers import (DecodePool, Failed, Finished, Frames, FrameSampling, Started,
+from c3d_extract.workers import (Damaged, DecodePool, Failed, Finished, Frames, FrameSampling,
+                                 Noted, Started,
                                  Warned, default_workers)
 
 if TYPE_CHECKING:
@@ -76,6 +77,9 @@ class ExtractOptions:
     kernel_order: Optional[str] = None  # declared kernel order of the weights file
     crops: int = 1  # crops per clip: 1 (the centre), 5 (and the corners), 10 (and mirrored)
     target_fps: float = 0.0  # resample every video to this frame rate first; 0: as decoded
+    #: Damaged or truncated videos keep the frames that decoded (status ``ok``/``padded``,
+    #: the damage kept as their error text) instead of being errors.
+    allow_damaged: bool = False
 
     def validate(self, network: bool = True) -> None:
         """Raise ``UsageError`` for a bad option; ``network=False`` leaves out the layers."""
@@ -152,12 +156,16 @@ class _VideoState:
     accumulator: ClipAccumulator
     fps: float = 0.0
     codec: str = ""
+    decoder: str = ""
+    declared_frames: int = 0
+    damage: str = ""
     n_frames: int = 0
     width: int = 0
     height: int = 0
     status: str = ""
     finished: bool = False
     warnings: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -391,7 +399,7 @@ def _stream(videos: Sequence[Union[VideoSource, Tuple[str, str]]], runner: Runne
 
     try:
         with DecodePool(min(workers, len(sources)), options.decoder, preprocessing,
-                        options.timeout, sampling) as pool:
+                        options.timeout, sampling, options.allow_damaged) as pool:
             while queue or pool.busy or batcher.pending_clips or runner.pending:
                 while queue and pool.idle:
                     slot, source = queue.popleft()
@@ -447,11 +455,16 @@ def _apply_event(event, states: Dict[int, _VideoState],
     state = states[event.slot]
     if isinstance(event, Started):
         state.fps, state.codec = event.fps, event.codec
+        state.decoder, state.declared_frames = event.decoder, event.declared_frames
     elif isinstance(event, Frames):
         batcher.add_frames(event.slot, event.frames)
         state.n_frames += len(event.frames)
     elif isinstance(event, Warned):
         state.warnings.append(event.message)
+    elif isinstance(event, Noted):
+        state.notes.append(event.message)
+    elif isinstance(event, Damaged):
+        state.damage = event.message
     elif isinstance(event, Finished):
         state.n_frames, state.width, state.height = event.n_frames, event.width, event.height
         state.status = batcher.finish_video(event.slot, event.n_frames)
@@ -459,15 +472,21 @@ def _apply_event(event, states: Dict[int, _VideoState],
     elif isinstance(event, Failed):
         batcher.drop_video(event.slot)
         del states[event.slot]
+        n_frames = state.n_frames if event.n_frames is None else event.n_frames
         return VideoRecord(id=state.source.id, status="error", error=event.message,
-                           n_frames=state.n_frames, fps=state.fps, codec=state.codec)
+                           n_frames=n_frames, fps=state.fps, codec=state.codec,
+                           decoder=state.decoder, declared_frames=state.declared_frames,
+                           warnings=tuple(state.warnings), decoder_notes=tuple(state.notes))
     return None
 
 
 def _finished_record(state: _VideoState) -> VideoRecord:
-    record = VideoRecord(id=state.source.id, status=state.status, n_frames=state.n_frames,
-                         n_clips=state.accumulator.count, fps=state.fps, width=state.width,
-                         height=state.height, codec=state.codec, warnings=tuple(state.warnings))
+    record = VideoRecord(id=state.source.id, status=state.status, error=state.damage,
+                         n_frames=state.n_frames, n_clips=state.accumulator.count,
+                         fps=state.fps, width=state.width, height=state.height,
+                         codec=state.codec, decoder=state.decoder,
+                         declared_frames=state.declared_frames, warnings=tuple(state.warnings),
+                         decoder_notes=tuple(state.notes))
     if state.accumulator.count and state.accumulator.layers:
         record.features, record.zero_descriptor = state.accumulator.descriptors()
         if state.accumulator.keep_clips:

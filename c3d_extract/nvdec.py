@@ -17,11 +17,11 @@ CUDA context.
 from __future__ import annotations
 
 import os
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Optional
 
 import numpy as np
 
-from c3d_extract.decoders import (PyAVDecoder, VideoDecoder, _first_line, stream_codec)
+from c3d_extract.decoders import PyAVDecoder, StreamInfo, VideoDecoder, _first_line
 from c3d_extract.errors import UsageError, VideoReadError
 
 #: Codecs (FFmpeg names) that NVDEC decodes; others are decoded on the CPU.
@@ -67,12 +67,12 @@ class NvdecDecoder(VideoDecoder):
 
     name = "nvdec"
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
-        self._codec = stream_codec(path)
+    def __init__(self, path: str, info: Optional[StreamInfo] = None,
+                 allow_damaged: bool = False) -> None:
+        super().__init__(path, info, allow_damaged)
+        self._codec = info.codec if info is not None else ""
         self._gpu = None
         self._cpu: Optional[VideoDecoder] = None
-        self.warnings: Tuple[str, ...] = ()
         refusal = nvdec_refusal(self._codec)
         if refusal is None:
             try:
@@ -84,8 +84,8 @@ class NvdecDecoder(VideoDecoder):
 
     def _fall_back(self, reason: str) -> None:
         self._gpu = None
-        self._cpu = PyAVDecoder(self.path)
-        self.warnings = (f"decoded on the CPU ({CPU_FALLBACK}): {reason}",)
+        self._cpu = PyAVDecoder(self.path, self.info, self.allow_damaged)
+        self.warnings = tuple(self.warnings) + (f"decoded on the CPU ({CPU_FALLBACK}): {reason}",)
 
     @property
     def on_gpu(self) -> bool:
@@ -100,7 +100,8 @@ class NvdecDecoder(VideoDecoder):
         codec = self._codec or (self._cpu.codec() if self._cpu is not None else "")
         return f"{codec} ({'nvdec' if self.on_gpu else 'cpu'})"
 
-    def frames(self) -> Iterator[np.ndarray]:
+    def _frames(self) -> Iterator[np.ndarray]:
+        # ``frames`` (the base class) judges the count against the container's declaration.
         if self._cpu is None:
             index = 0
             while self._cpu is None:
@@ -117,7 +118,13 @@ class NvdecDecoder(VideoDecoder):
                 yield frame.data.cpu().numpy()
                 index += 1
         if self._cpu is not None:
-            yield from self._cpu.frames()
+            yield from self._cpu._frames()
+
+    def _damage_seen(self) -> Optional[str]:
+        return self._cpu._damage_seen() if self._cpu is not None else None
+
+    def _covered_seconds(self) -> Optional[float]:
+        return self._cpu._covered_seconds() if self._cpu is not None else None
 
     def close(self) -> None:
         self._gpu = None

@@ -91,17 +91,31 @@ class VideoRecord:
     width: int = 0
     height: int = 0
     codec: str = ""  # the video stream's codec as FFmpeg names it (h264, mpeg4...)
+    decoder: str = ""  # the backend that decoded it (decord, pyav, frames...)
+    declared_frames: int = 0  # the frames its container declares (0: it declares none)
     features: Dict[str, np.ndarray] = field(default_factory=dict)
     clip_features: Dict[str, np.ndarray] = field(default_factory=dict)
     clip_starts: Optional[np.ndarray] = None
     zero_descriptor: bool = False  # every clip feature was zero: the descriptor stays zero
-    warnings: Tuple[str, ...] = ()  # decoded, but something looked wrong (frame folders)
+    #: Decoded, but something looked wrong (frame numbering, several video streams): shown
+    #: to the user and kept in the video table's ``notes`` column.
+    warnings: Tuple[str, ...] = ()
+    #: How the video came to be read by its decoder (PyAV instead of decord, and why): kept
+    #: in the ``notes`` column only.
+    decoder_notes: Tuple[str, ...] = ()
+
+    @property
+    def notes(self) -> str:
+        """The ``notes`` column: warnings and decoder notes, one per line."""
+        return "\n".join(self.warnings + self.decoder_notes)
 
     def metadata(self) -> Dict[str, Any]:
         return {"id": self.id, "status": self.status, "error": self.error,
                 "n_frames": int(self.n_frames), "n_clips": int(self.n_clips),
                 "fps": float(self.fps), "width": int(self.width), "height": int(self.height),
-                "codec": self.codec, "zero_descriptor": bool(self.zero_descriptor)}
+                "codec": self.codec, "decoder": self.decoder,
+                "declared_frames": int(self.declared_frames), "notes": self.notes,
+                "zero_descriptor": bool(self.zero_descriptor)}
 
     def arrays(self) -> Dict[str, np.ndarray]:
         out = {f"features/{k}": np.asarray(v, np.float32) for k, v in self.features.items()}
@@ -115,7 +129,9 @@ class VideoRecord:
     def from_parts(cls, meta: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> "VideoRecord":
         record = cls(**{k: meta[k] for k in ("id", "status", "error", "n_frames", "n_clips",
                                               "fps", "width", "height")},
-                     codec=str(meta.get("codec", "")),
+                     codec=str(meta.get("codec", "")), decoder=str(meta.get("decoder", "")),
+                     declared_frames=int(meta.get("declared_frames", 0)),
+                     warnings=tuple(str(meta.get("notes", "")).splitlines()),
                      zero_descriptor=bool(meta.get("zero_descriptor", False)))
         for name, array in arrays.items():
             group, _, key = name.partition("/")

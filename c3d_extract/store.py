@@ -13,9 +13,13 @@ Layout (other commands read these names)::
                      (see ``merge``)
     videos/id        variable-length UTF-8, one row per video
     videos/status    ok | padded | looped | skipped | error
-    videos/error     message, empty unless status is error
+    videos/error     message, empty unless status is error (or damage let through by
+                     --allow-damaged)
     videos/n_frames, n_clips, fps, width, height  (fps: the source's frame rate; with
                      --fps, n_frames counts the resampled frames the clips are cut from)
+    videos/codec, decoder   the stream's codec; the backend that decoded it
+    videos/declared_frames  the frame count the container declares (0: none)
+    videos/notes     warnings and decoder notes, one per line
     videos/zero_descriptor  1 where every clip feature was zero (the row stays zero)
     features/<layer> float32 (n_videos, dim), L2-normalised; zeros without features
     clips/<layer>    float32 (n_clips, dim), raw per-clip features (--per-clip); with
@@ -57,9 +61,13 @@ FORMAT_VERSION = 1
 _VIDEO_COLUMNS: Dict[str, Any] = {
     "n_frames": np.int64, "n_clips": np.int64, "fps": np.float64,
     "width": np.int32, "height": np.int32, "zero_descriptor": np.uint8,
+    "declared_frames": np.int64,
 }
-#: Text columns of ``videos/``; ``codec`` is absent from files of earlier versions.
-_TEXT_COLUMNS = ("id", "status", "error", "codec")
+#: Text columns of ``videos/``.
+_TEXT_COLUMNS = ("id", "status", "error", "codec", "decoder", "notes")
+#: Columns absent from files of earlier versions, and their value for those files' videos.
+_LATER_COLUMNS: Dict[str, Any] = {"codec": "", "decoder": "", "notes": "",
+                                  "declared_frames": 0}
 _ROWS_PER_WRITE = 256
 
 
@@ -176,8 +184,11 @@ def _layer_dataset(handle, group: str, layer: str, path: str):
 def _video_table(handle) -> Dict[str, np.ndarray]:
     videos = handle["videos"]
     table = {name: videos[name].asstr()[...] for name in _TEXT_COLUMNS if name in videos}
-    table.setdefault("codec", np.full(len(table["id"]), "", dtype=object))
-    table.update({name: videos[name][...] for name in _VIDEO_COLUMNS})
+    table.update({name: videos[name][...] for name in _VIDEO_COLUMNS if name in videos})
+    for name, value in _LATER_COLUMNS.items():
+        if name not in table:
+            dtype = _VIDEO_COLUMNS.get(name, object)
+            table[name] = np.full(len(table["id"]), value, dtype=dtype)
     for name, column in table.items():
         _check_rows(handle.filename, f"videos/{name}", column, len(table["id"]))
     return table
@@ -268,6 +279,8 @@ def _write_records(handle, records: Sequence[VideoRecord], dims: Dict[str, int],
             "status": np.array([r.status for r in batch], dtype=object),
             "error": np.array([r.error for r in batch], dtype=object),
             "codec": np.array([r.codec for r in batch], dtype=object),
+            "decoder": np.array([r.decoder for r in batch], dtype=object),
+            "notes": np.array([r.notes for r in batch], dtype=object),
         }
         for name, dtype in _VIDEO_COLUMNS.items():
             columns[name] = np.array([getattr(r, name) for r in batch], dtype=dtype)
@@ -564,10 +577,13 @@ class FeatureStore:
         """Write the journal's videos and the run's attributes into an open output;
         ``row_of`` (the output's rows by id) gains the new rows."""
         videos = handle["videos"]
-        if "codec" not in videos:  # a file of an earlier version: its videos' codecs are unknown
-            text = _h5py().string_dtype("utf-8")
-            videos.create_dataset("codec", data=np.full(videos["id"].shape[0], "", object),
-                                  dtype=text, maxshape=(None,), chunks=(1024,))
+        for name, value in _LATER_COLUMNS.items():
+            if name not in videos:  # a file of an earlier version: unknown for its videos
+                dtype = _VIDEO_COLUMNS.get(name, _h5py().string_dtype("utf-8"))
+                videos.create_dataset(name, data=np.full(videos["id"].shape[0], value,
+                                                         object if name in _TEXT_COLUMNS
+                                                         else dtype),
+                                      dtype=dtype, maxshape=(None,), chunks=(1024,))
         if len(row_of) != videos["id"].shape[0]:
             raise StoreError(f"{self.path} changed while this run held its lock")
         pending: List[VideoRecord] = []

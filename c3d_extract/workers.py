@@ -59,6 +59,8 @@ class Started:
     slot: int
     fps: float
     codec: str = ""
+    decoder: str = ""          # the backend that decodes the video (after any fallback)
+    declared_frames: int = 0   # what the container declares (0: nothing)
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,25 @@ class Warned:
 
 
 @dataclass(frozen=True)
+class Noted:
+    slot: int
+    message: str  # how the video was read (decoder choice): recorded, not shown
+
+
+@dataclass(frozen=True)
+class Damaged:
+    slot: int
+    message: str  # damage let through by ``allow_damaged``: kept as the video's error text
+
+
+@dataclass(frozen=True)
 class Failed:
     slot: int
     message: str
+    n_frames: Optional[int] = None  # frames decoded before the failure, when known
 
 
-Event = Any  # Started | Frames | Warned | Finished | Failed
+Event = Any  # Started | Frames | Warned | Noted | Damaged | Finished | Failed
 
 
 # ---------------------------------------------------------------- inside a worker
@@ -107,24 +122,29 @@ def _die_with_parent() -> None:
 
 
 def decode_video(decoder: str, path: str, preprocessing: Preprocessing, send,
-                 sampling: FrameSampling = FrameSampling()) -> None:
-    """Decode one video, sending ``("start", fps, codec)``, ``("frames", array)``..., any
-    ``("warning", text)`` and ``("end", n_sent, width, height, n_decoded)``, or
-    ``("error", message)``.
+                 sampling: FrameSampling = FrameSampling(), allow_damaged: bool = False) -> None:
+    """Decode one video, sending ``("start", fps, codec, decoder, declared_frames)``,
+    ``("frames", array)``..., any ``("warning", text)``, ``("note", text)``,
+    ``("damage", text)`` (with ``allow_damaged``) and ``("end", n_sent, width, height,
+    n_decoded)``, or ``("error", message, n_decoded)``.
 
     When ``decoder`` fails before it has sent any frame and has a fallback
-    (``decoders.FALLBACK``), the fallback decodes the video instead; if that
-    fails too, its message is sent, as it usually names the cause better.
+    (``decoders.FALLBACK``), the fallback decodes the video instead, and a warning says
+    why; if that fails too, its message is sent, as it usually names the cause better.
     A folder is a frame folder, whatever the decoder.
     """
     fallback = FALLBACK.get(decoder)
     if os.path.isdir(path) or (fallback is not None and fallback not in available_decoders()):
         fallback = None
-    failure = _decode_with(decoder, path, preprocessing, send,
-                           quiet_failure=fallback is not None, sampling=sampling)
+    failure = _decode_with(decoder, path, preprocessing, send, fallback is not None,
+                           allow_damaged, sampling=sampling)
     if failure is not None and fallback is not None:
-        _decode_with(fallback, path, preprocessing, send, quiet_failure=False,
+        note = f"decoded with {_NAMES.get(fallback, fallback)}: {decoder} failed ({failure})"
+        _decode_with(fallback, path, preprocessing, send, False, allow_damaged, (note,),
                      sampling=sampling)
+
+
+_NAMES = {"pyav": "PyAV"}
 
 
 class _Count:
@@ -158,7 +178,9 @@ def sampled_frames(video: VideoDecoder, target_fps: float,
 
 
 def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
-                 quiet_failure: bool, sampling: FrameSampling = FrameSampling()) -> Optional[str]:
+                 quiet_failure: bool, allow_damaged: bool = False,
+                 notes: Tuple[str, ...] = (),
+                 sampling: FrameSampling = FrameSampling()) -> Optional[str]:
     """Decode with one backend. With ``quiet_failure``, a failure before the first frame
     is returned instead of sent (the caller may try another backend); else None."""
     n_frames, width, height = 0, 0, 0
@@ -166,9 +188,26 @@ def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
     started = False
     warnings: Tuple[str, ...] = ()
     prepare = prepare_frame if sampling.crop else resize_frame
+    damage = ""
+    video: Optional[VideoDecoder] = None
+    start: Optional[Tuple[Any, ...]] = None
+
+    def fail(message: str) -> Optional[str]:
+        """Report a failure; a video that was opened still gets its metadata and notes."""
+        quiet = quiet_failure and not started
+        if not quiet:
+            if start is not None and not started:
+                send(start)
+            for line in video.warnings if video is not None else ():
+                send(("warning", line))
+            for line in video.notes if video is not None else ():  # not the fallback's
+                send(("note", line))
+        return _failed(message, count.decoded, quiet, send)
+
     try:
-        with open_decoder(decoder, path) as video:
-            fps, codec = video.fps(), video.codec()
+        video = open_decoder(decoder, path, allow_damaged)
+        start = ("start", video.fps(), video.codec(), video.name, video.declared_frames())
+        with video:
             chunk: List[np.ndarray] = []
             for frame, used in sampled_frames(video, sampling.target_fps, count):
                 if n_frames == 0:
@@ -179,39 +218,46 @@ def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
                     n_frames += 1
                     if len(chunk) == FRAMES_PER_MESSAGE:
                         if not started:
-                            send(("start", fps, codec))
+                            send(start)
                             started = True
                         send(("frames", np.stack(chunk)))
                         chunk = []
             if not started:
-                send(("start", fps, codec))
+                send(start)
                 started = True
             if chunk:
                 send(("frames", np.stack(chunk)))
-            warnings = video.warnings
+            warnings = tuple(video.warnings)
+            notes += video.notes
+            damage = video.damage
     except VideoReadError as error:
-        return _failed(_with_position(str(error), count.decoded),
-                       quiet_failure and not started, send)
+        return fail(_with_position(str(error), count.decoded))
     except (OSError, ValueError, MemoryError) as error:
-        message = _with_position(f"{type(error).__name__}: {error}", count.decoded)
-        return _failed(message, quiet_failure and not started, send)
+        return fail(_with_position(f"{type(error).__name__}: {error}", count.decoded))
     if n_frames == 0:
-        return _failed("no frames could be decoded", quiet_failure, send)
+        return _failed("no frames could be decoded", 0, quiet_failure, send)
     for warning in warnings:
         send(("warning", warning))
+    for note in notes:
+        send(("note", note))
+    if damage:
+        send(("damage", damage))
     send(("end", n_frames, width, height, count.decoded))
     return None
 
 
-def _failed(message: str, quiet: bool, send) -> Optional[str]:
+def _failed(message: str, n_frames: int, quiet: bool, send) -> Optional[str]:
     if quiet:
         return message
-    send(("error", message))
+    send(("error", message, n_frames))
     return None
 
 
 def _with_position(message: str, n_frames: int) -> str:
-    return f"{message} (after {n_frames} decoded frames)" if n_frames else message
+    """The failure with how far decoding got, unless the message already says it."""
+    if not n_frames or "frames decoded" in message:
+        return message
+    return f"{message} (after {n_frames} decoded frames)"
 
 
 def _silence_native_logs() -> None:
@@ -260,7 +306,8 @@ class _BackgroundSender:
 
 
 def worker_main(connection: Connection, decoder: str, preprocessing: Preprocessing,
-                native_logs: bool = False, sampling: FrameSampling = FrameSampling()) -> None:
+                native_logs: bool = False, sampling: FrameSampling = FrameSampling(),
+                allow_damaged: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     _die_with_parent()
     if not native_logs:
@@ -286,7 +333,8 @@ def worker_main(connection: Connection, decoder: str, preprocessing: Preprocessi
             slot, path = task
             try:
                 decode_video(decoder, path, preprocessing,
-                             lambda message: sender.send((slot, message)), sampling)
+                             lambda message: sender.send((slot, message)), sampling,
+                             allow_damaged)
             except (BrokenPipeError, EOFError):
                 return
     finally:
@@ -312,11 +360,12 @@ def _caller_main_hidden():
 
 class _Worker:
     def __init__(self, context, decoder: str, preprocessing: Preprocessing,
-                 native_logs: bool, sampling: FrameSampling = FrameSampling()) -> None:
+                 native_logs: bool, sampling: FrameSampling = FrameSampling(),
+                 allow_damaged: bool = False) -> None:
         self.connection, child = context.Pipe(duplex=True)
         self.process = context.Process(target=worker_main,
                                        args=(child, decoder, preprocessing, native_logs,
-                                             sampling),
+                                             sampling, allow_damaged),
                                        daemon=True, name="c3d-decode")
         with _caller_main_hidden():
             self.process.start()
@@ -336,9 +385,11 @@ class DecodePool:
     """``workers`` decode processes; ``submit`` a video, ``poll`` for events."""
 
     def __init__(self, workers: int, decoder: str, preprocessing: Preprocessing,
-                 timeout: float, sampling: FrameSampling = FrameSampling()) -> None:
+                 timeout: float, sampling: FrameSampling = FrameSampling(),
+                 allow_damaged: bool = False) -> None:
         self.decoder = decoder
         self.sampling = sampling
+        self.allow_damaged = allow_damaged
         self.native_logs = bool(os.environ.get("C3D_EXTRACT_DECODER_LOGS"))
         # Workers need the geometry only; the mean volume stays in the parent.
         self.preprocessing = Preprocessing(resize=preprocessing.resize, crop=preprocessing.crop,
@@ -349,7 +400,7 @@ class DecodePool:
 
     def _start(self) -> _Worker:
         return _Worker(self._context, self.decoder, self.preprocessing, self.native_logs,
-                       self.sampling)
+                       self.sampling, self.allow_damaged)
 
     @property
     def worker_pids(self) -> List[int]:
@@ -454,15 +505,20 @@ class DecodePool:
 def _event(slot: int, message: Tuple[Any, ...]) -> Event:
     kind = message[0]
     if kind == "start":
-        return Started(slot, float(message[1]), str(message[2]))
+        return Started(slot, float(message[1]), str(message[2]), str(message[3]),
+                       int(message[4]))
     if kind == "frames":
         return Frames(slot, message[1])
     if kind == "warning":
         return Warned(slot, str(message[1]))
+    if kind == "damage":
+        return Damaged(slot, str(message[1]))
+    if kind == "note":
+        return Noted(slot, str(message[1]))
     if kind == "end":
         return Finished(slot, int(message[1]), int(message[2]), int(message[3]),
                         int(message[4]))
-    return Failed(slot, str(message[1]))
+    return Failed(slot, str(message[1]), int(message[2]) if len(message) > 2 else None)
 
 
 def default_workers(device_type: str) -> int:

@@ -162,6 +162,10 @@ def _raise_interrupt(signum, frame) -> None:
 @click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(min=0.001),
               help="Seconds a video's decoder may go without producing a frame before it "
               "is stopped and the video recorded as an error.")
+@click.option("--allow-damaged", is_flag=True,
+              help="Keep the frames of videos that are damaged part way or truncated (well "
+              "short of the frame count their container declares): status ok/padded with the "
+              "damage kept in videos/error, instead of status error.")
 @click.option("--per-clip", is_flag=True, help="Also store every clip's raw features.")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing output instead of resuming it.")
@@ -174,7 +178,7 @@ def _raise_interrupt(signum, frame) -> None:
 @click.option("--decode-only", is_flag=True,
               help="Decode every video and count its frames and clips without the network "
               "(no weights needed): OUTPUT gets the video table (status, error, frames, fps, "
-              "size, codec, clips) and no features. Workers and batch size default to a GPU "
+              "size, codec, decoder, declared frames, notes, clips) and no features. Workers and batch size default to a GPU "
               "run's.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value=LOCAL_RAY, default=None,
               metavar="[ADDRESS]",
@@ -192,7 +196,8 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
         clip_len: Optional[int], stride: Optional[int], short_policy: str,
         batch_size: int, crops: str, target_fps: Optional[float], device: str,
         precision: str, allow_emulated_precision: bool,
-        backend: str, decoder: str, workers: int, timeout: float, per_clip: bool,
+        backend: str, decoder: str, workers: int, timeout: float, allow_damaged: bool,
+        per_clip: bool,
         overwrite: bool, retry_errors: bool, shard_text: Optional[str], decode_only: bool,
         ray_address: Optional[str], keep_shards: bool, quiet: bool) -> None:
     """Extract C3D video descriptors (Tran et al., ICCV 2015) into one HDF5 file.
@@ -214,7 +219,7 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
     from c3d_extract.extractor import ExtractOptions, check_videos, extract_videos
     from c3d_extract.launch import launched_shard
     from c3d_extract.sharding import parse_shard
-    from c3d_extract.sources import discover
+    from c3d_extract.sources import find_videos
 
     options = ExtractOptions(
         layers=() if layers is None else tuple(split_list(layers, "--layer")),
@@ -222,7 +227,7 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
         short_policy=short_policy, batch_size=batch_size, device=device, precision=precision,
         allow_emulated_precision=allow_emulated_precision, backend=backend, decoder=decoder,
         workers=workers, timeout=timeout, per_clip=per_clip, kernel_order=kernel_order,
-        crops=int(crops), target_fps=target_fps or 0.0)
+        crops=int(crops), target_fps=target_fps or 0.0, allow_damaged=allow_damaged)
     launched = launched_shard(os.environ)
     shard = parse_shard(shard_text) if shard_text is not None else launched
     if ray_address is not None:
@@ -237,7 +242,10 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     show_warnings_plainly()
     try:
-        videos = discover(list(inputs), list_file)
+        found = find_videos(list(inputs), list_file)
+        if found.skipped:
+            click.echo(found.skipped_line(), err=True)
+        videos = found.sources
         if decode_only:
             summary = check_videos(videos, output, options=options, overwrite=overwrite,
                                    retry_errors=retry_errors, progress=progress, shard=shard)

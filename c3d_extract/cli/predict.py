@@ -121,13 +121,16 @@ def _raise_interrupt(signum, frame) -> None:
 @click.option("--decoder", default="decord", show_default=True,
               type=click.Choice(sorted(DECODERS)))
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--allow-damaged", is_flag=True,
+              help="Predict from the frames that decode in videos damaged part way or "
+              "truncated, instead of refusing them.")
 @library_errors
 def cli(videos: Sequence[str], weights: Optional[str], kernel_order: Optional[str],
         labels: Optional[str], top_k: int, as_json: bool, stride: Optional[int],
         timeline: Optional[str], smooth: int, overlay: Optional[str],
         overlay_dir: Optional[str], fps: Optional[float], mean: Optional[str],
         batch_size: int, device: str, precision: str, allow_emulated_precision: bool,
-        backend: str, decoder: str, quiet: bool) -> None:
+        backend: str, decoder: str, quiet: bool, allow_damaged: bool) -> None:
     """Print each video's top-k classes with probabilities; optionally per window.
 
     VIDEOS are files, frame folders (numbered JPEG/PNG images, one video each)
@@ -141,12 +144,15 @@ def cli(videos: Sequence[str], weights: Optional[str], kernel_order: Optional[st
     """
     from c3d_extract.extractor import ExtractOptions
     from c3d_extract.predict import class_names_for, predict_in_order
-    from c3d_extract.sources import discover
+    from c3d_extract.sources import find_videos
     from c3d_extract.weights.convert import read_class_names
     from c3d_extract.weights.networks import load_model
 
     show_warnings_plainly()
-    sources = discover(list(videos))
+    found = find_videos(list(videos))
+    if found.skipped:
+        click.echo(found.skipped_line(), err=True)
+    sources = found.sources
     overlays = overlay_destinations(sources, overlay, overlay_dir)
     if timeline is not None:
         check_output_location(timeline)
@@ -157,7 +163,8 @@ def cli(videos: Sequence[str], weights: Optional[str], kernel_order: Optional[st
         names = class_names_for(loaded, read_class_names(labels) if labels else None)
         options = ExtractOptions(batch_size=batch_size, device=device, precision=precision,
                                  allow_emulated_precision=allow_emulated_precision,
-                                 backend=backend, decoder=decoder, kernel_order=kernel_order)
+                                 backend=backend, decoder=decoder, kernel_order=kernel_order,
+                                 allow_damaged=allow_damaged)
         predictions = predict_in_order(
             [(s.id, s.path) for s in sources], loaded, top_k=top_k, class_names=names,
             options=options, mean=mean, stride=stride, smooth=smooth,
