@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 WEIGHTS ?= random
 
-.PHONY: install demo test test-fast bench bench-host soak clean
+.PHONY: install demo test test-fast bench bench-host bench-gpu gpu-wheels soak clean
 
 $(STAMP): pyproject.toml setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -47,9 +47,24 @@ bench: $(STAMP)
 bench-host: $(STAMP)
 	$(BIN)/python -m benchmarks.host --out bench-results $(BENCH_ARGS)
 
+## The GPU benchmark in one command, for a GPU machine without internet: installs the wheels
+## carried in gpu-wheels/ (`make gpu-wheels` here first), generates a corpus and measures
+## extraction, the network and training within 5 minutes (JSON and table in
+## bench-results/gpu). No venv needed: it uses the machine's python3 (PYTHON=... to change).
+## Rehearsal on a CPU: make bench-gpu GPU_ARGS="--device cpu --tiny"
+GPU_ARGS ?=
+bench-gpu:
+	bash benchmarks/gpu.sh $(GPU_ARGS)
+
+## The wheels bench-gpu installs (PyAV, decord, skops, torchcodec) for the GPU machine's
+## Python: make gpu-wheels GPU_PY=3.12
+GPU_PY ?= 3.11
+gpu-wheels:
+	bash benchmarks/gpu_wheels.sh --python-version $(GPU_PY)
+
 ## Long leak test over 1,000 short videos.
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m soak -p no:cacheprovider tests/test_soak.py
 
 clean:
-	rm -rf $(VENV) samples demo.h5 bench-results .pytest_cache
+	rm -rf $(VENV) samples demo.h5 bench-results gpu-wheels .pytest_cache

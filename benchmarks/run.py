@@ -322,10 +322,8 @@ def ratios(results: Dict[str, Any], first: str) -> Dict[str, Any]:
 
 def markdown(results: Dict[str, Any]) -> str:
     hw, settings = results["hardware"], results["settings"]
-    gpu = f"{hw['gpu']} ({hw['gpu_memory_gib']} GiB)" if hw["gpu"] else "none"
     lines = [
-        f"Hardware: {hw['cpu']}, {hw['cores']} cores ({hw['cpu_bf16']}), "
-        f"{hw['memory_gib']} GiB; GPU: {gpu}",
+        hardware_line(hw),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v),
         f"Settings: {settings['mode']} run on {settings['device']}, medians of "
         f"{settings['repeats']} runs ({settings['slow_repeats']} for fp32 end-to-end and "
@@ -380,6 +378,16 @@ def markdown(results: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def hardware_line(hw: Dict[str, Any]) -> str:
+    """``Hardware: CPU, N cores (bf16 units), memory; GPU: name (memory)``, as the
+    benchmark tables in BENCHMARKS.md head their figures."""
+    gpu = f"{hw['gpu']} ({hw['gpu_memory_gib']} GiB)" if hw["gpu"] else "none"
+    if hw["gpu"] and hw.get("driver"):
+        gpu += f", driver {hw['driver']}"
+    return (f"Hardware: {hw['cpu']}, {hw['cores']} cores ({hw['cpu_bf16']}), "
+            f"{hw['memory_gib']} GiB; GPU: {gpu}")
+
+
 def _num(value) -> str:
     if value is None:
         return "-"
@@ -428,6 +436,8 @@ def versions() -> Dict[str, Optional[str]]:
             found[module] = getattr(importlib.import_module(module), "__version__", "?")
         except ImportError:
             found[module] = None
+        except (OSError, RuntimeError) as error:  # torchcodec without FFmpeg's libraries
+            found[module] = f"installed, fails to load ({str(error).splitlines()[0][:120]})"
     return found
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import TYPE_CHECKING, FrozenSet, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, FrozenSet, Optional, Sequence, Tuple
 
 from c3d_extract.errors import UsageError
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from c3d_extract.hardware import CpuInfo
-    from c3d_extract.preprocess import Preprocessing
+    from c3d_extract.preprocess import CropWindow, Preprocessing
 
 BACKENDS = ("auto", "torch", "openvino")
 #: When set (torch or openvino), what ``auto`` means on a CPU.
@@ -67,20 +67,29 @@ def resolve_backend(name: str, device: "torch.device",
         if not openvino_installed():
             raise UsageError("the OpenVINO backend needs the openvino package: "
                              "pip install openvino")
+        from c3d_extract.openvino_runner import openvino_cache_limit
+
+        openvino_cache_limit()  # a bad $C3D_EXTRACT_OPENVINO_CACHE_MB, before any work
     return name
 
 
 def make_runner(backend: str, model: "nn.Module", weights_id: str,
                 preprocessing: "Preprocessing", clip_len: int, layers: Sequence[str],
-                device: "torch.device", precision: str, batch_size: int) -> object:
+                device: "torch.device", precision: str, batch_size: int,
+                windows: Tuple["CropWindow", ...] = (),
+                on_convert: Optional[Callable[[], None]] = None) -> object:
     """The runner of ``backend`` (resolved) for ``model``: ``ClipRunner`` or
-    ``OpenVinoRunner``; both take batches with ``submit`` and return them with ``collect``."""
+    ``OpenVinoRunner``; both take batches with ``submit`` and return them with ``collect``.
+    ``batch_size`` counts clips; with several crop ``windows`` each clip is that many
+    rows of the network's batch. ``on_convert()`` is called before OpenVINO converts the
+    network (a first use)."""
     if backend == "openvino":
         from c3d_extract.openvino_runner import OpenVinoRunner
 
         return OpenVinoRunner(model, weights_id, preprocessing, clip_len, layers,
-                              precision, batch_size)
+                              precision, batch_size, on_convert=on_convert,
+                              windows=windows)
     from c3d_extract.runner import ClipRunner
 
     return ClipRunner(model, preprocessing, clip_len, layers, device, precision,
-                      fixed_batch=batch_size)
+                      fixed_batch=batch_size, windows=windows)

@@ -56,6 +56,18 @@ class VideoReadError(C3DError):
     """A video could not be decoded; recorded per video, never fatal for a run."""
 
 
+class DeviceMemoryError(C3DError):
+    """The GPU ran out of memory running the network; the message names a smaller batch.
+
+    ``batch_size`` is the batch that did not fit, ``suggested`` the one to try (0: none).
+    """
+
+    def __init__(self, message: str, batch_size: int = 0, suggested: int = 0) -> None:
+        super().__init__(message)
+        self.batch_size = batch_size
+        self.suggested = suggested
+
+
 class StoreError(C3DError):
     """The feature file cannot be read, written or resumed."""
 
@@ -89,3 +101,8 @@ class ClusterError(C3DError):
 
 class TrainingError(C3DError):
     """Training cannot go on (e.g. the loss is no longer finite)."""
+
+
+class ExportError(C3DError):
+    """Features cannot be exported in the requested format (the store lacks what the format
+    needs, or a video's segments cannot be normalised)."""

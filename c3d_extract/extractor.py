@@ -5,11 +5,17 @@ network -> per-video pooling); ``extract`` wraps it with input discovery, the
 weights, and the crash-safe store. ``check_videos`` (``--decode-only``) runs the
 same pipeline and store without the network: every video decoded, its frames and
 clips counted, no weights loaded.
+
+With a target frame rate (``target_fps``) the workers send the resampled frame
+sequence (``resample``) and clips are cut from it. With several crops (``crops``
+5 or 10) the workers send resized, uncropped frames and the runner cuts every
+clip's crops on the device, so each crop is one row of the network's batch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from collections import Counter, deque
@@ -23,15 +29,19 @@ from c3d_extract.clips import SHORT_POLICIES
 from c3d_extract.decoders import check_decoder
 from c3d_extract.errors import UsageError
 from c3d_extract.pooling import ClipAccumulator
-from c3d_extract.preprocess import SPORTS1M, Preprocessing, load_mean, preprocessing_with_mean
+from c3d_extract.preprocess import (CROP_COUNTS, SPORTS1M, CropWindow, Preprocessing, crop_windows,
+                                   load_mean, preprocessing_with_mean)
 from c3d_extract.records import RunParameters, VideoRecord
+from c3d_extract.resample import check_target_fps
 from c3d_extract.sharding import Shard, select, shard_path
 from c3d_extract.sources import VideoSource, discover
 from c3d_extract.weights.convert import check_kernel_order
-from c3d_extract.workers import (DecodePool, Failed, Finished, Frames, Started, Warned,
-                                 default_workers)
+from c3d_extract.workers import (Damaged, DecodePool, Failed, Finished, Frames, FrameSampling,
+                                 Noted, Started,
+                                 Warned, default_workers)
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from c3d_extract.weights.convert import LoadedWeights
@@ -65,16 +75,27 @@ class ExtractOptions:
     timeout: float = 600.0
     per_clip: bool = False
     kernel_order: Optional[str] = None  # declared kernel order of the weights file
+    crops: int = 1  # crops per clip: 1 (the centre), 5 (and the corners), 10 (and mirrored)
+    target_fps: float = 0.0  # resample every video to this frame rate first; 0: as decoded
+    #: Damaged or truncated videos keep the frames that decoded (status ``ok``/``padded``,
+    #: the damage kept as their error text) instead of being errors.
+    allow_damaged: bool = False
 
     def validate(self, network: bool = True) -> None:
         """Raise ``UsageError`` for a bad option; ``network=False`` leaves out the layers."""
-        from c3d_extract.models.registry import all_layer_names
+        from c3d_extract.models.registry import (all_layer_names, architecture_names,
+                                                 get_architecture)
 
         known = all_layer_names()
         unknown = [layer for layer in self.layers if layer not in known]
         if network and (unknown or any(not layer for layer in self.layers)):
-            raise UsageError(f"unknown layer(s) {', '.join(unknown) or '(none)'}; "
-                             f"choose from {', '.join(known)}")
+            # The network is not known yet: each architecture's layers, apart. A layer of
+            # another architecture than the weights' is refused by ``for_network``, which
+            # lists the weights' layers only.
+            choices = "; ".join(f"{name}: {', '.join(get_architecture(name).layers)}"
+                                for name in architecture_names())
+            raise UsageError(f"unknown layer(s) {', '.join(unknown) or '(none)'}; the layers "
+                             f"are, by architecture, {choices}")
         if network and len(set(self.layers)) != len(self.layers):
             raise UsageError("a layer is named twice")
         for name in ("clip_len", "stride"):
@@ -86,6 +107,13 @@ class ExtractOptions:
             raise UsageError(f"short policy must be one of {', '.join(SHORT_POLICIES)}")
         if not self.timeout > 0:
             raise UsageError("timeout must be a positive number of seconds")
+        if self.crops not in CROP_COUNTS:
+            raise UsageError(f"crops must be one of {', '.join(map(str, CROP_COUNTS))}")
+        try:
+            if self.target_fps:
+                check_target_fps(self.target_fps)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         check_decoder(self.decoder)
         check_kernel_order(self.kernel_order)
         if self.backend not in BACKENDS:
@@ -109,47 +137,91 @@ def default_batch_size(device_type: str) -> int:
     return 32 if device_type == "cuda" else 8
 
 
+def clips_per_batch(batch_size: int, crops: int) -> int:
+    """Video clips per batch when each is ``crops`` rows of the network's batch of
+    ``batch_size`` (at least one clip, so one clip's crops may exceed it)."""
+    return max(1, batch_size // max(1, crops))
+
+
+def crops_of(preprocessing: Preprocessing, crops: int) -> Tuple[CropWindow, ...]:
+    """The crop windows cut on the device: () for the one centre crop the workers cut."""
+    if crops == 1:
+        return ()
+    return crop_windows(*preprocessing.resize, preprocessing.crop, crops, preprocessing.crop_rule)
+
+
 @dataclass
 class _VideoState:
     source: VideoSource
     accumulator: ClipAccumulator
     fps: float = 0.0
     codec: str = ""
+    decoder: str = ""
+    declared_frames: int = 0
+    damage: str = ""
     n_frames: int = 0
     width: int = 0
     height: int = 0
     status: str = ""
     finished: bool = False
     warnings: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class PreparedNetwork:
-    """A network on its device, ready for ``iter_records``."""
+    """A network on its device, ready for ``iter_records`` once it has its runner."""
 
-    runner: "object"  # ClipRunner or OpenVinoRunner (imported lazily with torch)
+    runner: "object"  # ClipRunner or OpenVinoRunner; None until ``with_runner``
     model: "nn.Module"
     weights: "LoadedModel"
     preprocessing: Preprocessing
     precision: str
     device_type: str
     backend: str = "torch"
+    device: Optional["torch.device"] = None
 
     def resolve(self, options: ExtractOptions) -> ExtractOptions:
         return options.for_network(self.weights)
 
 
+#: Receives a line saying what a wait of more than a few seconds is for (the CLI shows it).
+Notify = Callable[[str], None]
+#: Weights files larger than this get a line before they are loaded (a few seconds).
+LARGE_WEIGHTS_BYTES = 100 << 20
+
+
 def prepare_network(weights: WeightsSpec, options: ExtractOptions,
-                    mean: Optional[str] = None) -> PreparedNetwork:
-    """Resolve weights, device and precision; build the network and its runner."""
-    options.validate()  # before torch is imported: a usage error comes at once
-    from c3d_extract.backends import make_runner, resolve_backend
+                    mean: Optional[str] = None, *,
+                    notify: Optional[Notify] = None) -> PreparedNetwork:
+    """Resolve weights, device and precision; build the network and its runner.
+    ``notify`` hears of the long waits: loading large weights, a first-use conversion."""
+    return with_runner(load_prepared_network(weights, options, mean, notify=notify), options,
+                       notify=notify)
+
+
+def resolve_compute(options: ExtractOptions) -> Tuple["torch.device", str, str]:
+    """``(device, precision, backend)`` the options ask for, checked; no weights read."""
+    from c3d_extract.backends import resolve_backend
     from c3d_extract.runner import resolve_device, resolve_precision
-    from c3d_extract.weights.networks import load_model
 
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device, options.allow_emulated_precision)
-    backend = resolve_backend(options.backend, device)
+    return device, precision, resolve_backend(options.backend, device)
+
+
+def load_prepared_network(weights: WeightsSpec, options: ExtractOptions,
+                          mean: Optional[str] = None, *,
+                          notify: Optional[Notify] = None) -> PreparedNetwork:
+    """``prepare_network`` without the runner (``runner`` None): everything the output's
+    parameters depend on, and nothing spent on a backend yet (``with_runner`` does it)."""
+    options.validate()  # before torch is imported: a usage error comes at once
+    from c3d_extract.weights.networks import load_model
+
+    device, precision, backend = resolve_compute(options)
+    large = _local_weights_file(weights)
+    if notify is not None and large is not None and os.path.getsize(large) > LARGE_WEIGHTS_BYTES:
+        notify(f"loading the weights {large} ({os.path.getsize(large) >> 20} MB)")
     loaded = load_model(weights, kernel_order=options.kernel_order)
     if loaded.is_random:
         warnings.warn("using RANDOM weights: the features are meaningless except for testing",
@@ -164,14 +236,76 @@ def prepare_network(weights: WeightsSpec, options: ExtractOptions,
         preprocessing.cropped_mean(options.clip_len)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    batch_size = options.batch_size or default_batch_size(device.type)
+    return PreparedNetwork(None, loaded.model, loaded, preprocessing, precision, device.type,
+                           backend, device)
+
+
+def with_runner(prepared: PreparedNetwork, options: ExtractOptions, *,
+                notify: Optional[Notify] = None) -> PreparedNetwork:
+    """``prepared`` with its runner built (unless it has one): with OpenVINO, the network
+    converted on the first use of these weights and layers (25-45 s for C3D), which
+    ``notify`` is told of first."""
+    from c3d_extract.backends import make_runner
+
+    if prepared.runner is not None:
+        return prepared
+    options = prepared.resolve(options)
+    batch_size = options.batch_size or default_batch_size(prepared.device_type)
+
+    def converting() -> None:
+        if notify is not None:
+            from c3d_extract.openvino_runner import openvino_cache_dir
+
+            notify("converting the network for OpenVINO (first use of these weights and "
+                   f"layers, about 30 s; kept in {openvino_cache_dir()})")
+
     # The kernel order the file was read in is part of the network's identity (a cached
     # conversion of the same file read in another order is another network).
-    runner = make_runner(backend, loaded.model, f"{loaded.sha256}:{loaded.kernel_order}",
-                         preprocessing, options.clip_len, options.layers, device, precision,
-                         batch_size)
-    return PreparedNetwork(runner, loaded.model, loaded, preprocessing, precision, device.type,
-                           backend)
+    import torch
+
+    loaded = prepared.weights
+    device = prepared.device or torch.device(prepared.device_type)
+    runner = make_runner(prepared.backend, prepared.model,
+                         f"{loaded.sha256}:{loaded.kernel_order}", prepared.preprocessing,
+                         options.clip_len, options.layers, device, prepared.precision,
+                         clips_per_batch(batch_size, options.crops),
+                         crops_of(prepared.preprocessing, options.crops), on_convert=converting)
+    return replace(prepared, runner=runner)
+
+
+def _local_weights_file(weights: WeightsSpec) -> Optional[str]:
+    """The local file ``--weights`` names (the default file for None), if it is one."""
+    if weights is None:
+        from c3d_extract.weights.loading import default_weights_path
+
+        default = default_weights_path()
+        return None if default is None else str(default)
+    if isinstance(weights, str) and os.path.isfile(weights):
+        return weights
+    return None
+
+
+def _known_parameters(weights: WeightsSpec, options: ExtractOptions,
+                      precision: str) -> Callable[[RunParameters], RunParameters]:
+    """The run's parameters as far as they are known before the weights are loaded (the
+    options given, the weights file's sha256), the rest taken from what is recorded."""
+    def requested(recorded: RunParameters) -> RunParameters:
+        from c3d_extract.weights.loading import file_sha256
+
+        known: Dict[str, Any] = dict(short_policy=options.short_policy,
+                                     per_clip=options.per_clip, precision=precision)
+        if options.layers:
+            known["layers"] = tuple(options.layers)
+        if options.clip_len:
+            known["clip_len"] = options.clip_len
+            known["stride"] = options.stride or max(1, options.clip_len // 2)
+        elif options.stride:
+            known["stride"] = options.stride
+        path = _local_weights_file(weights)
+        if path is not None:
+            known["weights_sha256"] = file_sha256(path)
+        return replace(recorded, **known)
+    return requested
 
 
 #: What turns batches of clips into per-layer features: ``ClipRunner``, ``OpenVinoRunner``
@@ -191,7 +325,7 @@ def iter_records(videos: Sequence[Union[VideoSource, Tuple[str, str]]],
     ``on_batch(n_clips)`` follows each batch through the network, ``on_frames(n)``
     each message of decoded frames.
     """
-    prepared = weights if isinstance(weights, PreparedNetwork) \
+    prepared = with_runner(weights, options) if isinstance(weights, PreparedNetwork) \
         else prepare_network(weights, options)
     options = prepared.resolve(options)
     yield from _stream(videos, prepared.runner, prepared.preprocessing,  # type: ignore[arg-type]
@@ -225,9 +359,12 @@ def _stream(videos: Sequence[Union[VideoSource, Tuple[str, str]]], runner: Runne
     sources = [v if isinstance(v, VideoSource) else VideoSource(*v) for v in videos]
     if not sources:
         return
-    batch_size = options.batch_size or default_batch_size(device_type)
+    batch_size = clips_per_batch(options.batch_size or default_batch_size(device_type),
+                                 options.crops)
     workers = options.workers or default_workers(device_type)
     keep_clips = options.per_clip and bool(options.layers)
+    # Several crops are cut on the device from the resized frames: one decode, one transfer.
+    sampling = FrameSampling(target_fps=options.target_fps, crop=options.crops == 1)
     batcher = ClipBatcher(options.clip_len, options.stride, options.short_policy, batch_size)
     queue: Deque[Tuple[int, VideoSource]] = deque(enumerate(sources))
     states: Dict[int, _VideoState] = {}
@@ -262,7 +399,7 @@ def _stream(videos: Sequence[Union[VideoSource, Tuple[str, str]]], runner: Runne
 
     try:
         with DecodePool(min(workers, len(sources)), options.decoder, preprocessing,
-                        options.timeout) as pool:
+                        options.timeout, sampling, options.allow_damaged) as pool:
             while queue or pool.busy or batcher.pending_clips or runner.pending:
                 while queue and pool.idle:
                     slot, source = queue.popleft()
@@ -318,11 +455,16 @@ def _apply_event(event, states: Dict[int, _VideoState],
     state = states[event.slot]
     if isinstance(event, Started):
         state.fps, state.codec = event.fps, event.codec
+        state.decoder, state.declared_frames = event.decoder, event.declared_frames
     elif isinstance(event, Frames):
         batcher.add_frames(event.slot, event.frames)
         state.n_frames += len(event.frames)
     elif isinstance(event, Warned):
         state.warnings.append(event.message)
+    elif isinstance(event, Noted):
+        state.notes.append(event.message)
+    elif isinstance(event, Damaged):
+        state.damage = event.message
     elif isinstance(event, Finished):
         state.n_frames, state.width, state.height = event.n_frames, event.width, event.height
         state.status = batcher.finish_video(event.slot, event.n_frames)
@@ -330,15 +472,21 @@ def _apply_event(event, states: Dict[int, _VideoState],
     elif isinstance(event, Failed):
         batcher.drop_video(event.slot)
         del states[event.slot]
+        n_frames = state.n_frames if event.n_frames is None else event.n_frames
         return VideoRecord(id=state.source.id, status="error", error=event.message,
-                           n_frames=state.n_frames, fps=state.fps, codec=state.codec)
+                           n_frames=n_frames, fps=state.fps, codec=state.codec,
+                           decoder=state.decoder, declared_frames=state.declared_frames,
+                           warnings=tuple(state.warnings), decoder_notes=tuple(state.notes))
     return None
 
 
 def _finished_record(state: _VideoState) -> VideoRecord:
-    record = VideoRecord(id=state.source.id, status=state.status, n_frames=state.n_frames,
-                         n_clips=state.accumulator.count, fps=state.fps, width=state.width,
-                         height=state.height, codec=state.codec, warnings=tuple(state.warnings))
+    record = VideoRecord(id=state.source.id, status=state.status, error=state.damage,
+                         n_frames=state.n_frames, n_clips=state.accumulator.count,
+                         fps=state.fps, width=state.width, height=state.height,
+                         codec=state.codec, decoder=state.decoder,
+                         declared_frames=state.declared_frames, warnings=tuple(state.warnings),
+                         decoder_notes=tuple(state.notes))
     if state.accumulator.count and state.accumulator.layers:
         record.features, record.zero_descriptor = state.accumulator.descriptors()
         if state.accumulator.keep_clips:
@@ -398,6 +546,10 @@ class Progress:
     def frames_decoded(self, n_frames: int) -> None:
         """Called as decoded frames arrive from the decode workers."""
 
+    def notice(self, text: str) -> None:
+        """Called before a wait of more than a few seconds (loading large weights, a
+        first-use network conversion), with a line saying what it is."""
+
 
 def extract(inputs: Union[str, Sequence[str]], output: str, *,
             weights: Union[WeightsSpec, PreparedNetwork] = None,
@@ -427,36 +579,65 @@ def extract_videos(videos: Sequence[VideoSource], output: str, *,
                    shard: Optional[Shard] = None) -> ExtractSummary:
     """``extract`` for videos already discovered; ``weights`` may be a network already
     prepared (``prepare_network``), which then serves several calls."""
-    from c3d_extract.store import check_output_location, feature_dims
+    from c3d_extract.store import (check_output_location, check_rerun, check_resumable,
+                                   feature_dims)
 
     if shard is not None:
         videos = select(videos, shard)
         output = shard_path(output, shard)
     options.validate()
-    check_output_location(output)  # before the network is built: a typo fails at once
+    # Everything that can refuse the run is checked before weights are loaded or a network
+    # converted: the output's folder, then (on a rerun) the parameters it was made with.
+    check_output_location(output)
+    if not overwrite:  # crops and frame rate first: they are known without the weights
+        check_resumable(output, _sampling_parameters(options), ("crops", "target_fps"))
+    notify = progress.notice if progress is not None else None
     if isinstance(weights, PreparedNetwork):
         if mean is not None:
             raise UsageError("a prepared network already has its mean; give the mean to "
                              "prepare_network")
         prepared = weights
     else:
-        prepared = prepare_network(weights, options, mean)
+        _, precision, _ = resolve_compute(options)
+        weights_file = _local_weights_file(weights)
+        if weights_file is not None:
+            from c3d_extract.weights.formats import detect_format
+
+            detect_format(weights_file)  # a file that is no weights is named first
+        if not overwrite:
+            check_rerun(output, _known_parameters(weights, options, precision), shard)
+        prepared = load_prepared_network(weights, options, mean, notify=notify)
     options = prepared.resolve(options)
     params = RunParameters(
         layers=tuple(options.layers), clip_len=options.clip_len, stride=options.stride,
         short_policy=options.short_policy, weights=prepared.weights.name,
         weights_sha256=prepared.weights.sha256, preprocessing=prepared.preprocessing.to_json(),
         precision=prepared.precision, per_clip=options.per_clip,
-        weights_kernel_order=prepared.weights.kernel_order)
+        weights_kernel_order=prepared.weights.kernel_order, crops=options.crops,
+        target_fps=options.target_fps)
     dims = feature_dims(options.layers, prepared.model.feature_dim)
     summary = ExtractSummary(output=output, n_inputs=len(videos), n_skipped_existing=0,
                              weights=prepared.weights.name,
                              random_weights=prepared.weights.is_random, shard=shard)
+    ready: List[PreparedNetwork] = []
+
+    def build_runner() -> None:  # once the store has accepted the run, if there is work
+        ready.append(with_runner(prepared, options, notify=notify))
+
     return _run_into_store(
         videos, summary, params, dims,
-        lambda todo, progress: iter_records(todo, prepared, options, progress.clips_done,
+        lambda todo, progress: iter_records(todo, ready[0], options, progress.clips_done,
                                             progress.frames_decoded),
-        overwrite=overwrite, retry_errors=retry_errors, progress=progress, shard=shard)
+        overwrite=overwrite, retry_errors=retry_errors, progress=progress, shard=shard,
+        before_work=build_runner)
+
+
+def _sampling_parameters(options: ExtractOptions) -> RunParameters:
+    """Run parameters that say only how frames and crops are taken (the rest left empty):
+    what ``check_resumable`` compares before any network is built."""
+    return RunParameters(layers=(), clip_len=0, stride=0, short_policy="", weights="",
+                         weights_sha256="", preprocessing="", precision="", per_clip=False,
+                         crops=options.crops, target_fps=options.target_fps)
 
 
 def check_videos(videos: Sequence[VideoSource], output: str, *,
@@ -477,7 +658,8 @@ def check_videos(videos: Sequence[VideoSource], output: str, *,
     params = RunParameters(
         layers=(), clip_len=options.clip_len, stride=options.stride,
         short_policy=options.short_policy, weights=DECODE_ONLY, weights_sha256="",
-        preprocessing=SPORTS1M.to_json(), precision=DECODE_ONLY, per_clip=False)
+        preprocessing=SPORTS1M.to_json(), precision=DECODE_ONLY, per_clip=False,
+        crops=options.crops, target_fps=options.target_fps)
     summary = ExtractSummary(output=output, n_inputs=len(videos), n_skipped_existing=0,
                              weights=DECODE_ONLY, shard=shard)
     return _run_into_store(
@@ -491,19 +673,24 @@ def _run_into_store(videos: Sequence[VideoSource], summary: ExtractSummary,
                     params: RunParameters, dims: Dict[str, int],
                     records_of: Callable[[List[VideoSource], Progress], Iterator[VideoRecord]],
                     *, overwrite: bool, retry_errors: bool, progress: Optional[Progress],
-                    shard: Optional[Shard]) -> ExtractSummary:
-    """The resumable run: skip what the output holds, journal each record, commit."""
+                    shard: Optional[Shard],
+                    before_work: Optional[Callable[[], None]] = None) -> ExtractSummary:
+    """The resumable run: skip what the output holds, journal each record, commit.
+    ``before_work()`` runs once the store has accepted the run and only if there are
+    videos to process (building the runner); the run's time is counted after it."""
     from c3d_extract.store import FeatureStore
 
     progress = progress or Progress()
-    started = time.monotonic()
     with FeatureStore(summary.output, params, dims, overwrite=overwrite, shard=shard) as store:
         todo = [v for v in videos if v.id not in store.done
                 or (retry_errors and store.done[v.id] == "error")]
         summary.n_skipped_existing = len(videos) - len(todo)
+        if todo and before_work is not None:
+            before_work()
+        started = time.monotonic()
         progress.start(len(videos), summary.n_skipped_existing)
         last_sync = time.monotonic()
-        records = records_of(todo, progress)
+        records = records_of(todo, progress) if todo else _no_records()
         # closing(): whatever stops the loop, the decode workers are stopped right away.
         with contextlib.closing(records):  # type: ignore[type-var]
             try:
@@ -520,6 +707,11 @@ def _run_into_store(videos: Sequence[VideoSource], summary: ExtractSummary,
                 raise
         _finish(store, summary, videos, started)
     return summary
+
+
+def _no_records() -> Iterator[VideoRecord]:
+    """The records of a run with nothing to do (no network is built for it)."""
+    yield from ()
 
 
 def _count(summary: ExtractSummary, record: VideoRecord) -> None:

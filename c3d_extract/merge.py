@@ -222,19 +222,24 @@ def _check_parameters(plan: MergePlan) -> None:
     if not plan.shards:
         return
     first_index, first = next(iter(plan.shards.items()))
-    reference = first.params.to_attrs()
     for index, shard_file in plan.shards.items():
         differing = first.params.differences(shard_file.params)
         if differing:
             names = [text.split(":", 1)[0] for text in differing]
-            mine = shard_file.params.to_attrs()
-            details = "; ".join(f"{name}: {reference[name]!r} in shard {first_index}, "
-                                f"{mine[name]!r} in shard {index}" for name in names)
+            details = "; ".join(f"{name}: {_field(first.params, name)!r} in shard "
+                                f"{first_index}, {_field(shard_file.params, name)!r} in shard "
+                                f"{index}" for name in names)
             plan.conflicts.append(f"shard {index} ({shard_file.path}) was made with other "
                                   f"parameters than shard {first_index} ({details})")
         elif shard_file.layout != first.layout:
             plan.conflicts.append(f"shard {index} ({shard_file.path}) has other datasets "
                                   f"than shard {first_index} ({first.path})")
+
+
+def _field(params: RunParameters, name: str) -> object:
+    """A run parameter as the file's attributes write it (``layers`` comma-separated)."""
+    value = getattr(params, name)
+    return ",".join(value) if name == "layers" else value
 
 
 def _check_ids(plan: MergePlan) -> None:

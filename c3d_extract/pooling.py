@@ -1,4 +1,7 @@
-"""From clip features to the paper's video descriptor: mean over clips, then L2 norm."""
+"""From clip features to the paper's video descriptor: mean over clips, then L2 norm.
+
+With several crops per clip (``--crops 5`` or ``10``) each clip's features are crops x
+dims, and the descriptor is the mean over clips and crops, then L2."""
 
 from __future__ import annotations
 
@@ -27,12 +30,17 @@ class ClipAccumulator:
         self.layers = tuple(layers)
         self.keep_clips = keep_clips
         self.count = 0
+        self.crops = 1  # rows per clip: crops x dims clips are averaged over crops too
         self._sums: Dict[str, np.ndarray] = {}
         self._rows: List[Tuple[int, Dict[str, np.ndarray]]] = []
 
     def add(self, start: int, features: Dict[str, np.ndarray]) -> None:
+        """One clip's features per layer: dims, or crops x dims (summed over the crops)."""
         for layer in self.layers:
             row = features[layer].astype(np.float64)
+            if row.ndim == 2:
+                self.crops = row.shape[0]
+                row = row.sum(axis=0)
             if layer in self._sums:
                 self._sums[layer] += row
             else:
@@ -46,12 +54,13 @@ class ClipAccumulator:
         out: Dict[str, np.ndarray] = {}
         any_zero = False
         for layer, total in self._sums.items():
-            out[layer], zero = l2_normalise(total / self.count)
+            out[layer], zero = l2_normalise(total / (self.count * self.crops))
             any_zero |= zero
         return out, any_zero
 
     def clip_rows(self) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
-        """Per-clip starts and raw features, in clip order."""
+        """Per-clip starts and raw features (clips x dims, or clips x crops x dims), in
+        clip order."""
         rows = sorted(self._rows, key=lambda item: item[0])
         starts = np.array([start for start, _ in rows], np.int64)
         return starts, {layer: np.stack([r[layer] for _, r in rows]) for layer in self.layers}

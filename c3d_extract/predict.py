@@ -10,7 +10,7 @@ stores, so the probabilities sum to 1. The windows are the clips themselves
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from c3d_extract.weights.convert import LoadedWeights
 from c3d_extract.weights.networks import LoadedModel, load_model
 
 if TYPE_CHECKING:
-    from c3d_extract.extractor import ExtractOptions
+    from c3d_extract.extractor import ExtractOptions, Progress
 
 #: A C3D state dict or a network of any architecture (``networks.load_model``).
 Network = Union[LoadedWeights, LoadedModel]
@@ -76,16 +76,20 @@ def predict(videos: Sequence[Tuple[str, str]], model: Network, *,
             top_k: int = 5, class_names: Sequence[str] = (),
             options: Optional["ExtractOptions"] = None, mean: Optional[str] = None,
             stride: Optional[int] = None, smooth: int = 1,
-            timeline: bool = False) -> Iterator[Prediction]:
+            timeline: bool = False,
+            notify: Optional[Callable[[str], None]] = None,
+            progress: Optional["Progress"] = None) -> Iterator[Prediction]:
     """Yield each video's top-k prediction as it finishes (completion order).
 
     ``videos`` are ``(video_id, path)`` pairs; ``options`` an ``ExtractOptions`` whose
     layers, clip length and per-clip setting are replaced by the model's; ``stride``
     (default half the clip length) spaces the windows; ``mean`` a mean file replacing the
     preset mean. With ``timeline``, each prediction carries its windows' top-k, after a
-    moving average over ``smooth`` windows.
+    moving average over ``smooth`` windows. ``notify`` hears of long waits before they
+    start (a first-use OpenVINO conversion); ``progress`` (``extractor.Progress``) hears of
+    each batch of windows and each video, once the network is ready.
     """
-    from c3d_extract.extractor import ExtractOptions, iter_records, prepare_network
+    from c3d_extract.extractor import ExtractOptions, Progress, iter_records, prepare_network
 
     if top_k < 1:
         raise UsageError("top-k must be at least 1")
@@ -100,8 +104,12 @@ def predict(videos: Sequence[Tuple[str, str]], model: Network, *,
     layer = loaded.probability_layer
     options = replace(options or ExtractOptions(), layers=(layer,), per_clip=True,
                       clip_len=loaded.clip_len, stride=stride or max(1, loaded.clip_len // 2))
-    network = prepare_network(loaded, options, mean=mean)
-    for record in iter_records(list(videos), network, options):
+    network = prepare_network(loaded, options, mean=mean, notify=notify)
+    progress = progress or Progress()
+    progress.start(len(videos), 0)
+    for record in iter_records(list(videos), network, options, progress.clips_done,
+                               progress.frames_decoded):
+        progress.video_done(record)
         clips = record.clip_features.get(layer)
         if clips is None or len(clips) == 0:
             yield Prediction(record.id, record.status, record.error or "no clips",

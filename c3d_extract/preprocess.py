@@ -50,6 +50,9 @@ _INTERPOLATION_NAMES = {
 }
 
 
+#: The largest frame side (pixels) a preset may resize or crop to.
+MAX_FRAME_SIDE = 4096
+
 def crop_offsets(height: int, width: int, crop: int, rule: str = CROP_FLOOR) -> Tuple[int, int]:
     """Top-left corner of the centre crop: Caffe's ``((height - crop) // 2, (width - crop) //
     2)``, or with ``rule="round"`` torchvision's ``int(round((height - crop) / 2.0))`` (Python's
@@ -61,6 +64,59 @@ def crop_offsets(height: int, width: int, crop: int, rule: str = CROP_FLOOR) -> 
     if rule == CROP_ROUND:
         return int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
     raise ValueError(f"crop rule must be one of {', '.join(CROP_RULES)}, not {rule!r}")
+
+
+#: Crops per clip that ``--crops`` accepts: the centre; the centre and four corners; the
+#: same five of the horizontally mirrored frame too.
+CROP_COUNTS = (1, 5, 10)
+#: Names of the crops in the order the network sees them (and files store them).
+CROP_NAMES = ("center", "top_left", "top_right", "bottom_left", "bottom_right",
+              "center_flip", "top_left_flip", "top_right_flip", "bottom_left_flip",
+              "bottom_right_flip")
+
+
+@dataclass(frozen=True)
+class CropWindow:
+    """A ``crop`` x ``crop`` window at (``top``, ``left``) of the resized frame, or, with
+    ``flip``, of that frame mirrored left to right."""
+
+    top: int
+    left: int
+    flip: bool = False
+
+
+def crop_windows(height: int, width: int, crop: int, count: int,
+                 rule: str = CROP_FLOOR) -> Tuple[CropWindow, ...]:
+    """The ``count`` (1, 5 or 10) crops of a ``height`` x ``width`` frame, in ``CROP_NAMES``
+    order: centre (the preset's own centre crop: ``rule``, Caffe's floor by default), top-left
+    (0, 0), top-right (0, W - crop), bottom-left (H - crop, 0), bottom-right
+    (H - crop, W - crop); with 10, the same five windows of the mirrored frame.
+
+    torchvision's ``TenCrop(vertical_flip=False)`` takes the same ten windows (it
+    mirrors the whole frame, then takes its five crops), in the order tl, tr, bl, br,
+    centre and with the centre rounded, not floored (column 30 instead of 29 on 171).
+    """
+    if count not in CROP_COUNTS:
+        raise ValueError(f"crops must be one of {CROP_COUNTS}, not {count}")
+    centre = crop_offsets(height, width, crop, rule)
+    bottom, right = height - crop, width - crop
+    five = (centre, (0, 0), (0, right), (bottom, 0), (bottom, right))
+    windows = [CropWindow(top, left) for top, left in five]
+    windows += [CropWindow(top, left, flip=True) for top, left in five]
+    return tuple(windows[:count])
+
+
+def crop_order(count: int) -> str:
+    """The ``crop_order`` attribute of a file with ``count`` crops per clip."""
+    if count not in CROP_COUNTS:
+        raise ValueError(f"crops must be one of {CROP_COUNTS}, not {count}")
+    return ",".join(CROP_NAMES[:count])
+
+
+def crop_frame(resized: np.ndarray, window: CropWindow, crop: int) -> np.ndarray:
+    """One window of a resized frame (H x W x C, or any ... x H x W x C array)."""
+    frame = resized[..., ::-1, :] if window.flip else resized
+    return frame[..., window.top:window.top + crop, window.left:window.left + crop, :]
 
 
 @dataclass(frozen=True)
@@ -94,7 +150,14 @@ class Preprocessing:
         if self.resize_method not in RESIZE_METHODS:
             raise ValueError(f"resize method must be one of {', '.join(RESIZE_METHODS)}, "
                              f"not {self.resize_method!r}")
+        if (len(self.resize) != 2 or not all(isinstance(v, (int, np.integer)) and
+                                             1 <= v <= MAX_FRAME_SIDE for v in self.resize)
+                or not 1 <= self.crop <= MAX_FRAME_SIDE):
+            raise ValueError(f"resize and crop must be whole numbers of pixels from 1 to "
+                             f"{MAX_FRAME_SIDE}, not {self.resize!r:.60} and {self.crop!r:.20}")
         crop_offsets(*self.resize, self.crop, self.crop_rule)
+        if len(self.mean) != 3 or not all(np.isfinite(m) for m in self.mean):
+            raise ValueError(f"mean must be 3 finite numbers, not {self.mean!r:.80}")
         if not (np.isfinite(self.scale) and self.scale > 0):
             raise ValueError(f"scale must be a positive number, not {self.scale}")
         if self.std is not None:
@@ -135,39 +198,63 @@ class Preprocessing:
         return Preprocessing(resize=self.resize, crop=self.crop, channel_order=self.channel_order,
                              crop_rule=self.crop_rule, resize_method=self.resize_method)
 
-    def cropped_mean(self, clip_len: int) -> np.ndarray:
-        """The mean to subtract from a cropped clip: 3 x L x crop x crop, or 3 x 1 x 1 x 1."""
+    def cropped_mean(self, clip_len: int, window: Optional[CropWindow] = None) -> np.ndarray:
+        """The mean to subtract from a cropped clip: 3 x L x crop x crop, or 3 x 1 x 1 x 1.
+
+        A mean volume is cropped at ``window`` (default: the centre crop); a mirrored
+        window takes the mirrored volume, so the mean moves with the pixels, as in Caffe
+        (the mean is subtracted from the resized frame before it is cropped or mirrored).
+        """
         if self.mean_volume is None:
             return np.asarray(self.mean, dtype=np.float32).reshape(3, 1, 1, 1)
         if self.mean_volume.shape[1] != clip_len:
             raise ValueError(f"the mean volume covers {self.mean_volume.shape[1]} frames, "
                              f"but clips have {clip_len}")
-        top, left = self.offsets
+        window = window or CropWindow(*self.offsets)
+        volume = self.mean_volume[:, :, :, ::-1] if window.flip else self.mean_volume
         return np.ascontiguousarray(
-            self.mean_volume[:, :, top:top + self.crop, left:left + self.crop])
+            volume[:, :, window.top:window.top + self.crop, window.left:window.left + self.crop])
 
-    def normalise(self, clips: "torch.Tensor") -> "torch.Tensor":
+    def normalise(self, clips: "torch.Tensor",
+                  windows: Tuple[CropWindow, ...] = ()) -> "torch.Tensor":
         """Cropped uint8 clips (N x L x H x W x C in ``channel_order``) -> the network's
-        input (N x C x L x H x W float32), on the clips' device."""
+        input (N x C x L x H x W float32), on the clips' device.
+
+        With several crop ``windows``, clips come as N = clips x len(windows) rows, the
+        crops of each clip together in ``windows`` order, and each crop gets the mean of
+        its own window (which matters only for a mean volume).
+        """
         import torch
 
         if clips.dim() != 5 or clips.shape[-1] != 3:
             raise ValueError(f"expected N x L x H x W x 3 clips, got shape {tuple(clips.shape)}")
-        scale, mean, std = self._device_constants(int(clips.shape[1]), clips.device)
+        if len(windows) > 1 and clips.shape[0] % len(windows):
+            raise ValueError(f"{clips.shape[0]} rows are not whole clips of "
+                             f"{len(windows)} crops")
+        scale, mean, std = self._device_constants(int(clips.shape[1]), clips.device, windows)
         x = clips.permute(0, 4, 1, 2, 3).to(torch.float32)
         if self.divisor is not None:
             x = x / self.divisor
         elif scale is not None:
             x = x * scale
-        x = x - mean
+        if mean.shape[0] > 1:  # one mean per crop window
+            x = (x.reshape(-1, mean.shape[0], *x.shape[1:]) - mean).reshape(x.shape)
+        else:
+            x = x - mean
         return x if std is None else x / std
 
-    def _device_constants(self, clip_len: int, device: "torch.device") -> Tuple[Any, Any, Any]:
+    def _device_constants(self, clip_len: int, device: "torch.device",
+                          windows: Tuple[CropWindow, ...] = ()) -> Tuple[Any, Any, Any]:
         import torch
 
-        key = (clip_len, str(device))
+        per_window = self.mean_volume is not None and len(windows) > 1
+        key = (clip_len, str(device), windows if per_window else ())
         if key not in self._constants:
-            mean = torch.from_numpy(self.cropped_mean(clip_len)).to(device)[None]
+            if per_window:
+                mean = torch.from_numpy(np.stack(
+                    [self.cropped_mean(clip_len, window) for window in windows])).to(device)
+            else:
+                mean = torch.from_numpy(self.cropped_mean(clip_len)).to(device)[None]
             std = None if self.std is None else torch.tensor(
                 self.std, dtype=torch.float32, device=device).reshape(1, 3, 1, 1, 1)
             scale = None if self.scale == 1.0 else torch.tensor(

@@ -4,18 +4,27 @@ Layout (other commands read these names)::
 
     /                attrs: format, format_version, c3d_extract_version, the run
                      parameters (layers, clip_len, stride, short_policy, weights,
-                     weights_sha256, preprocessing JSON, precision, per_clip),
+                     weights_sha256, preprocessing JSON, precision, per_clip; crops
+                     and crop_order only with --crops 5 or 10, target_fps only with
+                     --fps),
                      complete, n_inputs; shard files (``--shard I/N``) also
                      shard_index, shard_count (see ``sharding``); merged files
                      merged_shard_count, missing_shards, incomplete_shards
                      (see ``merge``)
     videos/id        variable-length UTF-8, one row per video
     videos/status    ok | padded | looped | skipped | error
-    videos/error     message, empty unless status is error
-    videos/n_frames, n_clips, fps, width, height
+    videos/error     message, empty unless status is error (or damage let through by
+                     --allow-damaged)
+    videos/n_frames, n_clips, fps, width, height  (fps: the source's frame rate; with
+                     --fps, n_frames counts the resampled frames the clips are cut from)
+    videos/codec, decoder   the stream's codec; the backend that decoded it
+    videos/declared_frames  the frame count the container declares (0: none)
+    videos/notes     warnings and decoder notes, one per line
     videos/zero_descriptor  1 where every clip feature was zero (the row stays zero)
     features/<layer> float32 (n_videos, dim), L2-normalised; zeros without features
-    clips/<layer>    float32 (n_clips, dim), raw per-clip features (--per-clip)
+    clips/<layer>    float32 (n_clips, dim), raw per-clip features (--per-clip); with
+                     --crops 5 or 10 (n_clips, crops, dim), crops in the order of the
+                     root attribute crop_order (attribute crops)
     clips/video      row in videos/id of each clip; clips/start_frame
 
 Writing: finished videos go to an append-only checksummed journal
@@ -33,12 +42,14 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 
 from c3d_extract import __version__
 from c3d_extract.errors import ParameterMismatchError, StoreError
+from c3d_extract.hdf5_checks import check_hdf5
 from c3d_extract.inplace import changed_in_place, open_fileobj, recover
 from c3d_extract.journal import Journal
 from c3d_extract.locking import OutputLock
@@ -50,9 +61,13 @@ FORMAT_VERSION = 1
 _VIDEO_COLUMNS: Dict[str, Any] = {
     "n_frames": np.int64, "n_clips": np.int64, "fps": np.float64,
     "width": np.int32, "height": np.int32, "zero_descriptor": np.uint8,
+    "declared_frames": np.int64,
 }
-#: Text columns of ``videos/``; ``codec`` is absent from files of earlier versions.
-_TEXT_COLUMNS = ("id", "status", "error", "codec")
+#: Text columns of ``videos/``.
+_TEXT_COLUMNS = ("id", "status", "error", "codec", "decoder", "notes")
+#: Columns absent from files of earlier versions, and their value for those files' videos.
+_LATER_COLUMNS: Dict[str, Any] = {"codec": "", "decoder": "", "notes": "",
+                                  "declared_frames": 0}
 _ROWS_PER_WRITE = 256
 
 
@@ -91,6 +106,10 @@ def open_for_reading(path: str) -> Iterator[Any]:
         if not is_ours:
             raise StoreError(f"{path} is not a c3d-extract feature file "
                              f"(no format = {FORMAT!r})")
+        try:
+            check_hdf5(handle, path, StoreError)
+        except _DAMAGED as error:
+            raise StoreError(f"{path} is damaged or incomplete: {_one_line(error)}") from None
         try:
             yield handle
         except _DAMAGED as error:
@@ -165,8 +184,11 @@ def _layer_dataset(handle, group: str, layer: str, path: str):
 def _video_table(handle) -> Dict[str, np.ndarray]:
     videos = handle["videos"]
     table = {name: videos[name].asstr()[...] for name in _TEXT_COLUMNS if name in videos}
-    table.setdefault("codec", np.full(len(table["id"]), "", dtype=object))
-    table.update({name: videos[name][...] for name in _VIDEO_COLUMNS})
+    table.update({name: videos[name][...] for name in _VIDEO_COLUMNS if name in videos})
+    for name, value in _LATER_COLUMNS.items():
+        if name not in table:
+            dtype = _VIDEO_COLUMNS.get(name, object)
+            table[name] = np.full(len(table["id"]), value, dtype=dtype)
     for name, column in table.items():
         _check_rows(handle.filename, f"videos/{name}", column, len(table["id"]))
     return table
@@ -218,8 +240,9 @@ def _create_layout(handle, params: RunParameters, dims: Dict[str, int]) -> None:
     if params.per_clip:
         clips = handle.create_group("clips")
         for layer in params.layers:
-            clips.create_dataset(layer, (0, dims[layer]), dtype=np.float32,
-                                 maxshape=(None, dims[layer]), chunks=(64, dims[layer]))
+            row = (dims[layer],) if params.crops == 1 else (params.crops, dims[layer])
+            clips.create_dataset(layer, (0,) + row, dtype=np.float32, maxshape=(None,) + row,
+                                 chunks=(max(1, 64 // params.crops),) + row)
         for name in ("video", "start_frame"):
             clips.create_dataset(name, (0,), dtype=np.int64, maxshape=(None,), chunks=(4096,))
     handle.attrs["format"] = FORMAT
@@ -258,6 +281,8 @@ def _write_records(handle, records: Sequence[VideoRecord], dims: Dict[str, int],
             "status": np.array([r.status for r in batch], dtype=object),
             "error": np.array([r.error for r in batch], dtype=object),
             "codec": np.array([r.codec for r in batch], dtype=object),
+            "decoder": np.array([r.decoder for r in batch], dtype=object),
+            "notes": np.array([r.notes for r in batch], dtype=object),
         }
         for name, dtype in _VIDEO_COLUMNS.items():
             columns[name] = np.array([getattr(r, name) for r in batch], dtype=dtype)
@@ -308,6 +333,81 @@ def check_output_location(path: str) -> None:
         raise StoreError(f"the output directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
         raise StoreError(f"the output directory {directory} is not writable")
+
+
+def check_parameters(recorded: RunParameters, requested: RunParameters, where: str) -> None:
+    """Raise ``ParameterMismatchError`` naming every field in which ``requested`` differs
+    from the parameters ``where`` (a file or journal) was made with."""
+    differences = recorded.differences(requested)
+    if differences:
+        raise ParameterMismatchError(
+            f"{where} was made with other parameters ({'; '.join(differences)}); "
+            "rerun with the same options, choose another output, or pass --overwrite "
+            "to replace it")
+
+
+def check_shard(recorded: Optional[Shard], requested: Optional[Shard], where: str) -> None:
+    if recorded != requested:
+        raise ParameterMismatchError(
+            f"{where} holds {_describe_shard(recorded)}, this run "
+            f"{_describe_shard(requested)}; rerun with the same --shard, choose another "
+            "output, or pass --overwrite to replace it")
+
+
+def _journal_header(journal: Journal) -> Optional[Dict[str, Any]]:
+    for meta, _ in journal.records():
+        if meta.get("kind") == "header":
+            return meta
+    return None
+
+
+def _header_shard(header: Dict[str, Any]) -> Optional[Shard]:
+    shard = header.get("shard")
+    return Shard(*shard) if shard else None
+
+
+def _journal_folded(path: str, header: Optional[Dict[str, Any]]) -> bool:
+    """Whether the journal with ``header`` was already folded into the output (its commit
+    finished; the process died before removing it)."""
+    return header is not None and bool(header.get("token")) and os.path.exists(path) \
+        and read_attributes(path).get("folded_journal") == header["token"]
+
+
+def check_rerun(path: str, requested: Callable[[RunParameters], RunParameters],
+                shard: Optional[Shard] = None) -> None:
+    """Refuse at once a run that the existing output ``path`` (or its unfinished run's
+    journal) would refuse, before the run loads weights or converts a network.
+
+    ``requested(recorded)`` gives the parameters of this run as far as they are known
+    before the network is loaded, the others copied from ``recorded``. The message is
+    the one ``FeatureStore`` gives. Read without the lock and only as a first look:
+    anything unreadable is left for ``FeatureStore``, which checks again when it opens.
+    """
+    path = os.path.abspath(path)
+    try:
+        header = _journal_header(Journal(path + ".journal"))
+        folded = _journal_folded(path, header)
+    except (StoreError, OSError, KeyError, ValueError):
+        return
+    replaces_output = False
+    if header is not None and not folded:
+        try:
+            recorded = RunParameters.from_attrs(header["params"])
+        except (KeyError, TypeError, ValueError):
+            return
+        where = f"the unfinished run's journal {path}.journal"
+        check_parameters(recorded, requested(recorded), where)
+        check_shard(_header_shard(header), shard, where)
+        replaces_output = bool(header.get("replaces_output", False))
+    if os.path.exists(path) and not replaces_output:
+        try:
+            attrs = read_attributes(path)
+            recorded = RunParameters.from_attrs(attrs)
+        except (StoreError, OSError, KeyError, TypeError, ValueError):
+            return
+        where = f"the existing output {path}"
+        check_parameters(recorded, requested(recorded), where)
+        check_shard(recorded_shard(attrs), shard, where)
 
 
 class FeatureStore:
@@ -372,24 +472,22 @@ class FeatureStore:
 
     def _load_existing(self) -> None:
         header = self._journal_header()
-        if header is not None and os.path.exists(self.path) and header.get("token") \
-                and read_attributes(self.path).get("folded_journal") == header["token"]:
+        if _journal_folded(self.path, header):
             self.journal.remove()  # its commit finished; the process died before removing it
             header = None
         if header is not None:
-            self._check_parameters(RunParameters.from_attrs(header["params"]),
-                                   f"the unfinished run's journal {self.journal.path}")
-            shard = header.get("shard")
-            self._check_shard(Shard(*shard) if shard else None,
-                              f"the unfinished run's journal {self.journal.path}")
+            where = f"the unfinished run's journal {self.journal.path}"
+            recorded = RunParameters.from_attrs(header["params"])
+            check_parameters(recorded, self.params, where)
+            check_shard(_header_shard(header), self.shard, where)
             # An interrupted --overwrite run: its journal replaces the old output.
             self.overwrite = bool(header.get("replaces_output", False))
         if os.path.exists(self.path) and not self.overwrite:
             with open_for_reading(self.path) as handle:
-                self._check_parameters(RunParameters.from_attrs(dict(handle.attrs)),
-                                       f"the existing output {self.path}")
-                self._check_shard(recorded_shard(dict(handle.attrs)),
-                                  f"the existing output {self.path}")
+                where = f"the existing output {self.path}"
+                check_parameters(RunParameters.from_attrs(dict(handle.attrs)), self.params,
+                                 where)
+                check_shard(recorded_shard(dict(handle.attrs)), self.shard, where)
                 table = handle["videos"]
                 ids = table["id"].asstr()[...]
                 self.done.update(zip(ids, table["status"].asstr()[...]))
@@ -398,26 +496,8 @@ class FeatureStore:
         for record in self._journal_videos():
             self.done[record.id] = record.status
 
-    def _check_parameters(self, recorded: RunParameters, where: str) -> None:
-        differences = recorded.differences(self.params)
-        if differences:
-            raise ParameterMismatchError(
-                f"{where} was made with other parameters ({'; '.join(differences)}); "
-                "rerun with the same options, choose another output, or pass --overwrite "
-                "to replace it")
-
-    def _check_shard(self, recorded: Optional[Shard], where: str) -> None:
-        if recorded != self.shard:
-            raise ParameterMismatchError(
-                f"{where} holds {_describe_shard(recorded)}, this run "
-                f"{_describe_shard(self.shard)}; rerun with the same --shard, choose another "
-                "output, or pass --overwrite to replace it")
-
     def _journal_header(self) -> Optional[Dict[str, Any]]:
-        for meta, _ in self.journal.records():
-            if meta.get("kind") == "header":
-                return meta
-        return None
+        return _journal_header(self.journal)
 
     def _write_journal_header(self) -> None:
         shard = None if self.shard is None else [self.shard.index, self.shard.count]
@@ -453,7 +533,7 @@ class FeatureStore:
         chunk per growing dataset and 1 MB for HDF5's own records."""
         journal = os.path.getsize(self.journal.path) if self.journal.exists() else 0
         row_bytes = sum(4 * dim for dim in self.dims.values())
-        chunks = 64 * row_bytes * (2 if self.params.per_clip else 1)
+        chunks = 64 * row_bytes * ((1 + self.params.crops) if self.params.per_clip else 1)
         chunks += 2 * 1024 * 8 * (len(_VIDEO_COLUMNS) + len(_TEXT_COLUMNS)) + 2 * 4096 * 8
         return 2 * journal + chunks + (1 << 20)
 
@@ -499,10 +579,13 @@ class FeatureStore:
         """Write the journal's videos and the run's attributes into an open output;
         ``row_of`` (the output's rows by id) gains the new rows."""
         videos = handle["videos"]
-        if "codec" not in videos:  # a file of an earlier version: its videos' codecs are unknown
-            text = _h5py().string_dtype("utf-8")
-            videos.create_dataset("codec", data=np.full(videos["id"].shape[0], "", object),
-                                  dtype=text, maxshape=(None,), chunks=(1024,))
+        for name, value in _LATER_COLUMNS.items():
+            if name not in videos:  # a file of an earlier version: unknown for its videos
+                dtype = _VIDEO_COLUMNS.get(name, _h5py().string_dtype("utf-8"))
+                videos.create_dataset(name, data=np.full(videos["id"].shape[0], value,
+                                                         object if name in _TEXT_COLUMNS
+                                                         else dtype),
+                                      dtype=dtype, maxshape=(None,), chunks=(1024,))
         if len(row_of) != videos["id"].shape[0]:
             raise StoreError(f"{self.path} changed while this run held its lock")
         pending: List[VideoRecord] = []
@@ -590,6 +673,25 @@ def remove_quietly(path: str) -> None:
 def feature_dims(layers: Iterable[str], dim_of) -> Dict[str, int]:
     """``{layer: dim}`` using ``dim_of(layer)`` (e.g. ``C3D.feature_dim``)."""
     return {layer: int(dim_of(layer)) for layer in layers}
+
+
+def check_resumable(path: str, params: RunParameters, fields: Sequence[str]) -> None:
+    """Raise ``ParameterMismatchError`` if the existing output ``path`` was made with other
+    values of ``fields`` than ``params``: a cheap look before the network is built. The
+    store checks every field again when it opens."""
+    if not os.path.exists(path):
+        return
+    try:
+        recorded = RunParameters.from_attrs(read_attributes(path))
+    except (StoreError, KeyError, ValueError):
+        return  # not readable now: the store, under its lock, says why
+    differences = [text for text in recorded.differences(params)
+                   if text.split(":", 1)[0] in fields]
+    if differences:
+        raise ParameterMismatchError(
+            f"the existing output {path} was made with other parameters "
+            f"({'; '.join(differences)}); rerun with the same options, choose another "
+            "output, or pass --overwrite to replace it")
 
 
 def describe(path: str) -> Optional[str]:

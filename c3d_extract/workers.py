@@ -22,19 +22,34 @@ import time
 import types
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from c3d_extract.decoders import FALLBACK, available_decoders, open_decoder
+from c3d_extract.decoders import FALLBACK, VideoDecoder, available_decoders, open_decoder
 from c3d_extract.errors import VideoReadError
-from c3d_extract.preprocess import RESIZE_TORCHVISION, Preprocessing, prepare_frame
+from c3d_extract.preprocess import RESIZE_TORCHVISION, Preprocessing, prepare_frame, resize_frame
+from c3d_extract.resample import FrameSelector
 
 FRAMES_PER_MESSAGE = 16
 #: Messages a worker decodes ahead while the parent is busy (each 16 cropped frames, 0.6 MB).
 READ_AHEAD_MESSAGES = 4
 #: Seconds a fresh worker may take to start (imports) before its first video's clock runs.
 STARTUP_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """Which frames a worker sends, and how far prepared.
+
+    ``target_fps``: resample to this rate by presentation time (``resample``); 0 sends
+    every decoded frame. ``crop``: send the preset's centre crop (one crop per clip);
+    False sends the resized, uncropped frames, from which several crops are cut on the
+    device.
+    """
+
+    target_fps: float = 0.0
+    crop: bool = True
 
 
 # ---------------------------------------------------------------- events seen by the parent
@@ -44,20 +59,25 @@ class Started:
     slot: int
     fps: float
     codec: str = ""
+    decoder: str = ""          # the backend that decodes the video (after any fallback)
+    declared_frames: int = 0   # what the container declares (0: nothing)
 
 
 @dataclass(frozen=True)
 class Frames:
     slot: int
-    frames: np.ndarray  # (k, crop, crop, 3) uint8 in the preset's channel order
+    # (k, crop, crop, 3) uint8 in the preset's channel order; (k, H, W, 3) resized
+    # frames when the crops are cut on the device (``FrameSampling.crop`` False)
+    frames: np.ndarray
 
 
 @dataclass(frozen=True)
 class Finished:
     slot: int
-    n_frames: int
+    n_frames: int  # frames sent: the resampled sequence with a target frame rate
     width: int
     height: int
+    decoded_frames: int = 0  # frames the decoder produced
 
 
 @dataclass(frozen=True)
@@ -67,12 +87,25 @@ class Warned:
 
 
 @dataclass(frozen=True)
+class Noted:
+    slot: int
+    message: str  # how the video was read (decoder choice): recorded, not shown
+
+
+@dataclass(frozen=True)
+class Damaged:
+    slot: int
+    message: str  # damage let through by ``allow_damaged``: kept as the video's error text
+
+
+@dataclass(frozen=True)
 class Failed:
     slot: int
     message: str
+    n_frames: Optional[int] = None  # frames decoded before the failure, when known
 
 
-Event = Any  # Started | Frames | Warned | Finished | Failed
+Event = Any  # Started | Frames | Warned | Noted | Damaged | Finished | Failed
 
 
 # ---------------------------------------------------------------- inside a worker
@@ -88,73 +121,143 @@ def _die_with_parent() -> None:
         pass
 
 
-def decode_video(decoder: str, path: str, preprocessing: Preprocessing, send) -> None:
-    """Decode one video, sending ``("start", fps, codec)``, ``("frames", array)``..., any
-    ``("warning", text)`` and ``("end", n, width, height)``, or ``("error", message)``.
+def decode_video(decoder: str, path: str, preprocessing: Preprocessing, send,
+                 sampling: FrameSampling = FrameSampling(), allow_damaged: bool = False) -> None:
+    """Decode one video, sending ``("start", fps, codec, decoder, declared_frames)``,
+    ``("frames", array)``..., any ``("warning", text)``, ``("note", text)``,
+    ``("damage", text)`` (with ``allow_damaged``) and ``("end", n_sent, width, height,
+    n_decoded)``, or ``("error", message, n_decoded)``.
 
     When ``decoder`` fails before it has sent any frame and has a fallback
-    (``decoders.FALLBACK``), the fallback decodes the video instead; if that
-    fails too, its message is sent, as it usually names the cause better.
+    (``decoders.FALLBACK``), the fallback decodes the video instead, and a warning says
+    why; if that fails too, its message is sent, as it usually names the cause better.
     A folder is a frame folder, whatever the decoder.
     """
     fallback = FALLBACK.get(decoder)
     if os.path.isdir(path) or (fallback is not None and fallback not in available_decoders()):
         fallback = None
-    failure = _decode_with(decoder, path, preprocessing, send, quiet_failure=fallback is not None)
+    failure = _decode_with(decoder, path, preprocessing, send, fallback is not None,
+                           allow_damaged, sampling=sampling)
     if failure is not None and fallback is not None:
-        _decode_with(fallback, path, preprocessing, send, quiet_failure=False)
+        note = f"decoded with {_NAMES.get(fallback, fallback)}: {decoder} failed ({failure})"
+        _decode_with(fallback, path, preprocessing, send, False, allow_damaged, (note,),
+                     sampling=sampling)
+
+
+_NAMES = {"pyav": "PyAV"}
+
+
+class _Count:
+    decoded = 0
+
+
+def sampled_frames(video: VideoDecoder, target_fps: float,
+                   count: _Count) -> Iterator[Tuple[np.ndarray, int]]:
+    """``(decoded frame, times it is used)`` for every frame used at least once: each frame
+    once without a ``target_fps``, else as often as the resampled sequence repeats it.
+    ``count.decoded`` follows the frames decoded."""
+    if not target_fps:
+        for frame in video.frames():
+            count.decoded += 1
+            yield frame, 1
+        return
+    selector = FrameSelector(target_fps)
+    held: Optional[np.ndarray] = None
+    for when, frame in video.timed_frames():
+        if not np.isfinite(when):
+            raise VideoReadError(f"frame {count.decoded} has no presentation time to "
+                                 "resample by (--fps)")
+        count.decoded += 1
+        used = selector.push(when)
+        if used and held is not None:
+            yield held, used
+        held = frame
+    used = selector.finish()
+    if used and held is not None:
+        yield held, used
 
 
 def _decode_with(decoder: str, path: str, preprocessing: Preprocessing, send,
-                 quiet_failure: bool) -> Optional[str]:
+                 quiet_failure: bool, allow_damaged: bool = False,
+                 notes: Tuple[str, ...] = (),
+                 sampling: FrameSampling = FrameSampling()) -> Optional[str]:
     """Decode with one backend. With ``quiet_failure``, a failure before the first frame
     is returned instead of sent (the caller may try another backend); else None."""
     n_frames, width, height = 0, 0, 0
+    count = _Count()
     started = False
     warnings: Tuple[str, ...] = ()
+    prepare = prepare_frame if sampling.crop else resize_frame
+    damage = ""
+    video: Optional[VideoDecoder] = None
+    start: Optional[Tuple[Any, ...]] = None
+
+    def fail(message: str) -> Optional[str]:
+        """Report a failure; a video that was opened still gets its metadata and notes."""
+        quiet = quiet_failure and not started
+        if not quiet:
+            if start is not None and not started:
+                send(start)
+            for line in video.warnings if video is not None else ():
+                send(("warning", line))
+            for line in video.notes if video is not None else ():  # not the fallback's
+                send(("note", line))
+        return _failed(message, count.decoded, quiet, send)
+
     try:
-        with open_decoder(decoder, path) as video:
-            fps, codec = video.fps(), video.codec()
+        video = open_decoder(decoder, path, allow_damaged)
+        start = ("start", video.fps(), video.codec(), video.name, video.declared_frames())
+        with video:
             chunk: List[np.ndarray] = []
-            for frame in video.frames():
+            for frame, used in sampled_frames(video, sampling.target_fps, count):
                 if n_frames == 0:
                     height, width = frame.shape[:2]
-                chunk.append(prepare_frame(frame, preprocessing))
-                n_frames += 1
-                if len(chunk) == FRAMES_PER_MESSAGE:
-                    if not started:
-                        send(("start", fps, codec))
-                        started = True
-                    send(("frames", np.stack(chunk)))
-                    chunk = []
+                prepared = prepare(frame, preprocessing)
+                for _ in range(used):
+                    chunk.append(prepared)
+                    n_frames += 1
+                    if len(chunk) == FRAMES_PER_MESSAGE:
+                        if not started:
+                            send(start)
+                            started = True
+                        send(("frames", np.stack(chunk)))
+                        chunk = []
             if not started:
-                send(("start", fps, codec))
+                send(start)
                 started = True
             if chunk:
                 send(("frames", np.stack(chunk)))
-            warnings = video.warnings
+            warnings = tuple(video.warnings)
+            notes += video.notes
+            damage = video.damage
     except VideoReadError as error:
-        return _failed(_with_position(str(error), n_frames), quiet_failure and not started, send)
+        return fail(_with_position(str(error), count.decoded))
     except (OSError, ValueError, MemoryError) as error:
-        message = _with_position(f"{type(error).__name__}: {error}", n_frames)
-        return _failed(message, quiet_failure and not started, send)
+        return fail(_with_position(f"{type(error).__name__}: {error}", count.decoded))
     if n_frames == 0:
-        return _failed("no frames could be decoded", quiet_failure, send)
+        return _failed("no frames could be decoded", 0, quiet_failure, send)
     for warning in warnings:
         send(("warning", warning))
-    send(("end", n_frames, width, height))
+    for note in notes:
+        send(("note", note))
+    if damage:
+        send(("damage", damage))
+    send(("end", n_frames, width, height, count.decoded))
     return None
 
 
-def _failed(message: str, quiet: bool, send) -> Optional[str]:
+def _failed(message: str, n_frames: int, quiet: bool, send) -> Optional[str]:
     if quiet:
         return message
-    send(("error", message))
+    send(("error", message, n_frames))
     return None
 
 
 def _with_position(message: str, n_frames: int) -> str:
-    return f"{message} (after {n_frames} decoded frames)" if n_frames else message
+    """The failure with how far decoding got, unless the message already says it."""
+    if not n_frames or "frames decoded" in message:
+        return message
+    return f"{message} (after {n_frames} decoded frames)"
 
 
 def _silence_native_logs() -> None:
@@ -203,7 +306,8 @@ class _BackgroundSender:
 
 
 def worker_main(connection: Connection, decoder: str, preprocessing: Preprocessing,
-                native_logs: bool = False) -> None:
+                native_logs: bool = False, sampling: FrameSampling = FrameSampling(),
+                allow_damaged: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     _die_with_parent()
     if not native_logs:
@@ -233,7 +337,8 @@ def worker_main(connection: Connection, decoder: str, preprocessing: Preprocessi
             slot, path = task
             try:
                 decode_video(decoder, path, preprocessing,
-                             lambda message: sender.send((slot, message)))
+                             lambda message: sender.send((slot, message)), sampling,
+                             allow_damaged)
             except (BrokenPipeError, EOFError):
                 return
     finally:
@@ -259,10 +364,12 @@ def _caller_main_hidden():
 
 class _Worker:
     def __init__(self, context, decoder: str, preprocessing: Preprocessing,
-                 native_logs: bool) -> None:
+                 native_logs: bool, sampling: FrameSampling = FrameSampling(),
+                 allow_damaged: bool = False) -> None:
         self.connection, child = context.Pipe(duplex=True)
         self.process = context.Process(target=worker_main,
-                                       args=(child, decoder, preprocessing, native_logs),
+                                       args=(child, decoder, preprocessing, native_logs,
+                                             sampling, allow_damaged),
                                        daemon=True, name="c3d-decode")
         with _caller_main_hidden():
             self.process.start()
@@ -282,8 +389,11 @@ class DecodePool:
     """``workers`` decode processes; ``submit`` a video, ``poll`` for events."""
 
     def __init__(self, workers: int, decoder: str, preprocessing: Preprocessing,
-                 timeout: float) -> None:
+                 timeout: float, sampling: FrameSampling = FrameSampling(),
+                 allow_damaged: bool = False) -> None:
         self.decoder = decoder
+        self.sampling = sampling
+        self.allow_damaged = allow_damaged
         self.native_logs = bool(os.environ.get("C3D_EXTRACT_DECODER_LOGS"))
         # Workers need the geometry only; the mean volume stays in the parent.
         self.preprocessing = preprocessing.geometry()
@@ -292,7 +402,8 @@ class DecodePool:
         self._workers = [self._start() for _ in range(workers)]
 
     def _start(self) -> _Worker:
-        return _Worker(self._context, self.decoder, self.preprocessing, self.native_logs)
+        return _Worker(self._context, self.decoder, self.preprocessing, self.native_logs,
+                       self.sampling, self.allow_damaged)
 
     @property
     def worker_pids(self) -> List[int]:
@@ -397,14 +508,20 @@ class DecodePool:
 def _event(slot: int, message: Tuple[Any, ...]) -> Event:
     kind = message[0]
     if kind == "start":
-        return Started(slot, float(message[1]), str(message[2]))
+        return Started(slot, float(message[1]), str(message[2]), str(message[3]),
+                       int(message[4]))
     if kind == "frames":
         return Frames(slot, message[1])
     if kind == "warning":
         return Warned(slot, str(message[1]))
+    if kind == "damage":
+        return Damaged(slot, str(message[1]))
+    if kind == "note":
+        return Noted(slot, str(message[1]))
     if kind == "end":
-        return Finished(slot, int(message[1]), int(message[2]), int(message[3]))
-    return Failed(slot, str(message[1]))
+        return Finished(slot, int(message[1]), int(message[2]), int(message[3]),
+                        int(message[4]))
+    return Failed(slot, str(message[1]), int(message[2]) if len(message) > 2 else None)
 
 
 def default_workers(device_type: str) -> int:

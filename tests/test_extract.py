@@ -146,6 +146,7 @@ def test_cli_mixed_folder_exit_codes_and_rerun(tmp_path):
     (["--device", "tpu"], "device"),
 ])
 def test_cli_usage_errors_exit_2(tmp_path, args, message):
+    (tmp_path / "v.mp4").write_bytes(b"x")  # a folder without videos is an error of its own
     result = run_cli(str(tmp_path), "-o", str(tmp_path / "o.h5"), "--weights", "random", *args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr

@@ -2,6 +2,7 @@
 equal to those of the same frames in a lossless (FFV1) video."""
 
 import json
+import re
 import os
 
 import cv2
@@ -10,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from c3d_extract.decoders import FrameFolderDecoder, open_decoder
-from c3d_extract.errors import VideoReadError
+from c3d_extract.errors import InputNotFoundError, VideoReadError
 from c3d_extract.extractor import ExtractOptions, extract
 from c3d_extract.frame_folders import is_frame_name, list_frames, natural_key
 from c3d_extract.sources import discover
@@ -66,9 +67,19 @@ def test_discovery_tells_frame_folders_from_folders_of_videos(tmp_path):
     assert [(s.id, s.path) for s in discover([str(root / "frames" / "v1")])] == \
         [(os.path.normpath(str(root / "frames" / "v1")), str(root / "frames" / "v1"))]
     assert [s.id for s in discover([str(root / "frames")])] == ["v1"]
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert [s.path for s in discover([str(empty)])] == [str(empty)]  # reported when decoded
+    unnumbered = tmp_path / "unnumbered"
+    unnumbered.mkdir()
+    (unnumbered / "cover.jpg").write_bytes(b"x")
+    assert [s.path for s in discover([str(unnumbered)])] == [str(unnumbered)]  # reported
+    # when decoded; a folder with nothing of the kind is a mistake, named as such.
+    for contents in ((), ("readme.txt",), ("sub/notes.txt",)):
+        empty = tmp_path / f"empty{len(contents)}{len(''.join(contents))}"
+        empty.mkdir()
+        for relative in contents:
+            (empty / relative).parent.mkdir(parents=True, exist_ok=True)
+            (empty / relative).write_text("no video here")
+        with pytest.raises(InputNotFoundError, match="^no videos found in " + re.escape(str(empty)) + " "):
+            discover([str(empty)])
 
 
 def test_decoder_gives_rgb_frames_in_numeric_order(tmp_path):
@@ -126,6 +137,7 @@ def test_predict_reports_bad_frame_folders(tmp_path):
     write_frames(gappy, frames[8:], first=10)  # frame9 is missing
     empty = tmp_path / "empty"
     empty.mkdir()
+    (empty / "cover.jpg").write_bytes(b"x")  # not numbered: not a frame
     broken = write_frames(tmp_path / "broken", frames[:16])
     (broken / "frame5.png").write_bytes(b"")
     result = CliRunner().invoke(cli, [str(gappy), str(empty), str(broken), "--weights",

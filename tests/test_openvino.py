@@ -4,6 +4,7 @@ way in torch fp32, the store and resume through it, and the cache of converted n
 import math
 import os
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -91,11 +92,13 @@ def test_a_second_network_reuses_the_cache_and_resumes(first_run, ov_cache, corp
                                                        random_weights, tmp_path):
     _, out, _ = first_run
     (entry,) = [p for p in ov_cache.iterdir() if not p.name.startswith(".")]
-    mtimes = {p.name: p.stat().st_mtime_ns for p in entry.iterdir()}
+    # The model's files are not written again (key.json's mtime records the last use).
+    mtimes = {p.name: p.stat().st_mtime_ns for p in entry.iterdir() if p.name != "key.json"}
     again = prepare_network(random_weights, OPTIONS)
     assert not again.runner.converted_now
-    assert {p.name: p.stat().st_mtime_ns for p in entry.iterdir()} == mtimes
-    assert [p.name for p in ov_cache.iterdir()] == [entry.name]
+    assert {p.name: p.stat().st_mtime_ns for p in entry.iterdir()
+            if p.name != "key.json"} == mtimes
+    assert [p.name for p in ov_cache.iterdir() if p.name != ".lock"] == [entry.name]
     # Resume: the same output with one more video computes only that one.
     import shutil
 
@@ -113,13 +116,33 @@ def test_a_second_network_reuses_the_cache_and_resumes(first_run, ov_cache, corp
         assert np.array_equal(after[ids_after.index(video_id)], row)
 
 
+def test_another_batch_size_or_precision_reuses_the_conversion(first_run, ov_cache, corpus,
+                                                               random_weights, tmp_path):
+    """C3D converted for batch 2 runs batch 4 in bf16 from the same entry, with fc6 as the
+    batch-2 run computed it (to bf16's precision)."""
+    _, out, _ = first_run
+    options = replace(OPTIONS, batch_size=4, precision="bf16")
+    again = prepare_network(random_weights, options)
+    assert not again.runner.converted_now
+    assert len([p for p in ov_cache.iterdir() if not p.name.startswith(".")]) == 1
+    fp32 = replace(OPTIONS, batch_size=4)
+    summary = extract(str(corpus), str(tmp_path / "b4.h5"),
+                      weights=prepare_network(random_weights, fp32), options=fp32)
+    assert summary.n_failed == 0 and summary.n_clips == 5
+    _, starts2, fc6_2 = read_clip_features(str(out), "fc6")
+    _, starts4, fc6_4 = read_clip_features(str(tmp_path / "b4.h5"), "fc6")
+    assert np.array_equal(starts2, starts4)
+    # The same fp32 graph on other batch sizes: equal up to the order of the sums.
+    assert np.abs(fc6_2 - fc6_4).max() <= 1e-4 * np.abs(fc6_2).max()
+
+
 # ---------------------------------------------------------------- the cache, on a tiny net
 
 def _tiny_key(**changes):
     from c3d_extract.openvino_runner import ConversionKey
 
-    fields = dict(weights_id="tiny", layers=("out",), precision="fp32",
-                  input_shape=(1, 3, 2, 4, 4), num_classes=0, openvino_version=ov.get_version())
+    fields = dict(weights_id="tiny", layers=("out",), clip_shape=(3, 2, 4, 4), num_classes=0,
+                  openvino_version=ov.get_version())
     fields.update(changes)
     return ConversionKey(**fields)
 
@@ -139,8 +162,11 @@ def _converter(module, shape, counter):
     return convert
 
 
-def _check_runs(model, module, shape):
-    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+def _check_runs(model, module, clip_shape, batch=1):
+    from c3d_extract.openvino_runner import with_batch_size
+
+    with_batch_size(model, batch)
+    x = np.random.default_rng(0).normal(size=(batch, *clip_shape)).astype(np.float32)
     got = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({0: x})[0]
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
@@ -153,7 +179,7 @@ def _check_runs(model, module, shape):
 def test_a_damaged_cache_entry_is_converted_again(tiny, tmp_path, damage):
     from c3d_extract.openvino_runner import converted_model
 
-    key, shape, counter = _tiny_key(), (1, 3, 2, 4, 4), []
+    key, shape, counter = _tiny_key(), (3, 2, 4, 4), []
     convert = _converter(tiny, shape, counter)
     _, now = converted_model(key, convert, tmp_path)
     assert now and len(counter) == 1
@@ -178,7 +204,8 @@ def test_a_damaged_cache_entry_is_converted_again(tiny, tmp_path, damage):
     assert now and len(counter) == 2
     assert any("converting it again" in str(w.message) for w in caught)
     _check_runs(model, tiny, shape)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [entry.name]  # nothing left over
+    # Nothing left over (the lock file aside).
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".lock") == [entry.name]
     _, now = converted_model(key, convert, tmp_path)
     assert not now
 
@@ -186,9 +213,9 @@ def test_a_damaged_cache_entry_is_converted_again(tiny, tmp_path, damage):
 def test_each_key_field_makes_its_own_entry(tiny, tmp_path):
     from c3d_extract.openvino_runner import converted_model
 
-    shape, counter = (1, 3, 2, 4, 4), []
+    shape, counter = (3, 2, 4, 4), []
     convert = _converter(tiny, shape, counter)
-    keys = [_tiny_key(), _tiny_key(weights_id="other"), _tiny_key(precision="bf16"),
+    keys = [_tiny_key(), _tiny_key(weights_id="other"), _tiny_key(clip_shape=(3, 4, 4, 4)),
             _tiny_key(layers=("a", "b")), _tiny_key(openvino_version="0.0")]
     for key in keys:
         converted_model(key, convert, tmp_path)

@@ -43,13 +43,13 @@ EXPECTED = {
     "variable_rate": ("ok", len(hostile.VFR_PTS_MS), None),
     "header_overcounts": ("ok", 20, None),
     "header_undercounts": ("ok", 20, None),
-    "corrupt_middle": ("ok", None, None),  # frames FFmpeg cannot rebuild are dropped
+    "corrupt_middle": ("error", None, "damaged part way"),  # not --allow-damaged
     "strange_name": ("ok", 16, None),
     "symlink": ("ok", 16, None),
     "broken_symlink": ("error", 0, "broken symbolic link"),
     "directory_named_like_a_video": ("ok", 16, None),
     "unreadable": ("error", 0, "Permission denied"),
-    "image_named_mp4": ("padded", 1, None),
+    "image_named_mp4": ("error", 0, "not a video (FFmpeg reads it as a still png image)"),
 }
 # Stored width x height, where it is not the writer's default 64x48.
 SIZES = {"smallest": (1, 1), "huge": (4000, 3000), "odd_size": (63, 47), "even_size": (34, 32)}

@@ -64,7 +64,7 @@ def test_a_worker_killed_mid_video_is_reported_and_replaced(videos, signum):
         assert pool.idle == 1 and pool.worker_pids != [pid]
         pool.submit(1, str(good))
         ended = [e for e in events_until(pool, 1) if isinstance(e, (Finished, Failed))]
-        assert ended == [Finished(1, 16, 64, 48)]
+        assert ended == [Finished(1, 16, 64, 48, decoded_frames=16)]
         replacement = pool.worker_pids
     for pid in [pid] + replacement:  # closing the pool leaves no process behind
         assert not os.path.exists(f"/proc/{pid}") or _is_zombie_or_gone(pid)

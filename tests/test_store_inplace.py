@@ -55,6 +55,24 @@ def test_a_file_of_an_earlier_version_gets_an_empty_codec_column(tmp_path):
     assert list(read_video_table(str(out))["codec"]) == ["", "h264"]
 
 
+def test_a_file_of_an_earlier_version_gets_the_decoder_columns(tmp_path):
+    out = tmp_path / "f.h5"
+    write(out, [record("a")])
+    with h5py.File(out, "r+") as handle:
+        for name in ("decoder", "notes", "declared_frames"):
+            del handle[f"videos/{name}"]
+    table = read_video_table(str(out))
+    assert list(table["decoder"]) == [""] and list(table["notes"]) == [""]
+    assert list(table["declared_frames"]) == [0]
+    b = record("b")
+    b.decoder, b.declared_frames, b.warnings = "pyav", 107, ("two video streams", "x")
+    write(out, [b])
+    table = read_video_table(str(out))
+    assert list(table["decoder"]) == ["", "pyav"]
+    assert list(table["declared_frames"]) == [0, 107]
+    assert list(table["notes"]) == ["", "two video streams\nx"]
+
+
 _KILLED_COMMIT = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {root!r})

@@ -339,3 +339,20 @@ def test_frame_folder_natural_order(tmp_path):
     assert resolve_video(str(tmp_path / "v.avi")) == str(folder)
     touch(folder / "readme.txt")
     assert not is_frame_folder(str(folder))
+
+
+def test_truncated_videos_are_left_out_of_the_lists_with_a_note(tmp_path):
+    from tests.videos import write_video
+
+    root = ucf(tmp_path, GOOD_TRAIN, GOOD_TEST)
+    whole = write_video(tmp_path / "whole.avi", 20, codec="mpeg4").read_bytes()
+    (root / "Archery/v_Archery_g09_c01.avi").write_bytes(whole[:len(whole) // 2])
+    (root / "Archery/v_Archery_g08_c01.avi").write_bytes(whole)
+    (root / "Archery/v_Archery_g01_c01.avi").write_bytes(whole[:len(whole) - 100])
+    data = load_dataset("ucf101", str(root), val_fraction=0)
+    assert "Archery/v_Archery_g09_c01.avi" not in names(data.train, root)
+    assert "Archery/v_Archery_g08_c01.avi" in names(data.train, root)
+    assert "Archery/v_Archery_g01_c01.avi" not in names(data.test, root)
+    note = [n for n in data.notes if n.startswith("left out 2 truncated videos")]
+    assert note and "(training 1, test 1)" in note[0]
+    assert "truncated: the AVI RIFF header says the file has" in note[0]

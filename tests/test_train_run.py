@@ -66,9 +66,11 @@ def test_run_folder_holds_results_metrics_plots_and_model(finished_run, tiny_ucf
     results = json.loads((run_dir / "results.json").read_text())
     test = results["test"]
     assert test["videos"] == 6
-    for key in ("top1", "top5", "clip_top1"):
+    for key in ("top1", "clip_top1"):
         assert 0.0 <= test[key] <= 1.0
-    assert test["top5"] == 1.0  # three classes: every label is among the top five
+    # Three classes: every label is among the top five, so top-5 is not reported.
+    assert test["top5"] is None and test["clip_top5"] is None
+    assert "top-5" not in result.stderr + result.stdout
     assert list(test["per_class"]) == list(tiny_ucf.classes)
     assert sum(c["videos"] for c in test["per_class"].values()) == 6
     assert sum(map(sum, test["confusion"])) == 6
@@ -77,6 +79,7 @@ def test_run_folder_holds_results_metrics_plots_and_model(finished_run, tiny_ucf
         ("1", "train"), ("1", "val"), ("2", "train"), ("2", "val"), ("3", "train"),
         ("3", "val"), ("3", "test")]
     assert all(float(r["loss"]) > 0 and 0 <= float(r["top1"]) <= 1 for r in rows)
+    assert all(r["top5"] == "" for r in rows)
     assert [r["samples"] for r in rows[:2]] == ["12", "6"]
     for picture in ("curves.png", "confusion.png"):
         assert (run_dir / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -91,6 +94,8 @@ def test_run_folder_holds_results_metrics_plots_and_model(finished_run, tiny_ucf
     assert "test: top-1" in result.stderr
     leftovers = [p.name for p in run_dir.iterdir() if ".tmp-" in p.name]
     assert leftovers == []
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run_dir.iterdir() if p.is_file()}
+    assert modes["model.safetensors"] == modes["results.json"] == modes["metrics.csv"], modes
 
 
 @pytest.mark.slow

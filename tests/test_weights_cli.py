@@ -94,9 +94,10 @@ def test_info(source, pickle_file, tmp_path):
     assert f"parameters: {count:,}" in lines
     assert f"classes: {NUM_CLASSES}" in lines
     assert "extractable layers: pool5, fc6, fc7, fc8, prob" in lines
-    assert any(line.split() == ["conv1a.weight", "64", "x", "3", "x", "3", "x", "3", "x", "3"]
+    assert any(line.split() == ["conv1a.weight", "64", "x", "3", "x", "3", "x", "3", "x", "3",
+                                "float32", "0"] for line in lines)
+    assert any(line.split() == ["fc6.weight", "4096", "x", "8192", "float32", "0"]
                for line in lines)
-    assert any(line.split() == ["fc6.weight", "4096", "x", "8192"] for line in lines)
     # The source file itself is described the same way, with its own checksum.
     result = run("info", pickle_file)
     assert result.exit_code == 0
@@ -203,3 +204,22 @@ def test_extract_and_predict_read_a_pickle_with_the_stated_kernel_order(source, 
                                    prog_name="c3d-predict")
     assert predicted.exit_code == 0, predicted.output
     assert "ASSUMED" not in predicted.stderr  # declared, not assumed
+
+
+def test_info_shows_nan_and_mismatched_names_and_convert_refuses_nan(source, tmp_path):
+    from safetensors.torch import save_file
+
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    state["fc8.bias"][1] = float("nan")
+    path = tmp_path / "nan.safetensors"
+    save_file(state, str(path), metadata={"class_names": json.dumps(["only one"])})
+    result = run("info", path)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert f"classes: {NUM_CLASSES} (1 names embedded, which do not match)" in lines
+    assert any(line.split()[:4] == ["fc8.bias", str(NUM_CLASSES), "float32", "1"]
+               for line in lines)
+    converted = run("convert", path, "-o", tmp_path / "out.safetensors")
+    assert converted.exit_code == 1 and "fc8.bias holds 1 NaN" in converted.output
+    assert "Traceback" not in converted.output
+    assert not (tmp_path / "out.safetensors").exists()

@@ -106,8 +106,13 @@ CONV_SHAPES = {"conv1": (64, 3), "conv2": (128, 64), "conv3a": (256, 128),
 
 def write_keras_skeleton(path, names=("{}_W", "{}_b"), channels_first=True, attrs=None,
                          wrong=None):
-    """A Keras file with the right layers and shapes whose datasets are never written (h5py
-    allocates them lazily): enough to test the structure checks without 300 MB of data."""
+    """A Keras file with the right layers and shapes whose datasets hold a fill value only,
+    allocated and compressed when they are created: enough to test the structure checks
+    without 300 MB of data."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    allocated = {"chunks": True, "compression": "gzip", "fillvalue": 0.01, "dcpl": dcpl,
+                 "fill_time": "alloc"}
     with h5py.File(path, "w") as f:
         for key, value in (attrs or {}).items():
             f.attrs[key] = np.bytes_(value.encode())
@@ -125,8 +130,8 @@ def write_keras_skeleton(path, names=("{}_W", "{}_b"), channels_first=True, attr
             group = f.create_group(layer)
             weight_names = [pattern.format(layer) for pattern in names]
             group.attrs["weight_names"] = np.array([n.encode() for n in weight_names])
-            group.create_dataset(weight_names[0], shape=shape, dtype="f4")
-            group.create_dataset(weight_names[1], shape=(c_out,), dtype="f4")
+            group.create_dataset(weight_names[0], shape=shape, dtype="f4", **allocated)
+            group.create_dataset(weight_names[1], shape=(c_out,), dtype="f4", **allocated)
 
 
 @pytest.mark.parametrize("case", ["param_names", "keras1_names_tf_kernels",

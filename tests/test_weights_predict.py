@@ -123,3 +123,23 @@ def test_help():
     result = CliRunner().invoke(cli, ["--help"], prog_name="c3d-predict")
     assert result.exit_code == 0 and "Usage: c3d-predict" in result.output
     assert "--top-k" in result.output and "Examples" in result.output
+
+
+def test_predict_refuses_a_truncated_video_and_a_text_file(weights_file, tmp_path):
+    from tests.videos import write_video as write_coded
+
+    whole = write_coded(tmp_path / "whole.avi", 96, codec="mpeg4")
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[:len(data) // 3])
+    text = tmp_path / "notes.txt"
+    text.write_text("shopping list\nmilk, eggs\n" * 20)
+    result = CliRunner().invoke(cli, [str(cut), str(text), "--weights", str(weights_file),
+                                      "--json", "--backend", "torch", "--batch-size", "2"],
+                                prog_name="c3d-predict")
+    assert result.exit_code == 3, result.output
+    truncated, not_video = json.loads(result.stdout)
+    assert truncated["status"] == "error" and truncated["top"] == []
+    assert truncated["error"].startswith("truncated: ") and "of 96 frames decoded" in \
+        truncated["error"]
+    assert not_video["error"] == "notes.txt: not a video (FFmpeg reads it as tty/ansi text)"

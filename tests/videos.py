@@ -23,16 +23,21 @@ def moving_bar(index: int, width: int, height: int, speed: int = 3) -> np.ndarra
 
 def write_video(path: Path, n_frames: int, *, width: int = 64, height: int = 48,
                 codec: str = "libx264", fps: int = 25, pix_fmt: str = "yuv420p",
-                frame_fn: Optional[Callable[[int, int, int], np.ndarray]] = None) -> Path:
+                frame_fn: Optional[Callable[[int, int, int], np.ndarray]] = None,
+                container_format: Optional[str] = None, gop: Optional[int] = None) -> Path:
+    """``container_format`` is FFmpeg's muxer name when the extension does not tell it
+    (``vob``, ``mpegts`` for ``.m2ts``...)."""
     import av
 
     frame_fn = frame_fn or moving_bar
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", format=container_format) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if gop:
+            stream.codec_context.gop_size = gop
         if codec == "libx264":
             stream.options = {"crf": "10", "preset": "ultrafast"}
-        else:
+        elif codec != "dvvideo":
             stream.bit_rate = 4_000_000
         for i in range(n_frames):
             frame = av.VideoFrame.from_ndarray(frame_fn(i, width, height), format="rgb24")

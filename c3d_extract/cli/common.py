@@ -38,6 +38,16 @@ def library_errors(func: F) -> F:
             raise click.UsageError(str(error)) from None
         except C3DError as error:
             raise click.ClickException(str(error)) from None
+        except MemoryError:
+            raise click.ClickException("out of memory (an input declares more data than this "
+                                       "machine can hold)") from None
+        except RecursionError:
+            raise click.ClickException("an input is nested too deeply to be read") from None
+        except RuntimeError as error:
+            if "allocate" not in str(error):
+                raise
+            raise click.ClickException("out of memory (an input declares more data than this "
+                                       "machine can hold)") from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -26,16 +26,20 @@ EXAMPLES = """
 Examples:
   c3d-extract videos/ -o feats.h5
   c3d-extract videos/ -o feats.h5 --layer fc6,fc7,pool5,prob --per-clip
+  c3d-extract videos/ -o feats.h5 --per-clip --crops 10    (ten crops per clip)
+  c3d-extract videos/ -o ucf_crime.h5 --fps 30 --stride 16 --layer fc6 --per-clip
   c3d-extract --list videos.txt -o feats.h5 --weights c3d.pickle
   c3d-extract videos/ -o r21d.h5 --weights run/model.safetensors --layer avgpool,logits
   c3d-extract videos/ -o feats.h5 --shard 1/4      (writes feats.shard-00001-of-00004.h5)
   torchrun --nproc-per-node 8 -m c3d_extract videos/ -o feats.h5
   c3d-extract merge feats.h5                       (the shards into feats.h5)
+  c3d-extract export feats.h5 --format npy -o out/ (per-clip features for other pipelines;
+                                                    also c3d-export)
   c3d-extract videos/ -o check.h5 --decode-only    (find broken videos, no network)
   c3d-extract videos/ -o feats.h5 --ray            (Ray, local cluster; --ray=ADDRESS)
 
 
-A directory named merge is given as ./merge.
+A directory named merge or export is given as ./merge or ./export.
 """
 
 #: The layers of each architecture (default first); tests check it against the registry.
@@ -47,7 +51,8 @@ class BarProgress:
     """A tqdm bar on stderr: videos done / total, clips/s, video frames/s, ETA.
 
     The rates count work as it happens: frames as they are decoded, clips as each batch
-    leaves the network (or the batcher, with --decode-only).
+    leaves the network (or the batcher, with --decode-only), from ``start``: once the
+    network is loaded (and converted), so that time does not lower them.
     """
 
     def __init__(self, quiet: bool) -> None:
@@ -57,8 +62,18 @@ class BarProgress:
         self.frames = 0
         self.started = time.monotonic()
 
-    def start(self, total: int, already_done: int) -> None:
+    def notice(self, text: str) -> None:
+        """A line before a long wait (a conversion, loading large weights)."""
         if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            click.echo(text, err=True)
+
+    def start(self, total: int, already_done: int) -> None:
+        self.started = time.monotonic()
+        if self.quiet or total == already_done:  # nothing to do: no empty bar
             return
         from tqdm import tqdm
 
@@ -128,7 +143,17 @@ def _raise_interrupt(signum, frame) -> None:
               type=click.Choice(SHORT_POLICIES),
               help="Videos shorter than a clip: repeat the last frame, loop, or skip.")
 @click.option("--batch-size", default=0, type=click.IntRange(min=0),
-              help="Clips per forward pass, across videos (default: 32 on CUDA, 8 on CPU).")
+              help="Clips per forward pass, across videos (default: 32 on CUDA, 8 on CPU); "
+              "with --crops, crops of clips (at least one clip's).")
+@click.option("--crops", default="1", show_default=True, type=click.Choice(["1", "5", "10"]),
+              help="Crops per clip: 1 the centre (the paper's); 5 also the four corners; 10 "
+              "also the same five of the horizontally mirrored frame. Per-clip features "
+              "become clips x crops x dims, in the order of the file's crop_order "
+              "attribute (centre first); the descriptor averages clips and crops.")
+@click.option("--fps", "target_fps", type=click.FloatRange(min=0, min_open=True),
+              help="Resample every video to this frame rate first: at each 1/FPS step the "
+              "frame nearest in presentation time (no re-encoding); clips are cut from that "
+              "sequence. Default: every decoded frame.")
 @compute_options
 @click.option("--decoder", default="decord", show_default=True,
               type=click.Choice(sorted(DECODERS)))
@@ -137,6 +162,10 @@ def _raise_interrupt(signum, frame) -> None:
 @click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(min=0.001),
               help="Seconds a video's decoder may go without producing a frame before it "
               "is stopped and the video recorded as an error.")
+@click.option("--allow-damaged", is_flag=True,
+              help="Keep the frames of videos that are damaged part way or truncated (well "
+              "short of the frame count their container declares): status ok/padded with the "
+              "damage kept in videos/error, instead of status error.")
 @click.option("--per-clip", is_flag=True, help="Also store every clip's raw features.")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing output instead of resuming it.")
@@ -149,7 +178,7 @@ def _raise_interrupt(signum, frame) -> None:
 @click.option("--decode-only", is_flag=True,
               help="Decode every video and count its frames and clips without the network "
               "(no weights needed): OUTPUT gets the video table (status, error, frames, fps, "
-              "size, codec, clips) and no features. Workers and batch size default to a GPU "
+              "size, codec, decoder, declared frames, notes, clips) and no features. Workers and batch size default to a GPU "
               "run's.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value=LOCAL_RAY, default=None,
               metavar="[ADDRESS]",
@@ -165,8 +194,10 @@ def _raise_interrupt(signum, frame) -> None:
 def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: Optional[str],
         kernel_order: Optional[str], mean: Optional[str], layers: Optional[str],
         clip_len: Optional[int], stride: Optional[int], short_policy: str,
-        batch_size: int, device: str, precision: str, allow_emulated_precision: bool,
-        backend: str, decoder: str, workers: int, timeout: float, per_clip: bool,
+        batch_size: int, crops: str, target_fps: Optional[float], device: str,
+        precision: str, allow_emulated_precision: bool,
+        backend: str, decoder: str, workers: int, timeout: float, allow_damaged: bool,
+        per_clip: bool,
         overwrite: bool, retry_errors: bool, shard_text: Optional[str], decode_only: bool,
         ray_address: Optional[str], keep_shards: bool, quiet: bool) -> None:
     """Extract C3D video descriptors (Tran et al., ICCV 2015) into one HDF5 file.
@@ -188,14 +219,15 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
     from c3d_extract.extractor import ExtractOptions, check_videos, extract_videos
     from c3d_extract.launch import launched_shard
     from c3d_extract.sharding import parse_shard
-    from c3d_extract.sources import discover
+    from c3d_extract.sources import find_videos
 
     options = ExtractOptions(
         layers=() if layers is None else tuple(split_list(layers, "--layer")),
         clip_len=clip_len or 0, stride=stride or 0,
         short_policy=short_policy, batch_size=batch_size, device=device, precision=precision,
         allow_emulated_precision=allow_emulated_precision, backend=backend, decoder=decoder,
-        workers=workers, timeout=timeout, per_clip=per_clip, kernel_order=kernel_order)
+        workers=workers, timeout=timeout, per_clip=per_clip, kernel_order=kernel_order,
+        crops=int(crops), target_fps=target_fps or 0.0, allow_damaged=allow_damaged)
     launched = launched_shard(os.environ)
     shard = parse_shard(shard_text) if shard_text is not None else launched
     if ray_address is not None:
@@ -210,7 +242,10 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     show_warnings_plainly()
     try:
-        videos = discover(list(inputs), list_file)
+        found = find_videos(list(inputs), list_file)
+        if found.skipped:
+            click.echo(found.skipped_line(), err=True)
+        videos = found.sources
         if decode_only:
             summary = check_videos(videos, output, options=options, overwrite=overwrite,
                                    retry_errors=retry_errors, progress=progress, shard=shard)
@@ -297,11 +332,16 @@ def _run_ray(inputs: Sequence[str], output: str, list_file: Optional[str],
 
 
 def main() -> None:
-    """``c3d-extract ...`` extracts; ``c3d-extract merge ...`` merges shard files."""
+    """``c3d-extract ...`` extracts; ``c3d-extract merge ...`` merges shard files;
+    ``c3d-extract export ...`` is ``c3d-export ...``."""
     if len(sys.argv) > 1 and sys.argv[1] == "merge":
         from c3d_extract.cli.merge import cli as merge_cli
 
         merge_cli(args=sys.argv[2:], prog_name="c3d-extract merge")
+    elif len(sys.argv) > 1 and sys.argv[1] == "export":
+        from c3d_extract.cli.export import cli as export_cli
+
+        export_cli(args=sys.argv[2:], prog_name="c3d-extract export")
     else:
         cli(prog_name="c3d-extract")
 

@@ -4,18 +4,21 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
-from typing import Dict, List, Optional, Sequence
+import time
+from typing import Any, Dict, List, Optional, Sequence
 
 import click
 
-from c3d_extract.cli.common import (EXIT_OK, EXIT_SOME_FAILED, compute_options,
-                                    kernel_order_option, library_errors,
+from c3d_extract.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
+                                    compute_options, kernel_order_option, library_errors,
                                     show_warnings_plainly)
 from c3d_extract.decoders import DECODERS
 from c3d_extract.errors import VideoReadError
 from c3d_extract.overlay import DEFAULT_FPS, overlay_destinations
 from c3d_extract.predict import Prediction
+from c3d_extract.records import VideoRecord
 from c3d_extract.store import check_output_location
 from c3d_extract.timeline import write_timeline_csv
 
@@ -27,6 +30,60 @@ Examples:
   c3d-predict match.mp4 --timeline match.csv --smooth 3 --overlay match-labelled.mp4
   c3d-predict videos/ frames/clip_001/ --timeline all.csv --overlay-dir labelled/
 """
+
+
+class PredictBar:
+    """A tqdm bar on stderr: videos done / total, and the windows of the videos in progress
+    with their rate (counted from when the network is ready, so loading and converting it
+    do not lower it). Redrawn at least every half second, so a single long video moves too.
+    """
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+        self.windows = self.videos = 0
+        self.started = self.drawn = time.monotonic()
+
+    def start(self, total: int, already_done: int) -> None:
+        self.started = time.monotonic()
+        if self.quiet or total == 0:
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="video", file=sys.stderr, dynamic_ncols=True,
+                        smoothing=0.1)
+
+    def clips_done(self, n_clips: int) -> None:
+        self.windows += n_clips
+        self._postfix()
+
+    def frames_decoded(self, n_frames: int) -> None:
+        pass
+
+    def video_done(self, record: VideoRecord) -> None:
+        self.videos += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        self._postfix()
+
+    def _postfix(self) -> None:
+        if self.bar is None:
+            return
+        rate = self.windows / max(time.monotonic() - self.started, 1e-9)
+        self.bar.set_postfix_str(f"{self.windows} windows, {rate:.1f} windows/s",
+                                 refresh=False)
+        if time.monotonic() - self.drawn >= 0.5:
+            self.bar.refresh()
+            self.drawn = time.monotonic()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,13 +120,17 @@ Examples:
 @compute_options
 @click.option("--decoder", default="decord", show_default=True,
               type=click.Choice(sorted(DECODERS)))
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--allow-damaged", is_flag=True,
+              help="Predict from the frames that decode in videos damaged part way or "
+              "truncated, instead of refusing them.")
 @library_errors
 def cli(videos: Sequence[str], weights: Optional[str], kernel_order: Optional[str],
         labels: Optional[str], top_k: int, as_json: bool, stride: Optional[int],
         timeline: Optional[str], smooth: int, overlay: Optional[str],
         overlay_dir: Optional[str], fps: Optional[float], mean: Optional[str],
         batch_size: int, device: str, precision: str, allow_emulated_precision: bool,
-        backend: str, decoder: str) -> None:
+        backend: str, decoder: str, quiet: bool, allow_damaged: bool) -> None:
     """Print each video's top-k classes with probabilities; optionally per window.
 
     VIDEOS are files, frame folders (numbered JPEG/PNG images, one video each)
@@ -78,28 +139,46 @@ def cli(videos: Sequence[str], weights: Optional[str], kernel_order: Optional[st
     length, 16 frames for C3D, at --stride), with the preprocessing of the
     weights. --timeline and --overlay show the top-k of each window. Exit
     status: 0 every video was predicted, 3 some could not be decoded (or their
-    overlay not written), 2 usage error, 1 other error.
+    overlay not written), 2 usage error, 1 other error, 130 interrupted (nothing is
+    written: the predictions are printed once every video is done).
     """
     from c3d_extract.extractor import ExtractOptions
     from c3d_extract.predict import class_names_for, predict_in_order
-    from c3d_extract.sources import discover
+    from c3d_extract.sources import find_videos
     from c3d_extract.weights.convert import read_class_names
     from c3d_extract.weights.networks import load_model
 
     show_warnings_plainly()
-    sources = discover(list(videos))
+    found = find_videos(list(videos))
+    if found.skipped:
+        click.echo(found.skipped_line(), err=True)
+    sources = found.sources
     overlays = overlay_destinations(sources, overlay, overlay_dir)
     if timeline is not None:
         check_output_location(timeline)
-    loaded = load_model(weights, kernel_order=kernel_order)
-    names = class_names_for(loaded, read_class_names(labels) if labels else None)
-    options = ExtractOptions(batch_size=batch_size, device=device, precision=precision,
-                             allow_emulated_precision=allow_emulated_precision,
-                             backend=backend, decoder=decoder, kernel_order=kernel_order)
-    predictions = predict_in_order(
-        [(s.id, s.path) for s in sources], loaded, top_k=top_k, class_names=names,
-        options=options, mean=mean, stride=stride, smooth=smooth,
-        timeline=bool(timeline or overlays))
+    progress = PredictBar(quiet)
+    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        loaded = load_model(weights, kernel_order=kernel_order)
+        names = class_names_for(loaded, read_class_names(labels) if labels else None)
+        options = ExtractOptions(batch_size=batch_size, device=device, precision=precision,
+                                 allow_emulated_precision=allow_emulated_precision,
+                                 backend=backend, decoder=decoder, kernel_order=kernel_order,
+                                 allow_damaged=allow_damaged)
+        predictions = predict_in_order(
+            [(s.id, s.path) for s in sources], loaded, top_k=top_k, class_names=names,
+            options=options, mean=mean, stride=stride, smooth=smooth,
+            timeline=bool(timeline or overlays), progress=progress,
+            notify=lambda text: click.echo(text, err=True))
+    except KeyboardInterrupt:
+        progress.close()
+        click.echo(f"interrupted after {progress.videos} of {len(sources)} videos: nothing is "
+                   "written (the predictions are printed when every video is done); rerun "
+                   "the command to predict again", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        progress.close()
+        signal.signal(signal.SIGTERM, previous_handler)
     for prediction in predictions:
         for warning in prediction.warnings:
             click.echo(f"warning: {prediction.video_id}: {warning}", err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from typing import Optional
 
 import click
@@ -17,6 +18,30 @@ from c3d_extract.evaluation.svm import (DEFAULT_GRID, SOLVERS, SVMOptions, cross
                                         evaluate, load_model, predict, save_model, train)
 
 FEATURES = click.Path(dir_okay=False)
+LAYER_HELP = "Which stored layer to use (default: fc6 if the file has it, else its first layer, " \
+    "e.g. avgpool of R(2+1)D-18 files)."
+
+
+def check_feature_file(features: str, other: Optional[str], usage: str) -> None:
+    """FEATURES must be an HDF5 file; the usual mistake, arguments in the wrong order, is
+    named as such before any other file is read."""
+    import h5py
+
+    if not os.path.isfile(features) or h5py.is_hdf5(features):
+        return  # a missing file is reported by the reader, with its name
+    message = f"{features} is not an HDF5 feature file (c3d-extract's output)"
+    if other is not None and os.path.isfile(other) and h5py.is_hdf5(other):
+        message += f", but {other} is: the arguments are in the wrong order"
+    raise UsageError(f"{message}; the order is: {usage}")
+
+
+def default_layer(features: str) -> str:
+    """fc6 when the file holds it (the paper's choice), else the first layer it holds."""
+    from c3d_extract.store import read_attributes
+
+    layers = [name for name in str(read_attributes(features).get("layers", "")).split(",")
+              if name]
+    return "fc6" if "fc6" in layers or not layers else layers[0]
 
 
 def _grid(value: str) -> tuple:
@@ -50,7 +75,7 @@ def main() -> None:
 @click.argument("labels", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Model file to write (skops format).")
-@click.option("--layer", default="fc6", show_default=True, help="Which stored layer to use.")
+@click.option("--layer", default=None, help=LAYER_HELP)
 @c_option()
 @click.option("--grid", default=",".join(str(c) for c in DEFAULT_GRID), show_default=True,
               help="Values of C tried by --C auto.")
@@ -66,7 +91,8 @@ def main() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @label_options
 @library_errors
-def train_command(features: str, labels: Optional[str], output: str, layer: str, C: str,
+def train_command(features: str, labels: Optional[str], output: str, layer: Optional[str],
+                  C: str,
                   grid: str, folds: int, solver: str, epochs: int, chunk_rows: int, seed: int,
                   ucf101: Optional[str], hmdb51: Optional[str], fold: int,
                   allow_missing: bool) -> None:
@@ -81,6 +107,8 @@ def train_command(features: str, labels: Optional[str], output: str, layer: str,
         c3d-svm train feats.h5 labels.csv -o model.skops --C auto
         c3d-svm train feats.h5 --ucf101 ucfTrainTestlist --fold 1 -o model.skops
     """
+    check_feature_file(features, labels, "c3d-svm train FEATURES.h5 [LABELS.csv]")
+    layer = layer or default_layer(features)
     options = SVMOptions(layer=layer, C=parse_C(C), grid=_grid(grid), folds=folds,
                          solver=solver, epochs=epochs, seed=seed, chunk_rows=chunk_rows)
     label_table = load_labels(labels, ucf101, hmdb51, fold)
@@ -126,6 +154,7 @@ def eval_command(model: str, features: str, labels: Optional[str], layer: Option
     Example:
         c3d-svm eval model.skops feats.h5 labels.csv --plot confusion.png
     """
+    check_feature_file(features, labels, "c3d-svm eval MODEL FEATURES.h5 [LABELS.csv]")
     svm = load_model(model)
     label_table = load_labels(labels, ucf101, hmdb51, fold)
     result = evaluate(svm, features, label_table, layer=layer, allow_missing=allow_missing,
@@ -164,6 +193,7 @@ def predict_command(model: str, features: str, output: str, layer: Optional[str]
     Example:
         c3d-svm predict model.skops feats.h5 -o predictions.csv
     """
+    check_feature_file(features, model, "c3d-svm predict MODEL FEATURES.h5 -o OUTPUT.csv")
     svm = load_model(model)
     result = predict(svm, features, layer=layer, chunk_rows=chunk_rows)
     warn(result.warnings)
@@ -185,13 +215,14 @@ def predict_command(model: str, features: str, output: str, layer: Optional[str]
 @main.command(name="cv", epilog=LABEL_SOURCES_HELP)
 @click.argument("features", type=FEATURES)
 @click.argument("labels", required=False, type=click.Path(dir_okay=False))
-@click.option("--layer", default="fc6", show_default=True)
+@click.option("--layer", default=None, help=LAYER_HELP)
 @c_option(allow_auto=False)
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @label_options
 @library_errors
-def cv_command(features: str, labels: Optional[str], layer: str, C: str, folds: int,
+def cv_command(features: str, labels: Optional[str], layer: Optional[str], C: str,
+               folds: int,
                seed: int, ucf101: Optional[str], hmdb51: Optional[str], fold: int,
                allow_missing: bool) -> None:
     """Stratified k-fold cross-validated accuracy of a linear SVM.
@@ -206,6 +237,8 @@ def cv_command(features: str, labels: Optional[str], layer: str, C: str, folds: 
     value = parse_C(C)
     if value is None:
         raise UsageError("cv takes a number for --C (train --C auto chooses one)")
+    check_feature_file(features, labels, "c3d-svm cv FEATURES.h5 [LABELS.csv]")
+    layer = layer or default_layer(features)
     options = SVMOptions(layer=layer, C=value, folds=folds, seed=seed)
     label_table = load_labels(labels, ucf101, hmdb51, fold)
     result = cross_validate(features, label_table, options, allow_missing=allow_missing)
@@ -250,6 +283,7 @@ def pairs_command(features: str, pairs: str, layers: Optional[str], C: str,
     value = parse_C(C)
     if value is None:
         raise UsageError("pairs takes a number for --C")
+    check_feature_file(features, pairs, "c3d-svm pairs FEATURES.h5 PAIRS.csv")
     chosen = [layer.strip() for layer in layers.split(",") if layer.strip()] if layers else None
     result = evaluate_pairs(features, read_pairs_csv(pairs), chosen, C=value,
                             allow_missing=allow_missing, seed=seed)

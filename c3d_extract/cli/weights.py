@@ -1,4 +1,5 @@
-"""``c3d-weights``: convert, inspect, compare and download weights of every architecture."""
+"""``c3d-weights``: convert, inspect, compare and download weights of every architecture;
+list and clear the OpenVINO cache."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Optional
 
 import click
 
-from c3d_extract.cli.common import EXIT_OK, echo_table, kernel_order_option, library_errors
+from c3d_extract.cli.common import (EXIT_OK, echo_table, kernel_order_option, library_errors,
+                                     show_warnings_plainly)
 from c3d_extract.errors import UsageError
 from c3d_extract.weights import loading, registry
 from c3d_extract.weights.convert import read_class_names
@@ -34,7 +36,9 @@ def cli() -> None:
       c3d-weights convert sports1M_weights_tf.h5 -o c3d.safetensors --labels labels.txt
       c3d-weights info c3d.safetensors
       c3d-weights compare c3d.pickle conv3d_deepnetA_sport1m_iter_1900000
+      c3d-weights cache          (the OpenVINO cache; `cache clear` empties it)
     """
+    show_warnings_plainly()
 
 
 @cli.command()
@@ -112,14 +116,23 @@ def info(path: str, kernel_order: Optional[str]) -> None:
     click.echo(f"kernel order: {described.kernel_order} ({how}: "
                f"{DESCRIPTIONS[described.kernel_order]}; converted to Caffe order)")
     click.echo(f"parameters: {described.parameter_count:,}")
-    click.echo(f"classes: {described.num_classes}"
-               f"{' (names embedded)' if described.class_names else ''}")
+    names = len(described.class_names)
+    embedded = (" (names embedded)" if names and names == described.num_classes
+                else f" ({names} names embedded, which do not match)" if names else "")
+    click.echo(f"classes: {described.num_classes}{embedded}")
     click.echo(f"extractable layers: {', '.join(described.available_layers)}")
     for note in described.conversion_notes:
         click.echo(f"note: {note}")
     click.echo("")
-    echo_table([(name, " x ".join(map(str, shape))) for name, shape in described.layers],
-               header=("tensor", "shape"))
+    stats = {s.name: s for s in described.tensor_stats}
+    echo_table([(name, " x ".join(map(str, shape)), stats[name].dtype,
+                 stats[name].nonfinite, "yes" if stats[name].constant else "")
+                for name, shape in described.layers],
+               header=("tensor", "shape", "dtype", "NaN/Inf", "constant"))
+    for stat in described.tensor_stats:
+        if stat.nonfinite:
+            click.echo(f"WARNING: {stat.name} holds {stat.nonfinite} NaN or infinite values; "
+                       "these weights are refused for extraction", err=True)
 
 
 def _echo_model_info(model) -> None:
@@ -252,6 +265,75 @@ def list_entries() -> None:
         rows.append((name, item.format, "yes" if downloaded else "no",
                      str(records.get(name, {}).get("sha256", ""))[:16], item.description))
     echo_table(rows, header=("name", "format", "cached", "sha256", "description"))
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+@library_errors
+def cache(context: click.Context) -> None:
+    """List the OpenVINO cache: the networks converted for OpenVINO, one per weights
+    file and layers (any batch size), with their sizes and last use.
+
+    The cache is in the project's cache folder (openvino/), or in
+    $C3D_EXTRACT_OPENVINO_CACHE. It holds at most $C3D_EXTRACT_OPENVINO_CACHE_MB
+    (default 4096 MB): past that, the entries used least recently are removed.
+    A removed entry costs only a new conversion (about 30 s) on its next use.
+
+    \b
+    Example:
+      c3d-weights cache
+      c3d-weights cache clear
+    """
+    if context.invoked_subcommand is not None:
+        return
+    import time
+
+    from c3d_extract.openvino_runner import (CACHE_ENV, CACHE_LIMIT_ENV, cache_entries,
+                                             openvino_cache_dir, openvino_cache_limit)
+
+    root, limit = openvino_cache_dir(), openvino_cache_limit()
+    entries = cache_entries(root)
+    total = sum(entry.size for entry in entries)
+    click.echo(f"OpenVINO cache: {root} (${CACHE_ENV} to move it)")
+    click.echo(f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'}, "
+               f"{_megabytes(total)} MB of at most {limit >> 20} MB (${CACHE_LIMIT_ENV})")
+    if not entries:
+        return
+    rows = []
+    for entry in entries:
+        key = entry.key
+        weights_id = str(key.get("weights_id", "?"))
+        sha256, _, order = weights_id.partition(":")
+        shape = key.get("clip_shape")
+        rows.append((entry.path.name[:12], _megabytes(entry.size),
+                     time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used)),
+                     (sha256[:12] if len(sha256) == 64 else sha256)
+                     + (f" ({order})" if order else ""),
+                     ",".join(key.get("layers", ())) or "?",
+                     "x".join(str(n) for n in shape[1:]) if shape else "(older version)"))
+    echo_table(rows, header=("entry", "MB", "last used", "weights sha256", "layers",
+                             "clip"))
+
+
+@cache.command()
+@library_errors
+def clear() -> None:
+    """Remove every entry of the OpenVINO cache.
+
+    \b
+    Example:
+      c3d-weights cache clear
+    """
+    from c3d_extract.openvino_runner import clear_cache, openvino_cache_dir
+
+    root = openvino_cache_dir()
+    removed, size = clear_cache(root)
+    click.echo(f"removed {removed} {'entry' if removed == 1 else 'entries'} "
+               f"({_megabytes(size)} MB) from {root}")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1 << 20):.1f}"
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from c3d_extract.evaluation.dataset import (CHUNK_ROWS, load_labelled, match_fea
                                             split_rows)
 from c3d_extract.evaluation.labels import Labels, MatchReport
 from c3d_extract.evaluation.svm import SVMOptions, fit_in_memory
+from c3d_extract.hdf5_checks import check_hdf5
 from c3d_extract.records import WITH_FEATURES, RunParameters, VideoRecord
 from c3d_extract.store import (FeatureStore, iter_feature_chunks, read_attributes,
                                read_clip_features, read_video_table)
@@ -220,14 +221,18 @@ def load_pca(path: str) -> PCAModel:
         raise StoreError(f"no such PCA file: {path}")
     try:
         with h5py.File(path, "r") as handle:
+            check_hdf5(handle, path, StoreError, written=True)
             if not all(f"data/{name}" in handle for name in ("x_mean", "U", "S")):
                 raise StoreError(f"{path} has no data/x_mean, data/U and data/S")
+            _check_pca_shapes(handle, path)
             mean = handle["data/x_mean"][...].astype(np.float64).ravel()
             U = handle["data/U"][...].astype(np.float64)
             S = handle["data/S"][...].astype(np.float64).ravel()
             attrs = dict(handle.attrs)
-    except OSError as error:
+    except (OSError, ValueError, TypeError, KeyError) as error:
         raise StoreError(f"cannot read {path} as HDF5: {error}") from None
+    if not (np.isfinite(mean).all() and np.isfinite(U).all() and np.isfinite(S).all()):
+        raise StoreError(f"{path}: data/x_mean, data/U or data/S holds NaN or infinite values")
     if U.ndim != 2 or U.shape[0] != mean.shape[0] or S.shape[0] < U.shape[1]:
         raise StoreError(f"{path}: data/U {U.shape}, data/x_mean {mean.shape} and data/S "
                          f"{S.shape} do not fit together")
@@ -235,6 +240,24 @@ def load_pca(path: str) -> PCAModel:
     return PCAModel(mean, U, S[:U.shape[1]], total, int(attrs.get("n_samples", 0)),
                     _text(attrs.get("layer", "fc6")), _text(attrs.get("weights", "")),
                     _text(attrs.get("weights_sha256", "")))
+
+
+#: The widest features a PCA may take (the largest extractable layer, conv5b: 512 x 2 x 7 x 7,
+#: has 50,176 values) and so the most components it may have.
+MAX_PCA_INPUT_DIMS = 1 << 17
+
+
+def _check_pca_shapes(handle, path: str) -> None:
+    """The declared shapes fit a PCA before anything is read: U is (D, k) with k <= D, the
+    mean has D values and S at least k; D is at most ``MAX_PCA_INPUT_DIMS``."""
+    U, mean, S = (handle[f"data/{name}"] for name in ("U", "x_mean", "S"))
+    mean_size = int(np.prod(mean.shape, dtype=object)) if mean.shape else 1
+    S_size = int(np.prod(S.shape, dtype=object)) if S.shape else 1
+    if (len(U.shape or ()) != 2 or not 1 <= U.shape[1] <= U.shape[0] <= MAX_PCA_INPUT_DIMS
+            or mean_size != U.shape[0] or not U.shape[1] <= S_size <= MAX_PCA_INPUT_DIMS):
+        raise StoreError(f"{path}: data/U {U.shape}, data/x_mean {mean.shape} and data/S "
+                         f"{S.shape} do not fit together as a PCA of at most "
+                         f"{MAX_PCA_INPUT_DIMS} input dimensions (U must be D x k, k <= D)")
 
 
 def _text(value: object) -> str:
@@ -316,6 +339,9 @@ def write_activitynet(model: PCAModel, features_path: str, output: str, *,
     layer = layer or model.layer
     dims = model.dims if dims is None else dims
     video_row, start_frame, matrix = read_clip_features(features_path, layer)
+    if matrix.ndim != 2:
+        raise UsageError(f"{features_path} holds {matrix.shape[1]} crops per clip; the "
+                         "ActivityNet layout has one row per clip: extract with --crops 1")
     ids = read_video_table(features_path)["id"]
     names = {}
     for row in np.unique(video_row):

@@ -400,11 +400,35 @@ def save_model(model: SVMModel, path: str) -> None:
         raise StoreError(f"cannot write {path}: {error}") from None
 
 
+#: The most bytes a c3d-svm model file's members may inflate to (a model of 100,000 classes
+#: over 50,000 dimensions is 40 GB: far beyond; ours are a few MB).
+MAX_MODEL_BYTES = 1 << 30
+
+
+def _check_skops_archive(path: str) -> None:
+    """Before skops reads ``schema.json``: the file is a zip archive whose members are stored
+    or deflated with bounded sizes (``pickle_scan.check_zip_members``)."""
+    import zipfile
+
+    from c3d_extract.weights.pickle_scan import check_zip_members, starts_with_zip
+
+    try:
+        if not starts_with_zip(path):
+            raise StoreError(f"{path} is not a skops model file (not a zip archive)")
+        with zipfile.ZipFile(path) as archive:
+            total = check_zip_members(archive, path, StoreError)
+    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile) as error:
+        raise StoreError(f"{path} is not a skops model file: {error}") from None
+    if total > MAX_MODEL_BYTES:
+        raise StoreError(f"refusing to read {path}: its members declare {total} bytes")
+
+
 def load_model(path: str) -> SVMModel:
     """Read a model saved by ``save_model``, trusting only the types such a model holds."""
     import skops.io as sio
     if not os.path.exists(path):
         raise StoreError(f"no such model file: {path}")
+    _check_skops_archive(path)
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as error:  # skops raises several types for files that are not its own

@@ -134,6 +134,11 @@ class R2Plus1D18(nn.Module):
         """Stem, four stages and the global average pool: N x 512."""
         x = self.stem(clips)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        if self.training and torch.are_deterministic_algorithms_enabled():
+            # AdaptiveAvgPool3d has no deterministic CUDA backward; a plain mean over
+            # (T, H, W) computes the same pool and has one. Evaluation keeps the pool
+            # module, so extracted features stay as torchvision computes them.
+            return x.mean(dim=(2, 3, 4))
         return self.avgpool(x).flatten(1)
 
     def extract(self, clips: torch.Tensor, layers: Iterable[str]) -> Dict[str, torch.Tensor]:

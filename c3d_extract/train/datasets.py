@@ -35,6 +35,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from c3d_extract.decoders import cut_short
 from c3d_extract.errors import (DatasetError, InputNotFoundError, LabelsError,
                                 SplitOverlapError, UsageError)
 from c3d_extract.evaluation.labels import (examples, read_csv_table, read_hmdb51,
@@ -129,18 +130,37 @@ def load_dataset(kind: str, root: str, *, splits_dir: Optional[str] = None, spli
     root = os.path.abspath(root)
     loaded = _LOADERS[kind](root, splits_dir, split, seed)
     notes = list(loaded.notes)
-    overlap_note = check_overlap(loaded.train, loaded.test, root, allow_overlap)
+    whole_train, cut_train = leave_out_cut_short(loaded.train)
+    test, cut_test = leave_out_cut_short(loaded.test)
+    if cut_train or cut_test:
+        cut = cut_train + cut_test
+        notes.append(f"left out {_count(len(cut), 'truncated video')} (training "
+                     f"{len(cut_train)}, test {len(cut_test)}): {examples(cut, 3)}")
+    overlap_note = check_overlap(whole_train, test, root, allow_overlap)
     if overlap_note:
         notes.append(overlap_note)
-    train, val = split_by_group(loaded.train, val_fraction, seed, _VAL_CARVE)
+    train, val = split_by_group(whole_train, val_fraction, seed, _VAL_CARVE)
     if val_fraction > 0:
         notes.append(f"validation: {len(val)} videos ({len({s.group for s in val})} groups) "
                      f"carved from the training list by group (fraction {val_fraction}, "
                      f"seed {seed})" if val else
                      f"no validation list: in every class a whole group is larger than a "
                      f"validation fraction of {val_fraction} (groups are never split)")
-    return DatasetSplits(loaded.classes, train, val, loaded.test, loaded.splits_dir,
+    return DatasetSplits(loaded.classes, train, val, test, loaded.splits_dir,
                          tuple(notes), kind, root, split, val_fraction, seed)
+
+
+def leave_out_cut_short(samples: Sequence[Sample]) -> Tuple[Tuple[Sample, ...], List[str]]:
+    """The samples whose files are whole, and ``"path: reason"`` for those cut short
+    (``decoders.cut_short``: the container's structure runs past the end of the file)."""
+    kept, cut = [], []
+    for sample in samples:
+        reason = None if os.path.isdir(sample.path) else cut_short(sample.path)
+        if reason is None:
+            kept.append(sample)
+        else:
+            cut.append(f"{sample.path}: {reason}")
+    return tuple(kept), cut
 
 
 # ---------------------------------------------------------------- groups and carving
@@ -268,7 +288,8 @@ def _find_splits(root: str, splits_dir: Optional[str], kind: str, split: int,
         if has_files(candidate):
             return candidate, f"split files found in {candidate}"
     raise DatasetError(f"no {kind} split files for split {split} given and none found in "
-                       f"{' or '.join(candidates)}; give the split folder")
+                       f"{' or '.join(candidates)}; give the split folder with "
+                       "--splits DIR")
 
 
 def _missing_error(missing: List[str], list_file: str, root: str) -> DatasetError:
@@ -384,7 +405,8 @@ def _load_kinetics(root: str, splits_dir: Optional[str], split: int, seed: int) 
         found = [c for c in candidates if has_csvs(c)]
         if not found:
             raise DatasetError(f"no train.csv and val.csv given and none found in "
-                               f"{', '.join(candidates)}; give the split folder")
+                               f"{', '.join(candidates)}; give the split folder with "
+                               "--splits DIR")
         folder = found[0]
         note = f"split files found in {folder}"
     rows = {which: _kinetics_rows(os.path.join(folder, f"{which}.csv"))

@@ -9,6 +9,7 @@ on the device by the preset, exactly as extraction and prediction do.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional, Tuple
 
@@ -73,16 +74,21 @@ def batch_tally(logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) 
 
 def train_one_epoch(trainee: Trainee, loader: Iterable, *, batches_done: int,
                     batches_total: int, tally: Tally,
-                    on_step: Callable[[int, Tally], None]) -> Tally:
+                    on_step: Callable[[int, Tally], None],
+                    on_batch: Optional[Callable[[int, Tally, int, float], None]] = None
+                    ) -> Tally:
     """Train on ``loader`` (the epoch's batches after the first ``batches_done``).
 
     Gradients of ``accumulate`` consecutive batches are summed before each optimizer step
     (the epoch's last group may be shorter); ``on_step(batches_done, tally)`` is called
-    after every optimizer step, where a checkpoint may be taken.
+    after every optimizer step, where a checkpoint may be taken. ``on_batch(batches_done,
+    tally, clips, seconds)`` follows every batch, with the seconds the network took for it
+    (forward, backward and the optimizer step; not the loading).
     """
     trainee.train_mode()
     k = trainee.accumulate
     for clips, labels, _ in loader:
+        started = time.perf_counter()
         group_start = (batches_done // k) * k
         group_size = min(k, batches_total - group_start)
         steps_now = batches_done + 1 == group_start + group_size
@@ -106,6 +112,10 @@ def train_one_epoch(trainee: Trainee, loader: Iterable, *, batches_done: int,
             trainee.scaler.update()
             trainee.optimizer.zero_grad(set_to_none=True)
             trainee.scheduler.step()
+        # batch_tally copied the logits to the host: the network's work is done here.
+        if on_batch is not None:
+            on_batch(batches_done, tally, len(labels), time.perf_counter() - started)
+        if steps_now:
             on_step(batches_done, tally)
     return tally
 

@@ -139,7 +139,12 @@ def _plain_state_dict(path: str) -> Dict[str, torch.Tensor]:
         if path.endswith(".safetensors"):
             state = load_file(path)
         else:
+            from c3d_extract.weights.formats import check_tensor_views
+            from c3d_extract.weights.pickle_scan import check_torch_file
+
+            check_torch_file(path)
             state = torch.load(path, map_location="cpu", weights_only=True)
+            check_tensor_views(state, path)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError,
             SafetensorError) as error:
         reason = " ".join(str(error).split())[:300]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from c3d_extract.device_memory import device_memory_guard
 from c3d_extract.errors import (C3DError, OutputLockedError, StoreError, UsageError,
                                 VideoReadError)
 from c3d_extract.locking import OutputLock
@@ -40,12 +41,16 @@ from c3d_extract.train.model_init import (build_model, class_names_for_run, head
 from c3d_extract.train.optim import build_optimizer, build_scheduler
 from c3d_extract.train.options import TrainOptions
 from c3d_extract.train.precision import grad_scaler, resolve_training_precision
+from c3d_extract.train.stopping import StopRequest, Stopped, ignore_interrupts
 
 ARGS, SPLITS, CHECKPOINT = "args.json", "splits.json", "checkpoint.pt"
 METRICS, CURVES, CONFUSION = "metrics.csv", "curves.png", "confusion.png"
 RESULTS, MODEL = "results.json", "model.safetensors"
 #: The files a run writes; --overwrite removes exactly these.
 RUN_FILES = (ARGS, SPLITS, CHECKPOINT, METRICS, CURVES, CONFUSION, RESULTS, MODEL)
+#: Top-5 accuracy is reported only with more classes than this (with 5 or fewer every label
+#: is among the top five).
+TOP5_MIN_CLASSES = 6
 #: Seconds between redrawings of curves.png during training.
 CURVES_INTERVAL = 60.0
 
@@ -58,15 +63,45 @@ class TrainResult:
     results: Dict[str, Any]
     resumed_from: Optional[int]  # the optimizer step a rerun continued from
     already_complete: bool       # the run folder held a finished run; nothing was done
+    stopped: Optional[Stopped] = None  # stopped on request at this step, checkpoint written
 
 
-def train(options: TrainOptions, report: Report = lambda line: None) -> TrainResult:
+class TrainProgress:
+    """Callbacks the command line implements to draw progress (main process only); the
+    default does nothing."""
+
+    def epoch_started(self, epoch: int, epochs: int, batches_done: int,
+                      batches_total: int) -> None:
+        """Training epoch ``epoch`` (1-based) starts, or resumes after ``batches_done``."""
+
+    def batch_done(self, batches_done: int, tally: Tally, clips: int, seconds: float) -> None:
+        """A training batch of ``clips`` went through the network in ``seconds``."""
+
+    def evaluation_started(self, what: str, total: int) -> None:
+        """An evaluation of ``total`` batches or videos starts (``what`` names it)."""
+
+    def evaluated(self, count: int) -> None:
+        """``count`` more batches or videos of the evaluation are done."""
+
+    def phase_ended(self) -> None:
+        """The epoch's training or the evaluation is over."""
+
+
+def train(options: TrainOptions, report: Report = lambda line: None,
+          progress: Optional[TrainProgress] = None,
+          stop: Optional[StopRequest] = None) -> TrainResult:
     """Train, evaluate and export as ``options`` say; continue a run left in the run folder.
 
-    ``report`` receives progress lines (main process only).
+    ``report`` receives progress lines and ``progress`` the steps (main process only). When
+    ``stop`` is requested (e.g. by a signal handler), the run finishes the optimizer step in
+    progress (or the next one), writes a checkpoint and returns with ``stopped`` set.
     """
     from c3d_extract.runner import resolve_device
+    from c3d_extract.store import check_output_location
 
+    # The run folder is created, its parent must exist: a mistyped -o fails at once, as
+    # c3d-extract's and c3d-predict's outputs do.
+    check_output_location(options.run_dir)
     device = resolve_device(options.device)
     precision = resolve_training_precision(options.precision, device)
     _configure_determinism(options)
@@ -90,9 +125,13 @@ def train(options: TrainOptions, report: Report = lambda line: None) -> TrainRes
                 "it again")
             return TrainResult(options.run_dir, complete, None, True)
         session = _Session(options, world, device, precision, arch, preset, clip_len,
-                           crop_size, splits, say)
+                           crop_size, splits, say,
+                           (progress or TrainProgress()) if world.is_main else TrainProgress(),
+                           stop or StopRequest())
         try:
-            return session.run(checkpoint)
+            with device_memory_guard(options.batch_size, device, precision,
+                                     accumulate=options.accumulate):
+                return session.run(checkpoint)
         except VideoReadError as error:
             # A loader worker's error arrives with the worker's traceback in its text.
             raise VideoReadError(_last_line(str(error))) from None
@@ -111,6 +150,10 @@ def _configure_determinism(options: TrainOptions) -> None:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+        torch.backends.mkldnn.deterministic = True
+        from c3d_extract.train.reproducibility import pin_mkl_results
+
+        pin_mkl_results()
     torch.set_num_threads(torch.get_num_threads())  # fixed for the whole run
 
 
@@ -178,7 +221,7 @@ def _claim_run_dir(options: TrainOptions, world: World, splits) -> Tuple[OutputL
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise UsageError(f"{run_dir} exists and is not a folder")
     try:
-        os.makedirs(run_dir, exist_ok=True)
+        os.makedirs(run_dir, exist_ok=True)  # its parent exists (train checked it)
     except OSError as error:
         raise UsageError(f"cannot create the run folder {run_dir}: {error.strerror}") from None
     lock = OutputLock(os.path.join(run_dir, "run"))
@@ -265,9 +308,11 @@ class _Session:
 
     def __init__(self, options: TrainOptions, world: World, device: torch.device,
                  precision: str, arch: Architecture, preset: Preprocessing, clip_len: int,
-                 crop_size: int, splits, say: Report) -> None:
+                 crop_size: int, splits, say: Report, progress: TrainProgress,
+                 stop: StopRequest) -> None:
         self.options, self.world, self.device, self.precision = options, world, device, precision
         self.arch, self.preset, self.splits, self.say = arch, preset, splits, say
+        self.progress, self.stop = progress, stop
         self.clip_len, self.crop_size = clip_len, crop_size
         self.path = lambda name: os.path.join(options.run_dir, name)
         self._curves_drawn = time.monotonic()
@@ -279,9 +324,25 @@ class _Session:
         workers = self.options.workers
         return DataLoader(dataset, num_workers=workers, generator=generator,
                           pin_memory=self.device.type == "cuda",
+                          worker_init_fn=ignore_interrupts if workers else None,
                           persistent_workers=False, **kwargs)
 
+    def _stop_agreed(self) -> bool:
+        """Whether to stop now: asked here, or (under torchrun) by any process."""
+        if not self.world.distributed:
+            return self.stop.requested
+        return all_sum(self.world, [float(self.stop.requested)], self.device)[0] > 0
+
     def run(self, checkpoint: Optional[Dict[str, Any]]) -> TrainResult:
+        resumed: List[Optional[int]] = [None]
+        try:
+            return self._run(checkpoint, resumed)
+        except Stopped as stopped:
+            barrier(self.world)
+            return TrainResult(self.options.run_dir, {}, resumed[0], False, stopped)
+
+    def _run(self, checkpoint: Optional[Dict[str, Any]],
+             resumed: List[Optional[int]]) -> TrainResult:
         from c3d_extract.train.clips import ClipDataset
 
         options, world = self.options, self.world
@@ -315,7 +376,7 @@ class _Session:
         resumed_from = None
         if checkpoint is not None:
             tally = self._restore(checkpoint, state)
-            resumed_from = state["global_step"]
+            resumed_from = resumed[0] = state["global_step"]
             self.say(f"resuming from step {resumed_from} (epoch {state['epoch'] + 1}, "
                      f"batch {state['batches_done']} of {batches_total})")
         else:
@@ -332,16 +393,28 @@ class _Session:
 
             def on_step(batches_done: int, running: Tally, epoch: int = epoch) -> None:
                 state["global_step"] += 1
+                step = state["global_step"]
                 every = options.checkpoint_every
-                if every and state["global_step"] % every == 0 and batches_done < batches_total:
-                    self._save(epoch, batches_done, running, history, state["global_step"])
+                stopping = self._stop_agreed()
+                # A stop at an epoch's last step is saved as a position at the epoch's end:
+                # the rerun trains nothing more in it and goes on with its evaluation.
+                if stopping or (every and step % every == 0 and batches_done < batches_total):
+                    self._save(epoch, batches_done, running, history, step)
+                if stopping:
+                    raise Stopped(step, epoch + 1, batches_done)
 
-            tally = train_one_epoch(trainee, loader, batches_done=state["batches_done"],
-                                    batches_total=batches_total, tally=tally, on_step=on_step)
+            self.progress.epoch_started(epoch + 1, options.epochs, state["batches_done"],
+                                        batches_total)
+            try:
+                tally = train_one_epoch(trainee, loader, batches_done=state["batches_done"],
+                                        batches_total=batches_total, tally=tally,
+                                        on_step=on_step, on_batch=self.progress.batch_done)
+            finally:
+                self.progress.phase_ended()
             lr = optimizer.param_groups[0]["lr"]
             rows = [self._row(epoch + 1, "train", tally, lr=lr, started=started)]
             if val_loader is not None:
-                rows.append(self._row(epoch + 1, "val", evaluate_clips(trainee, val_loader),
+                rows.append(self._row(epoch + 1, "val", self._evaluate_val(val_loader),
                                       started=time.monotonic()))
             history.extend(rows)
             state.update(epoch=epoch + 1, batches_done=0)
@@ -350,7 +423,23 @@ class _Session:
             self._write_progress(history)
             for row in rows:
                 self.say(_row_line(row, options.epochs))
-        return TrainResult(options.run_dir, self._finish(history), resumed_from, False)
+        if self._stop_agreed():  # asked during the last evaluation: its checkpoint is written
+            raise Stopped(state["global_step"], options.epochs, batches_total)
+        return TrainResult(options.run_dir, self._finish(history, state["global_step"],
+                                                         batches_total),
+                           resumed_from, False)
+
+    def _evaluate_val(self, val_loader: DataLoader) -> Tally:
+        def counted():
+            for batch in val_loader:
+                yield batch
+                self.progress.evaluated(1)
+
+        self.progress.evaluation_started("validation", len(val_loader))
+        try:
+            return evaluate_clips(self.trainee, counted())
+        finally:
+            self.progress.phase_ended()
 
     def _place(self, model: torch.nn.Module) -> torch.nn.Module:
         model = model.to(self.device)
@@ -378,6 +467,8 @@ class _Session:
         summary = total.summary()
         row = {"epoch": epoch, "split": split, **summary, "lr": lr,
                "seconds": round(time.monotonic() - started, 1)}
+        if len(self.splits.classes) < TOP5_MIN_CLASSES:
+            row["top5"] = None
         if split != "test":
             row["clip_top1"] = summary["top1"]
         return row
@@ -420,8 +511,12 @@ class _Session:
             metrics.write_curves(self.path(CURVES), history)
             self._curves_drawn = time.monotonic()
 
-    def _finish(self, history: List[Dict[str, Any]]) -> Dict[str, Any]:
-        """Export the model, evaluate it on the test list, write the results."""
+    def _finish(self, history: List[Dict[str, Any]], step: int,
+                batches_total: int) -> Dict[str, Any]:
+        """Export the model, evaluate it on the test list, write the results.
+
+        A stop asked for meanwhile ends the evaluation (one process only: under torchrun
+        the processes would have to agree on every video); the rerun evaluates again."""
         if self.world.is_main:
             self._export()
         started = time.monotonic()
@@ -431,12 +526,19 @@ class _Session:
 
         def decoded():  # one video's windows in memory at a time
             for windows, label, index, error in self._loader(mine, batch_size=None):
+                if self.stop.requested and not self.world.distributed:
+                    raise Stopped(step, self.options.epochs, batches_total)
                 if error is None:
                     yield windows, label, index
                 else:
                     failed.append((index, error))
+                self.progress.evaluated(1)
 
-        scores = evaluate_videos(self.trainee, decoded(), self.options.batch_size)
+        self.progress.evaluation_started("test", len(mine))
+        try:
+            scores = evaluate_videos(self.trainee, decoded(), self.options.batch_size)
+        finally:
+            self.progress.phase_ended()
         everything = gather_objects(self.world, (scores, failed))
         results: Dict[str, Any] = {}
         if self.world.is_main:
@@ -459,7 +561,8 @@ class _Session:
             metrics.write_confusion(self.path(CONFUSION), test.pop("_confusion"),
                                     self.splits.classes)
             metrics.write_json(self.path(RESULTS), results)
-            self.say(f"test: top-1 {test['top1']:.4f}, top-5 {test['top5']:.4f} over "
+            top5 = "" if test["top5"] is None else f", top-5 {test['top5']:.4f}"
+            self.say(f"test: top-1 {test['top1']:.4f}{top5} over "
                      f"{test['videos']} videos (clip top-1 {test['clip_top1']:.4f})")
         barrier(self.world)
         return results
@@ -475,13 +578,15 @@ class _Session:
         matrix = metrics.confusion(labels, predicted, len(classes))
         windows = sum(s.windows for s in scores)
         picked = probabilities[np.arange(len(labels)), labels]
+        with_top5 = len(classes) >= TOP5_MIN_CLASSES
         return {
             "top1": float(metrics.topk_hits(probabilities, labels, 1).mean()),
-            "top5": float(metrics.topk_hits(probabilities, labels, 5).mean()),
+            "top5": float(metrics.topk_hits(probabilities, labels, 5).mean()) if with_top5
+            else None,
             "videos": len(scores),
             "loss": float(-np.log(np.maximum(picked, 1e-12)).mean()),
             "clip_top1": sum(s.window_top1 for s in scores) / windows,
-            "clip_top5": sum(s.window_top5 for s in scores) / windows,
+            "clip_top5": sum(s.window_top5 for s in scores) / windows if with_top5 else None,
             "clips": windows,
             "failed_videos": [self.splits.test[i].path + ": " + error for i, error in failed],
             "per_class": metrics.per_class_accuracy(matrix, classes),

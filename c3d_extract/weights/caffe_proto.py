@@ -16,6 +16,7 @@ newer form, so each blob's dialect is told from the wire type of that field.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Tuple, Union
 
@@ -164,7 +165,9 @@ def decode_blob(buffer: Union[bytes, memoryview]) -> np.ndarray:
             data = _double_chunks(by_number[8])
     if any(d < 0 for d in shape):
         raise WireFormatError(f"negative blob dimension in {shape}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 0
+    if len(shape) > 8:
+        raise WireFormatError(f"a blob of {len(shape)} dimensions")
+    count = math.prod(shape) if shape else 0  # Python integers: a product cannot wrap
     if data.size != count:
         raise WireFormatError(f"blob of shape {shape} holds {data.size} values, expected {count} "
                             "(truncated or damaged file?)")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import zipfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from c3d_extract.errors import WeightsError
+from c3d_extract.hdf5_checks import check_dataset, check_hdf5
 from c3d_extract.models.c3d import CONV_LAYERS
 from c3d_extract.weights import caffe_proto, layouts
 from c3d_extract.weights.kernel_orders import CAFFE, KD_REVERSED, KHKW_REVERSED
@@ -170,28 +170,56 @@ def _text(value: object) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _keras_layer_arrays(group, layer: str, source: str) -> Tuple[List[str], List[np.ndarray]]:
-    """Weight names and arrays of one Keras layer group (Keras 1 or 2 nesting)."""
+def _keras_layer_datasets(group, layer: str, source: str) -> Tuple[List[str], List[object]]:
+    """Weight names and datasets of one Keras layer group (Keras 1 or 2 nesting); nothing
+    is read yet."""
     import h5py
 
     names = [_text(n) for n in group.attrs.get("weight_names", [])]
+    if len(names) > 16:
+        raise WeightsError(f"{source}: layer {layer} names {len(names)} weights")
     if names:
         try:
-            return names, [np.asarray(group[n][()]) for n in names]
+            datasets = [group[n] for n in names]
         except KeyError as error:
             raise WeightsError(f"{source}: layer {layer} names a missing weight: {error}") from None
-    found: List[Tuple[str, np.ndarray]] = []
-    group.visititems(lambda name, item: found.append((name, np.asarray(item[()])))
+        if not all(isinstance(d, h5py.Dataset) for d in datasets):
+            raise WeightsError(f"{source}: layer {layer} names a weight that is not a dataset")
+        return names, datasets
+    found: List[Tuple[str, object]] = []
+    group.visititems(lambda name, item: found.append((name, item))
                      if isinstance(item, h5py.Dataset) else None)
     found.sort(key=lambda pair: pair[0])
-    return [n for n, _ in found], [a for _, a in found]
+    return [n for n, _ in found], [d for _, d in found]
+
+
+#: The most values one C3D tensor has (fc6's kernel, 8192 x 4096).
+MAX_TENSOR_ELEMENTS = 8192 * 4096
+
+
+def _keras_array(dataset, name: str, path: str, file_size: int) -> np.ndarray:
+    """One Keras weight, once its declared shape, dtype and storage are checked (nothing is
+    read before): at most ``MAX_TENSOR_ELEMENTS`` floating-point values, written to the
+    file (not only a fill value) and backed by its bytes."""
+    shape = tuple(int(d) for d in (dataset.shape or ()))
+    count = 1
+    for dim in shape:
+        count *= dim
+    if count > MAX_TENSOR_ELEMENTS:
+        raise WeightsError(f"{path}: weight {name} declares shape {shape}, larger than any "
+                           "C3D tensor")
+    if dataset.dtype.kind != "f":
+        raise WeightsError(f"{path}: weight {name} has dtype {dataset.dtype}; Keras writes "
+                           "weights as floating point")
+    check_dataset(dataset, name, path, file_size, WeightsError, written=True)
+    return np.asarray(dataset[()])
 
 
 @dataclass(frozen=True)
 class _KerasLayer:
     names: Tuple[str, str]      # weight names: kernel, bias
-    kernel: np.ndarray
-    bias: np.ndarray
+    kernel: object              # h5py datasets, not read yet
+    bias: object
 
 
 def _keras_layers(root, layer_names: Sequence[str], source: str) -> Dict[str, _KerasLayer]:
@@ -199,11 +227,11 @@ def _keras_layers(root, layer_names: Sequence[str], source: str) -> Dict[str, _K
     for layer in layer_names:
         if layer not in layouts.KERAS_LAYER_NAMES or layer not in root:
             continue
-        names, values = _keras_layer_arrays(root[layer], layer, source)
+        names, values = _keras_layer_datasets(root[layer], layer, source)
         if not values:
             continue
-        kernels = [(n, a) for n, a in zip(names, values) if a.ndim >= 2]
-        biases = [(n, a) for n, a in zip(names, values) if a.ndim == 1]
+        kernels = [(n, a) for n, a in zip(names, values) if len(a.shape or ()) >= 2]
+        biases = [(n, a) for n, a in zip(names, values) if len(a.shape or ()) == 1]
         if len(kernels) != 1 or len(biases) != 1 or len(values) != 2:
             raise WeightsError(f"{source}: layer {layer} holds arrays of shapes "
                                f"{[a.shape for a in values]}, expected a kernel and a bias")
@@ -257,32 +285,38 @@ def read_keras_h5(path: str) -> StoredWeights:
     except OSError as error:
         raise WeightsError(f"cannot read {path} as HDF5 (truncated or damaged?): {error}") from None
     with handle:
-        root = handle["model_weights"] if "model_weights" in handle else handle
-        attrs = {name: _text(root.attrs.get(name, handle.attrs.get(name, "")))
-                 for name in ("backend", "keras_version")}
-        attrs = {k: v for k, v in attrs.items() if v}
-        layer_names = [_text(n) for n in root.attrs.get("layer_names", [])] or list(root.keys())
         try:
+            check_hdf5(handle, path, WeightsError, sizes=False)
+            root = handle["model_weights"] if "model_weights" in handle else handle
+            attrs = {name: _text(root.attrs.get(name, handle.attrs.get(name, "")))
+                     for name in ("backend", "keras_version")}
+            attrs = {k: v for k, v in attrs.items() if v}
+            layer_names = [_text(n) for n in root.attrs.get("layer_names", [])][:10_000] \
+                or list(root.keys())
             layers = _keras_layers(root, layer_names, path)
-        except OSError as error:
+            if not layers:
+                raise WeightsError(f"{path} is an HDF5 file without Keras C3D layers (expected "
+                                   f"conv1 ... fc8; found {', '.join(layer_names[:8])})")
+            for keras_name, ours in layouts.KERAS_LAYER_NAMES.items():
+                if keras_name not in layers and ours != "fc8":
+                    raise WeightsError(f"{path}: no Keras layer {keras_name!r}")
+            structure, problem = _keras_structure(layers, attrs)
+            if structure is None:
+                raise WeightsError(
+                    f"{path} is neither a Keras 2 / TensorFlow file (weights named "
+                    "conv1/kernel:0, conv kernels (kD, kH, kW, in, out)) nor a Keras 1 / Theano "
+                    "file (weights named conv1_W, conv kernels (out, in, kD, kH, kW), no backend "
+                    f"attribute): {problem}")
+            file_size = int(handle.id.get_filesize())
+            arrays: Arrays = {}
+            for keras_name, layer in layers.items():
+                ours = layouts.KERAS_LAYER_NAMES[keras_name]
+                arrays[f"{ours}.weight"] = _array(
+                    _keras_array(layer.kernel, f"{keras_name}/{layer.names[0]}", path, file_size))
+                arrays[f"{ours}.bias"] = _array(
+                    _keras_array(layer.bias, f"{keras_name}/{layer.names[1]}", path, file_size))
+        except (OSError, ValueError, TypeError, KeyError) as error:
             raise WeightsError(f"cannot read {path} (truncated or damaged?): {error}") from None
-    if not layers:
-        raise WeightsError(f"{path} is an HDF5 file without Keras C3D layers "
-                           f"(expected conv1 ... fc8; found {', '.join(layer_names[:8])})")
-    for keras_name, ours in layouts.KERAS_LAYER_NAMES.items():
-        if keras_name not in layers and ours != "fc8":
-            raise WeightsError(f"{path}: no Keras layer {keras_name!r}")
-    structure, problem = _keras_structure(layers, attrs)
-    if structure is None:
-        raise WeightsError(
-            f"{path} is neither a Keras 2 / TensorFlow file (weights named conv1/kernel:0, "
-            "conv kernels (kD, kH, kW, in, out)) nor a Keras 1 / Theano file (weights named "
-            f"conv1_W, conv kernels (out, in, kD, kH, kW), no backend attribute): {problem}")
-    arrays: Arrays = {}
-    for keras_name, layer in layers.items():
-        ours = layouts.KERAS_LAYER_NAMES[keras_name]
-        arrays[f"{ours}.weight"] = _array(layer.kernel)
-        arrays[f"{ours}.bias"] = _array(layer.bias)
     if structure == "keras1":
         layout = StoredLayout(conv_channels_last=False, dense_in_out=True, fc6_inputs_thwc=False,
                               kernel_order=KHKW_REVERSED)
@@ -295,22 +329,62 @@ def read_keras_h5(path: str) -> StoredWeights:
 
 # -------------------------------------------------------------------------------- PyTorch
 
-def read_torch_file(path: str) -> object:
-    """What a PyTorch file holds, read without running code from it: ``torch.load`` with
-    ``weights_only=True``; a zip checkpoint holding other objects too (mmengine's) is read
-    again keeping its tensors only (``unpickle``)."""
+def read_torch_file(path: str, *, mmap: bool = False) -> object:
+    """What a PyTorch file holds, read without running code from it: the file is checked
+    first (``pickle_scan``: zip members, nesting, sizes and integers of its pickle), then
+    read by ``torch.load`` with ``weights_only=True``; a zip checkpoint holding other objects
+    too (mmengine's) is read again keeping its tensors only (``unpickle``). Every tensor is
+    then checked to lie inside its storage (``check_tensor_views``)."""
+    from c3d_extract.weights.pickle_scan import check_torch_file, starts_with_zip
+
+    check_torch_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
-        if zipfile.is_zipfile(path):
+        if starts_with_zip(path):
             from c3d_extract.weights.unpickle import load_tensors_only
             return load_tensors_only(path)
         first = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
         raise WeightsError(f"refusing to load {path}: it holds more than tensors ({first}); "
                            "only plain state dicts are read") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except (RuntimeError, EOFError, OSError, ValueError, AssertionError, TypeError,
+            IndexError, KeyError, MemoryError, RecursionError) as error:
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
         raise WeightsError(f"cannot read {path} as a PyTorch file (truncated or damaged?): "
-                           f"{error}") from None
+                           f"{type(error).__name__}: {first}") from None
+    check_tensor_views(loaded, path)
+    return loaded
+
+
+def _tensors_in(value: object, depth: int = 0):
+    if depth > 100:
+        return
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors_in(item, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors_in(item, depth + 1)
+
+
+def check_tensor_views(loaded: object, source: str) -> None:
+    """Refuse tensors that are not plain strided views inside their storage: a stride-0 or
+    overlapping view makes a few bytes look like gigabytes once copied."""
+    from c3d_extract.weights.unpickle import _Refusal, check_view
+
+    for tensor in _tensors_in(loaded):
+        if tensor.layout != torch.strided or tensor.is_quantized or tensor.device.type != "cpu":
+            raise WeightsError(f"refusing to load {source}: it holds a {tensor.layout} "
+                               "tensor (only dense tensors are read)")
+        element = tensor.element_size()
+        available = tensor.untyped_storage().nbytes() // element if element else 0
+        try:
+            check_view(tuple(tensor.shape), tuple(tensor.stride()), tensor.storage_offset(),
+                       available)
+        except _Refusal as refusal:
+            raise WeightsError(f"refusing to load {source}: it holds {refusal}") from None
 
 
 _MMACTION2_CONV_KEY = re.compile(r"^(?:backbone\.)?conv\w+\.conv\.(?:weight|bias)$")
@@ -333,6 +407,12 @@ def torch_stored(loaded: object, source: str) -> StoredWeights:
                            f"{type(loaded[bad[0]]).__name__})")
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in loaded.items()}
     keys = list(state)
+    wrong_type = [k for k, v in state.items() if not v.is_floating_point()
+                  and not k.endswith("num_batches_tracked")]
+    if wrong_type:
+        raise WeightsError(f"{source}: tensor {wrong_type[0]} has dtype "
+                           f"{str(state[wrong_type[0]].dtype)[6:]}; weights are floating point "
+                           "(quantised weights are not read)")
 
     if any(_MMACTION2_CONV_KEY.match(k) for k in keys):
         prefixed = any(k.startswith("backbone.") for k in keys)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -126,8 +127,13 @@ def _from_safetensors(path: str, name: str,
         class_names = tuple(json.loads(metadata.get("class_names", "[]")))
         notes = tuple(json.loads(metadata.get("conversion_notes", "[]")))
         kernel_order = check_kernel_order(metadata.get("source_kernel_order", CAFFE))
-    except (ValueError, TypeError, UsageError) as error:
+    except (ValueError, TypeError, AttributeError, UsageError) as error:
         raise WeightsError(f"{path} has unreadable metadata: {error}") from None
+    except RecursionError:
+        raise WeightsError(f"{path} has unreadable metadata: JSON nested too deep") from None
+    if not all(isinstance(n, str) for n in class_names + notes):
+        raise WeightsError(f"{path} has unreadable metadata: class names and notes must be "
+                           "lists of strings")
     return LoadedWeights(
         state_dict=state_dict, name=name, sha256=sha256,
         source_format=metadata.get("source_format", "safetensors"),
@@ -136,15 +142,41 @@ def _from_safetensors(path: str, name: str,
         kernel_order_assumed=metadata.get("kernel_order_assumed") == "true"), metadata
 
 
-def _checked(weights: LoadedWeights, source: str) -> LoadedWeights:
+def check_tensor_values(state_dict: Dict[str, torch.Tensor], source: str) -> None:
+    """Refuse weights that no trained network holds: integer, boolean or complex tensors,
+    and NaN or infinite values (they make every feature NaN or zero without an error)."""
+    for key, tensor in state_dict.items():
+        if not tensor.is_floating_point():
+            raise WeightsError(f"{source}: tensor {key} has dtype {str(tensor.dtype)[6:]}; "
+                               "weights are floating point (quantised weights are not read)")
+    for key, tensor in state_dict.items():
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise WeightsError(f"{source}: tensor {key} holds {bad} NaN or infinite values")
+
+
+def _checked(weights: LoadedWeights, source: str, values: bool = True) -> LoadedWeights:
+    check_state_dict(weights.state_dict, source)  # shapes first: nothing large is copied before
+    if values:
+        check_tensor_values(weights.state_dict, source)
     state_dict = {k: v.detach().to(torch.float32).contiguous()
                   for k, v in weights.state_dict.items()}
-    check_state_dict(state_dict, source)
+    if values:
+        check_tensor_values(state_dict, source)  # float64 values beyond float32's range
+        constant = [k for k, v in state_dict.items() if k.endswith(".weight") and v.numel() > 1
+                    and bool((v.reshape(-1) == v.reshape(-1)[0]).all())]
+        if constant:
+            more = " ..." if len(constant) > 4 else ""
+            warnings.warn(f"{source}: {', '.join(constant[:4])}{more} hold one value in every "
+                          "element: never trained or never written "
+                          "(no published C3D file has such layers); features will be "
+                          "meaningless", stacklevel=2)
     return replace(weights, state_dict=state_dict)
 
 
 def load_state_dict(path: str, *, kernel_order: Optional[str] = None,
-                    use_cache: bool = True) -> LoadedWeights:
+                    use_cache: bool = True, check_values: bool = True) -> LoadedWeights:
     """Read a weights file in any supported format, converted to the project's naming and
     Caffe order.
 
@@ -152,14 +184,15 @@ def load_state_dict(path: str, *, kernel_order: Optional[str] = None,
     default its format decides. A foreign format (Caffe, Keras, PyTorch pickles) is converted
     once and, with ``use_cache`` and no declared order, kept as safetensors under
     ``cache_dir()/converted/<sha256>`` so later runs skip the conversion; ``sha256`` stays
-    that of the source file.
+    that of the source file. Weights holding NaN or infinite values are refused unless
+    ``check_values`` is false (``describe`` shows them).
     """
     check_kernel_order(kernel_order)
     if not os.path.isfile(path):
         raise WeightsError(f"no weights file at {path}")
     sha256 = file_sha256(path)
     if _looks_like_safetensors(path) and kernel_order is None:
-        return _checked(_from_safetensors(path, path, sha256)[0], path)
+        return _checked(_from_safetensors(path, path, sha256)[0], path, check_values)
     cached = converted_cache_path(sha256)
     use_cache = use_cache and kernel_order is None
     if use_cache and cached.is_file():
@@ -178,15 +211,15 @@ def load_state_dict(path: str, *, kernel_order: Optional[str] = None,
                                own.source_format, notes=own.conversion_notes)
         converted = convert_stored(stored, name=path, sha256=sha256, kernel_order=kernel_order)
         return _checked(replace(converted, preprocessing=own.preprocessing,
-                                class_names=own.class_names), path)
+                                class_names=own.class_names), path, check_values)
     stored = formats.read_stored(path)
     derived = DERIVED_FILES.get(file_md5(path)) if stored.source_format.startswith("keras") \
         else None
     if derived:
         stored = replace(stored, notes=stored.notes + (derived,))
     weights = _checked(convert_stored(stored, name=path, sha256=sha256,
-                                      kernel_order=kernel_order), path)
-    if use_cache:
+                                      kernel_order=kernel_order), path, check_values)
+    if use_cache and check_values:
         try:
             write_safetensors(weights, cached)
         except OSError:
@@ -223,6 +256,24 @@ def convert_file(source: str, out: str, *, labels: Optional[str] = None,
 
 
 @dataclass(frozen=True)
+class TensorStats:
+    """What ``info`` shows of one tensor's values."""
+
+    name: str
+    dtype: str
+    nonfinite: int      # NaN and infinite values
+    constant: bool      # every value is the same (a never-trained or never-written tensor)
+
+
+def tensor_stats(name: str, tensor: torch.Tensor) -> TensorStats:
+    finite = torch.isfinite(tensor) if tensor.is_floating_point() else None
+    flat = tensor.reshape(-1)
+    constant = flat.numel() > 1 and bool((flat == flat[0]).all())
+    return TensorStats(name, str(tensor.dtype).replace("torch.", ""),
+                       0 if finite is None else int((~finite).sum()), constant)
+
+
+@dataclass(frozen=True)
 class WeightsInfo:
     """What ``c3d-weights info`` shows about a weights file."""
 
@@ -230,6 +281,7 @@ class WeightsInfo:
     source_format: str
     sha256: str
     layers: Tuple[Tuple[str, Tuple[int, ...]], ...]  # tensor name, shape
+    tensor_stats: Tuple["TensorStats", ...]
     parameter_count: int
     num_classes: int
     available_layers: Tuple[str, ...]
@@ -244,11 +296,14 @@ def describe(path: str, *, kernel_order: Optional[str] = None) -> WeightsInfo:
     check_kernel_order(kernel_order)
     if not os.path.isfile(path):
         raise WeightsError(f"no weights file at {path}")
-    weights = load_state_dict(path, kernel_order=kernel_order, use_cache=False)
+    weights = load_state_dict(path, kernel_order=kernel_order, use_cache=False,
+                              check_values=False)
     with torch.device("meta"):  # the architecture only, without allocating parameters
         model = C3D(weights.num_classes)
     return WeightsInfo(path=path, source_format=weights.source_format, sha256=weights.sha256,
                        layers=tuple((k, tuple(v.shape)) for k, v in weights.state_dict.items()),
+                       tensor_stats=tuple(tensor_stats(k, v)
+                                          for k, v in weights.state_dict.items()),
                        parameter_count=sum(v.numel() for v in weights.state_dict.values()),
                        num_classes=weights.num_classes,
                        available_layers=model.available_layers,

@@ -25,12 +25,15 @@ from torch import nn
 
 from c3d_extract.errors import C3DError, ModelFileError, WeightsError
 from c3d_extract.models.state_dicts import key_mismatch, shape_mismatch
-from c3d_extract.preprocess import Preprocessing
+from c3d_extract.preprocess import MAX_FRAME_SIDE, Preprocessing
 from c3d_extract.weights.safetensors_file import write_safetensors_file
 
 MODEL_FORMAT = "c3d-extract.model"
 MODEL_FORMAT_VERSION = "1"
 #: Metadata keys written by ``save_model_file``; extra metadata may not reuse them.
+#: Bounds of the numbers a model file's metadata may hold.
+MAX_CLIP_LEN = 1024
+MAX_CLASSES = 100_000
 RESERVED_KEYS: Tuple[str, ...] = ("format", "format_version", "arch", "num_classes",
                                   "class_names", "clip_len", "crop_size", "preprocessing")
 
@@ -62,9 +65,26 @@ def build_strict(arch: str, num_classes: int, state_dict: Mapping[str, torch.Ten
     from c3d_extract.models.registry import create_model
 
     check_shapes(arch, num_classes, state_dict, source)
+    check_values(state_dict, source)
     model = create_model(arch, num_classes=num_classes)
     model.load_state_dict(dict(state_dict), strict=True)
     return model.eval()
+
+
+def check_values(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse NaN or infinite values, and integer tensors other than BatchNorm's
+    ``num_batches_tracked`` counters (the only ones a real model holds)."""
+    for key, tensor in state_dict.items():
+        if not tensor.is_floating_point():
+            if key.endswith("num_batches_tracked"):
+                continue
+            raise ModelFileError(f"{source}: tensor {key} has dtype "
+                                 f"{str(tensor.dtype).replace('torch.', '')}; weights are "
+                                 "floating point")
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            raise ModelFileError(f"{source}: tensor {key} holds {int((~finite).sum())} NaN or "
+                                 "infinite values")
 
 
 def check_shapes(arch: str, num_classes: int, state_dict: Mapping[str, torch.Tensor],
@@ -194,14 +214,18 @@ def _parse_metadata(metadata: Mapping[str, str], path: str) -> Dict[str, object]
         # their architecture's (torchvision's for r2plus1d_18).
         preset = Preprocessing.from_dict(json.loads(metadata["preprocessing"]),
                                          family=get_architecture(arch).preset)
-    except (ValueError, TypeError, KeyError, C3DError) as error:
+    except (ValueError, TypeError, KeyError, AttributeError, C3DError) as error:
         raise ModelFileError(f"{path}: unreadable model file metadata: {error}") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: unreadable model file metadata: JSON nested too "
+                             "deep") from None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ModelFileError(f"{path}: class_names must be a JSON list of strings")
-    if len(names) != num_classes or num_classes < 1:
+    if len(names) != num_classes or not 1 <= num_classes <= MAX_CLASSES:
         raise ModelFileError(f"{path}: {len(names)} class names for num_classes = "
                              f"{metadata['num_classes']}")
-    if clip_len < 1 or crop_size < 1:
-        raise ModelFileError(f"{path}: clip_len and crop_size must be positive")
+    if not 1 <= clip_len <= MAX_CLIP_LEN or not 1 <= crop_size <= MAX_FRAME_SIDE:
+        raise ModelFileError(f"{path}: clip_len ({clip_len}) must be from 1 to {MAX_CLIP_LEN} "
+                             f"and crop_size ({crop_size}) from 1 to {MAX_FRAME_SIDE}")
     return {"arch": arch, "class_names": tuple(names), "clip_len": clip_len,
             "crop_size": crop_size, "preset": preset}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass, field, replace
 from typing import Dict, Optional, Tuple, Union
 
@@ -25,6 +24,7 @@ from c3d_extract.preprocess import Preprocessing
 from c3d_extract.weights.convert import LoadedWeights
 from c3d_extract.weights.formats import read_torch_file
 from c3d_extract.weights.kernel_orders import CAFFE
+from c3d_extract.weights.pickle_scan import starts_with_zip
 from c3d_extract.weights.loading import file_sha256, load_network
 from c3d_extract.weights.registry import resolve_weights
 from c3d_extract.weights.model_file import build_strict, is_model_file, read_model_file
@@ -142,7 +142,7 @@ def _looks_like_torch_file(path: str) -> bool:
     """A zip archive (torch.save since PyTorch 1.6), or a ``.pth``/``.pt`` pickle (older
     torch.save, as torchvision's 2019 files): other pickles, e.g. ``c3d.pickle``, are C3D
     files that would otherwise be read twice."""
-    if zipfile.is_zipfile(path):
+    if starts_with_zip(path):
         return True
     if not path.lower().endswith((".pth", ".pt")):
         return False
@@ -157,10 +157,7 @@ def torchvision_r2plus1d_state_dict(path: str) -> Optional[Dict[str, torch.Tenso
     if not _looks_like_torch_file(path):
         return None
     try:
-        if zipfile.is_zipfile(path):
-            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        else:
-            loaded = read_torch_file(path)
+        loaded = read_torch_file(path, mmap=starts_with_zip(path))
     except (WeightsError, pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError):
         return None  # not a plain state dict: left to the C3D readers and their messages
     if not isinstance(loaded, dict) or not all(k in loaded for k in _R2PLUS1D_MARKERS):

@@ -22,6 +22,8 @@ def write_safetensors_file(tensors: Mapping[str, torch.Tensor], out: os.PathLike
     os.close(handle)
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, temp, metadata=metadata)
+        # mkstemp makes the file private (0600); give it the mode any new file gets.
+        os.chmod(temp, 0o666 & ~_umask())
         with open(temp, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temp, out)
@@ -29,3 +31,9 @@ def write_safetensors_file(tensors: Mapping[str, torch.Tensor], out: os.PathLike
         Path(temp).unlink(missing_ok=True)
         raise
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
