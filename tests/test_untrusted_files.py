@@ -37,7 +37,10 @@ def _run(command, *args, env_extra=None, memory_limit=None):
             code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
         else:
             code = 0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # VmHWM is this interpreter's own high-water mark; ru_maxrss would also count the
+        # forked parent's pages (Linux keeps it across exec), i.e. the test runner's size.
+        with open("/proc/self/status") as status:
+            peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
         sys.stderr.write(f"\\nPEAK_KIB={{peak}}\\n")
         sys.stderr.flush()
         import os
