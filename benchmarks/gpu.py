@@ -404,6 +404,7 @@ def c3d_train_runs(root: Path, dataset: Dict[str, str], device: str, sizes: Size
                    timeout: float) -> Dict[str, Any]:
     """One epoch of ``c3d-train`` per architecture with AMP bf16 (fp32 on a CPU): the
     training clips/s from metrics.csv, and the run's wall time."""
+    root.mkdir(parents=True, exist_ok=True)  # c3d-train creates the run folder only
     deadline = time.monotonic() + timeout
     precision = "bf16" if device.startswith("cuda") else "fp32"
     rows = []
@@ -435,6 +436,7 @@ def resumed_run(root: Path, dataset: Dict[str, str], device: str, sizes: Sizes,
                 timeout: float) -> Dict[str, Any]:
     """R(2+1)D-18 with ``--deterministic``: an uninterrupted run, and one killed after its
     first checkpoint and run again; their model files compared bit for bit."""
+    root.mkdir(parents=True, exist_ok=True)  # c3d-train creates the run folder only
     deadline = time.monotonic() + timeout
     arch = sizes.resume_arch
     extra = ["--deterministic", "--checkpoint-every", "1", "--seed", "3"]

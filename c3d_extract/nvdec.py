@@ -21,7 +21,8 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from c3d_extract.decoders import PyAVDecoder, StreamInfo, VideoDecoder, _first_line
+from c3d_extract.decoders import (PyAVDecoder, StreamInfo, VideoDecoder, _first_line,
+                                  probe_video)
 from c3d_extract.errors import UsageError, VideoReadError
 
 #: Codecs (FFmpeg names) that NVDEC decodes; others are decoded on the CPU.
@@ -69,8 +70,9 @@ class NvdecDecoder(VideoDecoder):
 
     def __init__(self, path: str, info: Optional[StreamInfo] = None,
                  allow_damaged: bool = False) -> None:
+        info = info if info is not None else probe_video(path)
         super().__init__(path, info, allow_damaged)
-        self._codec = info.codec if info is not None else ""
+        self._codec = info.codec
         self._gpu = None
         self._cpu: Optional[VideoDecoder] = None
         refusal = nvdec_refusal(self._codec)

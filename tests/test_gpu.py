@@ -141,7 +141,7 @@ def test_nvdec_decodes_mpeg4_on_the_cpu_and_says_so(tmp_path):
     np.testing.assert_array_equal(frames, decode_rgb(video))
     messages = []
     decode_video("nvdec", str(video), SPORTS1M, messages.append)
-    assert messages[0] == ("start", pytest.approx(25.0), "mpeg4 (cpu)")
+    assert messages[0][:4] == ("start", pytest.approx(25.0), "mpeg4 (cpu)", "nvdec")
     assert any(m[0] == "warning" and "MPEG-4 Part 2" in m[1] for m in messages)
     assert messages[-1][0] == "end" and messages[-1][1] == 10
 
