@@ -24,6 +24,12 @@ kernel_order_option = click.option("--kernel-order", type=click.Choice(KERNEL_OR
                                    default=None, help=OPTION_HELP)
 
 
+def raise_interrupt(signum: int, frame: Any) -> None:
+    """A SIGTERM handler: stop the way Ctrl-C does (``KeyboardInterrupt``), so one path
+    says what is kept and exits 130."""
+    raise KeyboardInterrupt
+
+
 def library_errors(func: F) -> F:
     """Run a command body; typed library errors become one-line messages, never tracebacks.
 

@@ -12,7 +12,7 @@ import click
 
 from c3d_extract.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
                                     compute_options, kernel_order_option, library_errors,
-                                    show_warnings_plainly, split_list)
+                                    raise_interrupt, show_warnings_plainly, split_list)
 from c3d_extract.clips import SHORT_POLICIES
 from c3d_extract.decoders import DECODERS
 from c3d_extract.records import VideoRecord
@@ -115,10 +115,6 @@ class BarProgress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -239,7 +235,7 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
     if decode_only and (weights is not None or mean is not None):
         raise click.UsageError("--decode-only runs no network: leave out --weights and --mean")
     progress = BarProgress(quiet)
-    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous_handler = signal.signal(signal.SIGTERM, raise_interrupt)
     show_warnings_plainly()
     try:
         found = find_videos(list(inputs), list_file)

@@ -13,7 +13,7 @@ import click
 
 from c3d_extract.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
                                     compute_options, kernel_order_option, library_errors,
-                                    show_warnings_plainly)
+                                    raise_interrupt, show_warnings_plainly)
 from c3d_extract.decoders import DECODERS
 from c3d_extract.errors import VideoReadError
 from c3d_extract.overlay import DEFAULT_FPS, overlay_destinations
@@ -80,10 +80,6 @@ class PredictBar:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -157,7 +153,7 @@ def cli(videos: Sequence[str], weights: Optional[str], kernel_order: Optional[st
     if timeline is not None:
         check_output_location(timeline)
     progress = PredictBar(quiet)
-    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous_handler = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         loaded = load_model(weights, kernel_order=kernel_order)
         names = class_names_for(loaded, read_class_names(labels) if labels else None)
