@@ -102,7 +102,7 @@ class PredictBar:
               help="Moving average over this many windows before the per-window top-k "
               "(timeline and overlay).")
 @click.option("--overlay", type=click.Path(dir_okay=False),
-              help="Write the (single) input video re-encoded as H.264 (.mp4, .mov, .mkv) "
+              help="Write the (single) input video re-encoded as H.264 (.mp4, .m4v, .mov, .mkv) "
               "with the predictions drawn on every frame.")
 @click.option("--overlay-dir", type=click.Path(file_okay=False),
               help="Write one overlay video per input into this folder: <video id>.mp4.")

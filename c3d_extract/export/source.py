@@ -55,7 +55,7 @@ class VideoClips:
 def no_per_clip_message(path: str, layer: str, present: List[str]) -> str:
     return (f"{path} has no per-clip features for layer {layer!r} (it has: "
             f"{', '.join(present) or 'none'}); exporting needs them: extract with --per-clip "
-            f"(e.g. c3d-extract VIDEOS -o {path} --per-clip --layer {layer})")
+            f"into a new file (e.g. c3d-extract VIDEOS -o per_clip.h5 --per-clip --layer {layer})")
 
 
 class ClipReader:
