@@ -544,7 +544,8 @@ class DecordDecoder(VideoDecoder):
         ``get_frame_timestamp``: that is float32 (1/60 s reads 0.016666668), too coarse to
         pick the same frames as PyAV an hour into a video. A video whose timestamp count
         is not decord's frame count goes to PyAV before its first frame."""
-        times = presentation_times(self.path)
+        times = presentation_times(
+            self.path, self.info.stream_index if self.info is not None else None)
         if times is not None and len(times) != len(self._reader):
             raise DecoderUnsuitableError(f"decord counts {len(self._reader)} frames but the "
                                          f"stream has {len(times)} timestamps")

@@ -78,7 +78,7 @@ class NvdecDecoder(VideoDecoder):
         refusal = nvdec_refusal(self._codec)
         if refusal is None:
             try:
-                self._gpu = _open_cuda(path)
+                self._gpu = _open_cuda(path, info.stream_index)
             except (RuntimeError, ValueError) as error:
                 refusal = f"NVDEC could not open it ({_first_line(error)})"
         if refusal is not None:
@@ -94,9 +94,7 @@ class NvdecDecoder(VideoDecoder):
         return self._cpu is None
 
     def fps(self) -> float:
-        if self._cpu is not None:
-            return self._cpu.fps()
-        return float(self._gpu.metadata.average_fps or 0.0)
+        return super().fps()  # the stream's declared rate, as every decoder reports it
 
     def codec(self) -> str:
         codec = self._codec or (self._cpu.codec() if self._cpu is not None else "")
@@ -120,7 +118,9 @@ class NvdecDecoder(VideoDecoder):
                 yield frame.data.cpu().numpy()
                 index += 1
         if self._cpu is not None:
-            yield from self._cpu._frames()
+            for frame in self._cpu._frames():
+                self._cpu.n_decoded += 1  # its damage texts say where decoding got to
+                yield frame
 
     def _damage_seen(self) -> Optional[str]:
         return self._cpu._damage_seen() if self._cpu is not None else None
@@ -128,14 +128,18 @@ class NvdecDecoder(VideoDecoder):
     def _covered_seconds(self) -> Optional[float]:
         return self._cpu._covered_seconds() if self._cpu is not None else None
 
+    def _explain_shortfall(self, problem: str) -> str:
+        return self._cpu._explain_shortfall(problem) if self._cpu is not None else problem
+
     def close(self) -> None:
         self._gpu = None
         if self._cpu is not None:
             self._cpu.close()
 
 
-def _open_cuda(path: str):
+def _open_cuda(path: str, stream_index: int):
     from torchcodec.decoders import VideoDecoder as _Decoder
 
     device = os.environ.get(DEVICE_ENV, "cuda")
-    return _Decoder(path, device=device, dimension_order="NHWC")
+    # The stream every decoder reads (``probe_video``), so that counts and times agree.
+    return _Decoder(path, device=device, dimension_order="NHWC", stream_index=stream_index)

@@ -33,10 +33,16 @@ import numpy as np
 TIE_SECONDS = 1e-6
 
 
+#: The highest target frame rate accepted: above it every frame would be repeated so often
+#: that a run could go on for hours while looking busy.
+MAX_TARGET_FPS = 1000.0
+
+
 def check_target_fps(fps: float) -> None:
-    """Raise ``ValueError`` unless ``fps`` is a finite positive number."""
-    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-        raise ValueError(f"the target frame rate must be a positive number, not {fps!r}")
+    """Raise ``ValueError`` unless ``fps`` is a finite number in (0, ``MAX_TARGET_FPS``]."""
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and 0 < fps <= MAX_TARGET_FPS):
+        raise ValueError(f"the target frame rate must be a positive number of at most "
+                         f"{MAX_TARGET_FPS:g} frames per second, not {fps!r}")
 
 
 def _target_time(first: float, step: int, fps: float) -> float:

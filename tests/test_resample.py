@@ -72,9 +72,10 @@ def test_streaming_equals_the_whole_list_rule_on_irregular_times():
 
 
 def test_a_bad_rate_is_refused():
-    for fps in (0, -1, float("nan"), float("inf")):
+    for fps in (0, -1, float("nan"), float("inf"), 1000.5, 1e9):
         with pytest.raises(ValueError):
             resample_indices([0.0, 0.04], fps)
+    assert len(resample_indices([0.0, 0.04], 1000)) == 80  # the highest rate accepted
     with pytest.raises(UsageError, match="positive"):
         ExtractOptions(target_fps=-2).validate(network=False)
 

@@ -510,3 +510,24 @@ def test_a_folder_of_the_thirteen_extensions_is_decoded_whole(tmp_path):
     assert sorted(table["id"]) == sorted(list(EXTENSION_FILES) + ["e.ogv"])
     for i, video_id in enumerate(table["id"]):
         assert table["status"][i] == "ok" and table["n_frames"][i] == 20, video_id
+
+
+def test_nvdecs_cpu_fallback_reports_damage_as_pyav_does(whole_videos, tmp_path):
+    """MPEG-4 Part 2 goes from NVDEC to PyAV (no GPU needed): the damage texts, with where
+    decoding got to, must be PyAV's own."""
+    from c3d_extract.nvdec import NvdecDecoder
+
+    data = bytearray(whole_videos["avi"].read_bytes())
+    start = int(len(data) * 0.4)
+    data[start:start + 3000] = bytes(3000)
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(bytes(data))
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole_videos["avi"].read_bytes()[:len(data) // 2] + bytes(len(data)))
+    for path in (damaged, cut):
+        pyav, expected = decode("pyav", path, allow_damaged=True)
+        with NvdecDecoder(str(path), allow_damaged=True) as nvdec:
+            frames = np.stack(list(nvdec.frames()))
+        assert nvdec.codec() == "mpeg4 (cpu)"
+        assert len(frames) == len(expected) and nvdec.damage == pyav.damage != "", path
+    assert "damaged part way" in nvdec.damage  # the cut file padded with zeros after it

@@ -146,7 +146,7 @@ class BarProgress:
               "also the same five of the horizontally mirrored frame. Per-clip features "
               "become clips x crops x dims, in the order of the file's crop_order "
               "attribute (centre first); the descriptor averages clips and crops.")
-@click.option("--fps", "target_fps", type=click.FloatRange(min=0, min_open=True),
+@click.option("--fps", "target_fps", type=click.FloatRange(min=0, max=1000, min_open=True),
               help="Resample every video to this frame rate first: at each 1/FPS step the "
               "frame nearest in presentation time (no re-encoding); clips are cut from that "
               "sequence. Default: every decoded frame.")
