@@ -154,3 +154,26 @@ def test_predict_names_the_top_kinetics_class_and_labels_override(files, tmp_pat
                                              str(labels)], prog_name="c3d-predict")
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)[0]["top"][0]["name"] == f"k{top}"
+
+
+def test_a_torchvision_state_dict_inside_a_checkpoint_is_found(tmp_path):
+    """``{"state_dict": ...}``, ``{"model": ...}`` (torchvision's reference trainer) and DDP's
+    ``module.`` prefix are read as the plain state dict, as ``c3d-train --init`` reads them."""
+    from c3d_extract.weights.networks import torchvision_r2plus1d_state_dict, unwrap_state_dict
+
+    state = {name: torch.full((2,), float(i)) for i, name in enumerate(
+        ("stem.0.weight", "stem.3.weight", "layer4.1.conv2.0.3.weight", "fc.weight",
+         "fc.bias"))}
+    wrapped = {
+        "plain.pth": state,
+        "state_dict.pth": {"state_dict": state, "epoch": 3},
+        "model.pth": {"model": {f"module.{k}": v for k, v in state.items()}, "epoch": 3},
+    }
+    for name, content in wrapped.items():
+        torch.save(content, tmp_path / name)
+        found = torchvision_r2plus1d_state_dict(str(tmp_path / name))
+        assert found is not None and found.keys() == state.keys(), name
+        assert all(torch.equal(found[k], v) for k, v in state.items()), name
+    assert unwrap_state_dict({"epoch": 3}) == {"epoch": 3}  # nothing to unwrap
+    mixed = {"module.a": torch.zeros(1), "b": torch.zeros(1)}
+    assert unwrap_state_dict(mixed) is mixed  # a prefix on some keys only is not DDP's

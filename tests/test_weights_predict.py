@@ -143,3 +143,10 @@ def test_predict_refuses_a_truncated_video_and_a_text_file(weights_file, tmp_pat
     assert truncated["error"].startswith("truncated: ") and "of 96 frames decoded" in \
         truncated["error"]
     assert not_video["error"] == "notes.txt: not a video (FFmpeg reads it as tty/ansi text)"
+    # Let through with --allow-damaged, the damage is still said, in the plain output too.
+    result = CliRunner().invoke(cli, [str(cut), "--weights", str(weights_file), "-q", "-k", "1",
+                                      "--allow-damaged", "--backend", "torch",
+                                      "--batch-size", "2"], prog_name="c3d-predict")
+    assert result.exit_code == 0, result.output
+    assert "cut.avi: truncated: " in result.stderr and " of 96 frames decoded" in result.stderr
+    assert "1. " in result.stdout

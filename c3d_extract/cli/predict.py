@@ -178,6 +178,8 @@ def cli(videos: Sequence[str], weights: Optional[str], kernel_order: Optional[st
     for prediction in predictions:
         for warning in prediction.warnings:
             click.echo(f"warning: {prediction.video_id}: {warning}", err=True)
+        if prediction.error and prediction.top:  # damage let through by --allow-damaged
+            click.echo(f"warning: {prediction.video_id}: {prediction.error}", err=True)
     if timeline is not None:
         write_timeline_csv(timeline, [p.timeline for p in predictions if p.timeline],
                            min(top_k, loaded.num_classes), fps=fps or DEFAULT_FPS)

@@ -150,9 +150,9 @@ def _plain_state_dict(path: str) -> Dict[str, torch.Tensor]:
         reason = " ".join(str(error).split())[:300]
         raise WeightsError(f"{path} is not a PyTorch or safetensors state dict that "
                            f"c3d-train can read: {reason}") from None
-    for key in ("model", "state_dict"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
+    from c3d_extract.weights.networks import unwrap_state_dict
+
+    state = unwrap_state_dict(state)
     if not isinstance(state, Mapping) or not all(
             isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path} holds no state dict of tensors")

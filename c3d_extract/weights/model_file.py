@@ -30,10 +30,10 @@ from c3d_extract.weights.safetensors_file import write_safetensors_file
 
 MODEL_FORMAT = "c3d-extract.model"
 MODEL_FORMAT_VERSION = "1"
-#: Metadata keys written by ``save_model_file``; extra metadata may not reuse them.
 #: Bounds of the numbers a model file's metadata may hold.
 MAX_CLIP_LEN = 1024
 MAX_CLASSES = 100_000
+#: Metadata keys written by ``save_model_file``; extra metadata may not reuse them.
 RESERVED_KEYS: Tuple[str, ...] = ("format", "format_version", "arch", "num_classes",
                                   "class_names", "clip_len", "crop_size", "preprocessing")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 from dataclasses import dataclass, field, replace
-from typing import Dict, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -150,9 +150,23 @@ def _looks_like_torch_file(path: str) -> bool:
         return handle.read(1) == b"\x80"
 
 
+def unwrap_state_dict(loaded: Any) -> Any:
+    """The state dict inside a training checkpoint: under ``model`` or ``state_dict`` (as the
+    reference trainers save it), with DistributedDataParallel's ``module.`` prefix removed.
+    Anything else is returned as it is."""
+    for key in ("model", "state_dict"):
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
+            loaded = loaded[key]
+    if isinstance(loaded, Mapping) and loaded and all(
+            isinstance(k, str) and k.startswith("module.") for k in loaded):
+        return {k[len("module."):]: v for k, v in loaded.items()}
+    return loaded
+
+
 def torchvision_r2plus1d_state_dict(path: str) -> Optional[Dict[str, torch.Tensor]]:
-    """The state dict of ``path`` if it is a plain torchvision R(2+1)D-18 state dict (as
-    ``torch.save(model.state_dict(), path)`` writes it), else None. Read with
+    """The state dict of ``path`` if it holds a torchvision R(2+1)D-18 state dict (as
+    ``torch.save(model.state_dict(), path)`` writes it, or inside a checkpoint as
+    ``unwrap_state_dict`` finds it), else None. Read with
     ``weights_only=True``; a zip-format file is memory-mapped, so ruling it out is cheap."""
     if not _looks_like_torch_file(path):
         return None
@@ -160,6 +174,7 @@ def torchvision_r2plus1d_state_dict(path: str) -> Optional[Dict[str, torch.Tenso
         loaded = read_torch_file(path, mmap=starts_with_zip(path))
     except (WeightsError, pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError):
         return None  # not a plain state dict: left to the C3D readers and their messages
+    loaded = unwrap_state_dict(loaded)
     if not isinstance(loaded, dict) or not all(k in loaded for k in _R2PLUS1D_MARKERS):
         return None
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()):
