@@ -1,4 +1,7 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -12,6 +15,12 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 # those of what `auto` chooses clear these variables.
 os.environ["C3D_EXTRACT_CPU_PRECISION"] = "fp32"
 os.environ["C3D_EXTRACT_BACKEND"] = "torch"
+# OpenVINO conversions made by the tests go to a folder of the test run, not into the user's
+# cache (where they would take gigabytes and outlive the run).
+if "C3D_EXTRACT_OPENVINO_CACHE" not in os.environ:
+    _OPENVINO_CACHE = tempfile.mkdtemp(prefix="c3d-test-openvino-")
+    os.environ["C3D_EXTRACT_OPENVINO_CACHE"] = _OPENVINO_CACHE
+    atexit.register(shutil.rmtree, _OPENVINO_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -62,22 +62,26 @@ def cli(features: str, format_: str, output_dir: str, layer: str, segments: int,
     options = ExportOptions(format=format_, layer=layer, segments=segments,
                             crop_files=crop_files, normal_marker=normal_marker,
                             overwrite=overwrite)
-    bar = None
-    if not quiet:
-        from tqdm import tqdm
+    bars = []  # drawn at the first video exported, not for a file that is refused
 
-        bar = tqdm(unit="video", file=sys.stderr, dynamic_ncols=True)
+    def advance(meta: object) -> None:
+        if not bars:
+            from tqdm import tqdm
+
+            bars.append(tqdm(unit="video", file=sys.stderr, dynamic_ncols=True))
+        bars[0].update(1)
+
     try:
         summary = export_features(features, output_dir, options,
-                                  progress=None if bar is None else lambda meta: bar.update(1))
+                                  progress=None if quiet else advance)
     except KeyboardInterrupt:
-        if bar is not None:
+        for bar in bars:
             bar.close()
         click.echo(f"interrupted: the files written so far are kept in {output_dir}; rerun "
                    "the same command to write the rest", err=True)
         sys.exit(EXIT_INTERRUPTED)
     finally:
-        if bar is not None:
+        for bar in bars:
             bar.close()
     for warning in summary.warnings:
         click.echo(click.style(f"WARNING: {warning}", fg="yellow", bold=True), err=True)
