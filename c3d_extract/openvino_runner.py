@@ -36,6 +36,7 @@ from c3d_extract.batching import Batch
 from c3d_extract.errors import UsageError
 from c3d_extract.preprocess import CropWindow, Preprocessing
 from c3d_extract.runner import Outputs, gather_clips
+from c3d_extract.store import fsync_path
 from c3d_extract.weights.loading import cache_dir, file_sha256
 
 #: Overrides the folder of converted networks (default: the cache's ``openvino``).
@@ -325,22 +326,13 @@ def _store_entry(root: Path, folder: Path, key: ConversionKey, model: Any) -> No
         (temporary / _KEY_FILE).write_text(json.dumps({"key": asdict(key),
                                                        "sha256": checksums}))
         for path in temporary.iterdir():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
+            fsync_path(str(path))
         if folder.exists():
             _remove_folder(root, folder)
         os.rename(temporary, folder)
-        _fsync_directory(root)
+        fsync_path(str(root), directory=True)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass

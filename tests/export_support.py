@@ -1,5 +1,7 @@
 """Per-clip feature files for export tests, written with the store writer (no network)."""
 
+import csv
+import os
 from typing import Dict, Optional, Sequence
 
 import h5py
@@ -60,3 +62,7 @@ def make_crops(path, crops: np.ndarray, crop_order: Optional[str]) -> None:
             handle.attrs["crop_order"] = crop_order
 
 
+def index_rows(folder):
+    """The rows of ``folder/index.csv``, as dicts."""
+    with open(os.path.join(folder, "index.csv"), newline="") as handle:
+        return list(csv.DictReader(handle))

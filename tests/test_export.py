@@ -1,6 +1,5 @@
 """``c3d-export``: files, crops, reruns, the index, errors and the command line."""
 
-import csv
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from c3d_extract.export import ExportOptions, export_features
 from c3d_extract.export.crops import EXPORT_ORDER, canonical_name, parse_crop_order
 from c3d_extract.export.segments import (ekosman_clip_ranges, matlab_round, rtfm_clip_ranges,
                                          sultani_clip_ranges)
-from tests.export_support import clip_features, make_crops, write_store
+from tests.export_support import clip_features, index_rows, make_crops, write_store
 
 DIM = 8
 TORCHVISION_TEN_CROP = ("top_left,top_right,bottom_left,bottom_right,center,"
@@ -29,11 +28,6 @@ def small_store(path, **kwargs):
               "top.mp4": clip_features(1, 3, DIM)}
     write_store(path, videos, dim=DIM, **kwargs)
     return videos
-
-
-def index_rows(folder):
-    with open(os.path.join(folder, "index.csv"), newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 # ------------------------------------------------------------------ segment arithmetic

@@ -6,7 +6,6 @@ ekosman's repository is MIT: its ``to_segments``, ``FeaturesWriter``, ``read_fea
 and annotation reader are vendored verbatim in ``tests/data/ekosman``.
 """
 
-import csv
 import glob
 import importlib.util
 import math
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 
 from c3d_extract.export import ExportOptions, export_features
-from tests.export_support import DIM, clip_features, write_store
+from tests.export_support import DIM, clip_features, index_rows, write_store
 
 CLIP_COUNTS = (1, 31, 32, 33, 200)
 IDS = {n: f"{'Normal_Videos' if n == 33 else 'Abuse'}/{'Normal_Videos' if n == 33 else 'Abuse'}"
@@ -121,8 +120,7 @@ def test_sultani_leaves_the_last_clip_out(tmp_path):
 def test_sultani_index_has_the_scripts_segments(store, tmp_path):
     path, videos = store
     export_features(str(path), str(tmp_path), ExportOptions(format="sultani"))
-    with open(tmp_path / "index.csv", newline="") as handle:
-        rows = {row["id"]: row for row in csv.DictReader(handle)}
+    rows = {row["id"]: row for row in index_rows(tmp_path)}
     n = 200
     row = rows[IDS[n]]
     assert row["output"] == f"{Path(IDS[n]).stem}_C.txt" and row["clips"] == str(n)
@@ -248,8 +246,7 @@ def test_rtfm_dataset_reads_our_list_and_arrays(store, tmp_path, monkeypatch):
 def test_rtfm_index_lists_process_feat_segments(store, tmp_path):
     path, _ = store
     export_features(str(path), str(tmp_path), ExportOptions(format="rtfm"))
-    with open(tmp_path / "index.csv", newline="") as handle:
-        rows = {row["id"]: row for row in csv.DictReader(handle)}
+    rows = {row["id"]: row for row in index_rows(tmp_path)}
     n = 31
     r = [int(Fraction(i * n, 32)) for i in range(33)]
     expected = [f"{r[i] * 16}-{(max(r[i + 1] - 1, r[i])) * 16 + 15}" for i in range(32)]

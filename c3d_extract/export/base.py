@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional, Protocol, Sequence, Tuple
 
+import numpy as np
+
 from c3d_extract.errors import ExportError
-from c3d_extract.export.segments import ClipRange
+from c3d_extract.export.segments import ClipRange, l2_normalise_rows, segment_means
 from c3d_extract.export.source import StoreInfo, VideoClips, VideoMeta
 
 FORMATS = ("npy", "sultani", "ekosman", "rtfm")
@@ -71,3 +73,14 @@ def refuse_rows(video_id: str, bad_rows: Sequence[int], what: str) -> VideoRefus
     shown = ", ".join(str(i + 1) for i in bad_rows[:8]) + (" ..." if len(bad_rows) > 8 else "")
     return VideoRefused(f"video {video_id!r}: {what} {shown} cannot be L2-normalised (the "
                         "mean of its clips is zero or not finite)")
+
+
+def normalised_segments(video: VideoClips, ranges: Sequence[ClipRange],
+                        dtype: type) -> np.ndarray:
+    """The centre crop's segment means over ``ranges``, computed in ``dtype`` (the precision
+    of the pipeline copied), each L2-normalised; a row that cannot be refuses the video."""
+    clips = video.centre_crop().astype(dtype, copy=False)
+    normalised, bad = l2_normalise_rows(segment_means(clips, ranges))
+    if bad:
+        raise refuse_rows(video.meta.id, bad, "segment")
+    return normalised

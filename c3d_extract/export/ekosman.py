@@ -20,9 +20,9 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from c3d_extract.errors import ExportError
-from c3d_extract.export.base import ExportOptions, PlannedFile, VideoRefused, refuse_rows
-from c3d_extract.export.segments import (ClipRange, ekosman_clip_ranges, l2_normalise_rows,
-                                         segment_means)
+from c3d_extract.export.base import (ExportOptions, PlannedFile, VideoRefused,
+                                     normalised_segments)
+from c3d_extract.export.segments import ClipRange, ekosman_clip_ranges
 from c3d_extract.export.source import StoreInfo, VideoClips, VideoMeta
 
 ANNOTATION_NAME = "Train_Annotation.txt"
@@ -72,12 +72,8 @@ class EkosmanFormat:
         return ekosman_clip_ranges(n_clips, self.options.segments)
 
     def render(self, video: VideoClips) -> List[bytes]:
-        clips = video.centre_crop().astype(np.float32, copy=False)
-        segments = segment_means(clips, self.clip_ranges(len(clips)))
-        normalised, bad = l2_normalise_rows(segments)
-        if bad:
-            raise refuse_rows(video.meta.id, bad, "segment")
-        return [str_rows(normalised).encode("ascii")]
+        rows = normalised_segments(video, self.clip_ranges(len(video.features)), np.float32)
+        return [str_rows(rows).encode("ascii")]
 
     def finish(self, out_dir: str, exported: Sequence[VideoMeta]) -> Tuple[List[Tuple[str, bytes]],
                                                                           List[str]]:

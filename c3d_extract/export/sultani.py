@@ -18,10 +18,9 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from c3d_extract.errors import ExportError
-from c3d_extract.export.base import ExportOptions, PlannedFile, refuse_rows
+from c3d_extract.export.base import ExportOptions, PlannedFile, normalised_segments
 from c3d_extract.export.files import video_name
-from c3d_extract.export.segments import (ClipRange, l2_normalise_rows, segment_means,
-                                         sultani_clip_ranges)
+from c3d_extract.export.segments import ClipRange, sultani_clip_ranges
 from c3d_extract.export.source import StoreInfo, VideoClips, VideoMeta
 
 
@@ -54,12 +53,8 @@ class SultaniFormat:
         return sultani_clip_ranges(n_clips, self.options.segments)
 
     def render(self, video: VideoClips) -> List[bytes]:
-        clips = video.centre_crop().astype(np.float64)
-        segments = segment_means(clips, self.clip_ranges(len(clips)))
-        normalised, bad = l2_normalise_rows(segments)
-        if bad:
-            raise refuse_rows(video.meta.id, bad, "segment")
-        return [fprintf_rows(normalised).encode("ascii")]
+        rows = normalised_segments(video, self.clip_ranges(len(video.features)), np.float64)
+        return [fprintf_rows(rows).encode("ascii")]
 
     def finish(self, out_dir: str, exported: Sequence[VideoMeta]) -> Tuple[List[Tuple[str, bytes]],
                                                                           List[str]]:
