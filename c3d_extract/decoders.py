@@ -440,8 +440,10 @@ class VideoDecoder:
         times whichever backend decodes (``presentation_times``). Frames beyond the
         stream's timestamps (a damaged stream) continue at the declared rate, with a
         warning."""
-        times = presentation_times(
-            self.path, self.info.stream_index if self.info is not None else None)
+        return self._timed(presentation_times(
+            self.path, self.info.stream_index if self.info is not None else None))
+
+    def _timed(self, times: Optional[List[float]]) -> Iterator[Tuple[float, np.ndarray]]:
         rate = self.frame_rate()
         if times is None and not rate:
             raise VideoReadError("the video has neither timestamps nor a declared frame "
@@ -499,12 +501,12 @@ class DecordDecoder(VideoDecoder):
             unsuitable = decord_unsuitable(info)
             if unsuitable:
                 raise DecoderUnsuitableError(unsuitable)
-        if display_rotation(path):
-            raise DecoderUnsuitableError("decord applies the display rotation of this video "
-                                         "inconsistently")
         if os.path.getsize(path) > DECORD_MAX_BYTES:
             raise DecoderUnsuitableError("decord's memory grows with the bytes it reads; "
                                          "long files go to PyAV")
+        if display_rotation(path):
+            raise DecoderUnsuitableError("decord applies the display rotation of this video "
+                                         "inconsistently")
         try:
             self._reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
         except (RuntimeError, decord.DECORDError) as error:
@@ -549,7 +551,7 @@ class DecordDecoder(VideoDecoder):
         if times is not None and len(times) != len(self._reader):
             raise DecoderUnsuitableError(f"decord counts {len(self._reader)} frames but the "
                                          f"stream has {len(times)} timestamps")
-        return super().timed_frames()
+        return self._timed(times)
 
     def close(self) -> None:
         self._reader = None

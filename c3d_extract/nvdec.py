@@ -93,9 +93,6 @@ class NvdecDecoder(VideoDecoder):
     def on_gpu(self) -> bool:
         return self._cpu is None
 
-    def fps(self) -> float:
-        return super().fps()  # the stream's declared rate, as every decoder reports it
-
     def codec(self) -> str:
         codec = self._codec or (self._cpu.codec() if self._cpu is not None else "")
         return f"{codec} ({'nvdec' if self.on_gpu else 'cpu'})"
