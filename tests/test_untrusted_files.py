@@ -476,6 +476,19 @@ def test_constant_weights_warn_and_info_flags_them():
     assert not stats.constant and stats.nonfinite == 2
 
 
+def test_constant_weights_load_with_a_warning():
+    from dataclasses import replace
+
+    from c3d_extract.weights.loading import _checked, random_weights
+
+    weights = random_weights(0)
+    state = dict(weights.state_dict)
+    state["fc7.weight"] = torch.full_like(state["fc7.weight"], 0.5)
+    with pytest.warns(UserWarning, match="fc7.weight hold one value"):
+        checked = _checked(replace(weights, state_dict=state), "constant.pth")
+    assert torch.equal(checked.state_dict["fc7.weight"], state["fc7.weight"])
+
+
 def test_an_ordinary_hdf5_file_with_hard_link_cycles_and_named_types_passes(tmp_path):
     from c3d_extract.errors import StoreError
     from c3d_extract.hdf5_checks import check_hdf5

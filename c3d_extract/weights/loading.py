@@ -142,13 +142,18 @@ def _from_safetensors(path: str, name: str,
         kernel_order_assumed=metadata.get("kernel_order_assumed") == "true"), metadata
 
 
-def check_tensor_values(state_dict: Dict[str, torch.Tensor], source: str) -> None:
-    """Refuse weights that no trained network holds: integer, boolean or complex tensors,
-    and NaN or infinite values (they make every feature NaN or zero without an error)."""
+def check_tensor_dtypes(state_dict: Dict[str, torch.Tensor], source: str) -> None:
+    """Refuse integer, boolean or complex tensors: no trained network's weights."""
     for key, tensor in state_dict.items():
         if not tensor.is_floating_point():
             raise WeightsError(f"{source}: tensor {key} has dtype {str(tensor.dtype)[6:]}; "
                                "weights are floating point (quantised weights are not read)")
+
+
+def check_tensor_values(state_dict: Dict[str, torch.Tensor], source: str) -> None:
+    """Refuse weights that no trained network holds: integer, boolean or complex tensors,
+    and NaN or infinite values (they make every feature NaN or zero without an error)."""
+    check_tensor_dtypes(state_dict, source)
     for key, tensor in state_dict.items():
         finite = torch.isfinite(tensor)
         if not bool(finite.all()):
@@ -158,12 +163,14 @@ def check_tensor_values(state_dict: Dict[str, torch.Tensor], source: str) -> Non
 
 def _checked(weights: LoadedWeights, source: str, values: bool = True) -> LoadedWeights:
     check_state_dict(weights.state_dict, source)  # shapes first: nothing large is copied before
+    # Dtypes before the float32 cast hides them; values once, after it: NaN and infinities
+    # survive the cast, and float64 values beyond float32's range become infinities.
     if values:
-        check_tensor_values(weights.state_dict, source)
+        check_tensor_dtypes(weights.state_dict, source)
     state_dict = {k: v.detach().to(torch.float32).contiguous()
                   for k, v in weights.state_dict.items()}
     if values:
-        check_tensor_values(state_dict, source)  # float64 values beyond float32's range
+        check_tensor_values(state_dict, source)
         constant = [k for k, v in state_dict.items() if k.endswith(".weight") and v.numel() > 1
                     and bool((v.reshape(-1) == v.reshape(-1)[0]).all())]
         if constant:

@@ -17,7 +17,7 @@ import io
 import os
 import pickletools
 import zipfile
-from typing import Any, Dict, Iterator, List, Optional, Type
+from typing import Any, Dict, Iterator, List, Type
 
 #: Deepest nesting of containers a pickle may build (state dicts need about 6).
 MAX_DEPTH = 100
@@ -175,13 +175,12 @@ def _check_storage(pid: Any, limit: int) -> None:
             raise PickleRefused(f"a storage of {numel} elements in a file of {limit} bytes")
 
 
-def scan_pickle(data: bytes, source: str, *, file_size: int, count: int = 1,
-                error: Type[Exception] = None) -> None:
+def scan_pickle(data: bytes, source: str, *, file_size: int, count: int = 1) -> None:
     """Walk ``count`` consecutive pickles of ``data`` (fewer when ``data`` ends between two)
-    and raise ``error`` (``WeightsError``) naming ``source`` if one exceeds the limits."""
+    and raise ``WeightsError`` naming ``source`` if one exceeds the limits."""
     from c3d_extract.errors import WeightsError
 
-    error = error or WeightsError
+    error = WeightsError
     stream = io.BytesIO(data)
     int_limit = max(MAX_INT, 8 * file_size)
     try:
@@ -235,12 +234,12 @@ def open_checked_zip(path: str, error: Type[Exception]) -> Iterator[zipfile.ZipF
         yield archive
 
 
-def check_torch_file(path: str, error: Optional[Type[Exception]] = None) -> None:
+def check_torch_file(path: str) -> None:
     """Check ``path`` before ``torch.load`` reads it: the members of a zip checkpoint, then its
     ``data.pkl``; or the pickles a legacy ``torch.save`` file begins with."""
     from c3d_extract.errors import WeightsError
 
-    error = error or WeightsError
+    error = WeightsError
     try:
         size = os.path.getsize(path)
         if starts_with_zip(path):
@@ -254,7 +253,7 @@ def check_torch_file(path: str, error: Optional[Type[Exception]] = None) -> None
                     raise error(f"refusing to load {path}: its data.pkl is over "
                                 f"{MAX_PICKLE_BYTES >> 20} MiB")
                 data = archive.read(pickles[0])
-            scan_pickle(data, path, file_size=max(size, total), error=error)
+            scan_pickle(data, path, file_size=max(size, total))
             return
         with open(path, "rb") as handle:
             head = handle.read(MAX_LEGACY_HEAD)
@@ -262,4 +261,4 @@ def check_torch_file(path: str, error: Optional[Type[Exception]] = None) -> None
         raise error(f"cannot read {path} as a PyTorch file (truncated or damaged?): "
                     f"{damaged}") from None
     # The legacy format: magic number, protocol version, system info, the object, storage keys.
-    scan_pickle(head, path, file_size=size, count=5, error=error)
+    scan_pickle(head, path, file_size=size, count=5)

@@ -163,7 +163,7 @@ def _encode(text: Any, encoding: Any = "utf-8") -> bytes:
 
 
 #: The most bytes ``bytearray(n)`` in a pickle may ask for.
-MAX_BYTEARRAY = 1 << 26
+MAX_BYTEARRAY = pickle_scan.MAX_BUILTIN_INT  # what the pre-scan lets through
 
 
 def _bytearray(*args: Any) -> bytearray:
