@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from benchmarks.corpus import CorpusSpec, write_video
 from benchmarks.measure import isolated
+from benchmarks.run import _Log, hardware, hardware_line, versions
 
 _ROOT = Path(__file__).resolve().parents[1]
 #: The sections every result file has (None where the stage did not run or failed).
@@ -186,7 +187,7 @@ def run(out: Path, device: str, sizes: Sizes, *, tiny: bool = False,
     corpus = results["corpus"]
     try:
         results["hardware"], results["versions"] = _describe(device)
-        results["hardware_line"] = _hardware_line(results["hardware"])
+        results["hardware_line"] = hardware_line(results["hardware"])
     except Exception as error:  # noqa: BLE001 - the stages below say more; keep going
         results["hardware"], results["versions"] = {"error": str(error)[:300]}, {}
         results["hardware_line"] = f"Hardware: unknown ({type(error).__name__}: " \
@@ -528,8 +529,6 @@ def run_tests(folder: str, timeout: float) -> Dict[str, Any]:
 def _describe(device: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     import torch
 
-    from benchmarks.run import hardware, versions
-
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         resolved = torch.device("cpu")
@@ -551,12 +550,6 @@ def _driver_version() -> Optional[str]:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout else None
-
-
-def _hardware_line(hw: Dict[str, Any]) -> str:
-    from benchmarks.run import hardware_line
-
-    return hardware_line(hw)
 
 
 # ---------------------------------------------------------------- the table
@@ -674,17 +667,6 @@ def _tail(text: str, limit: int = 1500) -> str:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=list))
-
-
-class _Log:
-    """Progress lines on stderr, with the time since the start."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-
-    def __call__(self, message: str) -> None:
-        print(f"[{time.monotonic() - self.started:5.0f} s] {message}", file=sys.stderr,
-              flush=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 import warnings
-from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import numpy as np
@@ -62,6 +61,15 @@ def _timed(step: Callable[[], None], device, seconds: float, min_steps: int = 1)
             _sync(device)
     _sync(device)
     return {"steps": n, "seconds": time.perf_counter() - started}
+
+
+def _measured(step: Callable[[], None], device, task: Dict[str, Any], batch: int) -> Result:
+    """``step`` after ``task["warmup"]`` calls, for ``task["seconds"]``: clips/s, steps, peak."""
+    for _ in range(task["warmup"]):
+        step()
+    timed = _timed(step, device, task["seconds"])
+    return {"clips_per_s": _rate(timed["steps"] * batch / timed["seconds"]),
+            "steps": timed["steps"], "peak_mib": _peak_mib(device)}
 
 
 # ---------------------------------------------------------------- no OpenVINO on the CUDA path
@@ -241,11 +249,7 @@ def network(task: Dict[str, Any]) -> Result:
                 with torch.inference_mode(), _autocast(device, config["precision"]):
                     model.extract(x, ("fc6",))
 
-            for _ in range(task["warmup"]):
-                step()
-            timed = _timed(step, device, task["seconds"])
-            row.update(clips_per_s=_rate(timed["steps"] * config["batch"] / timed["seconds"]),
-                       steps=timed["steps"], peak_mib=_peak_mib(device))
+            row.update(_measured(step, device, task, config["batch"]))
         except torch.cuda.OutOfMemoryError:
             row.update(error="out of memory", peak_mib=_peak_mib(device))
         row["wall_s"] = round(time.perf_counter() - started, 2)
@@ -375,11 +379,7 @@ def train_steps(task: Dict[str, Any]) -> Result:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
-            for _ in range(task["warmup"]):
-                step()
-            timed = _timed(step, device, task["seconds"])
-            row.update(clips_per_s=_rate(timed["steps"] * arch["batch"] / timed["seconds"]),
-                       steps=timed["steps"], peak_mib=_peak_mib(device))
+            row.update(_measured(step, device, task, arch["batch"]))
         except torch.cuda.OutOfMemoryError:
             row.update(error="out of memory", peak_mib=_peak_mib(device))
         row["wall_s"] = round(time.perf_counter() - started, 2)

@@ -10,7 +10,7 @@ stores, so the probabilities sum to 1. The windows are the clips themselves
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -77,7 +77,6 @@ def predict(videos: Sequence[Tuple[str, str]], model: Network, *,
             options: Optional["ExtractOptions"] = None, mean: Optional[str] = None,
             stride: Optional[int] = None, smooth: int = 1,
             timeline: bool = False,
-            notify: Optional[Callable[[str], None]] = None,
             progress: Optional["Progress"] = None) -> Iterator[Prediction]:
     """Yield each video's top-k prediction as it finishes (completion order).
 
@@ -85,8 +84,7 @@ def predict(videos: Sequence[Tuple[str, str]], model: Network, *,
     layers, clip length and per-clip setting are replaced by the model's; ``stride``
     (default half the clip length) spaces the windows; ``mean`` a mean file replacing the
     preset mean. With ``timeline``, each prediction carries its windows' top-k, after a
-    moving average over ``smooth`` windows. ``notify`` hears of long waits before they
-    start (a first-use OpenVINO conversion); ``progress`` (``extractor.Progress``) hears of
+    moving average over ``smooth`` windows. ``progress`` (``extractor.Progress``) hears of
     each batch of windows and each video, once the network is ready.
     """
     from c3d_extract.extractor import ExtractOptions, Progress, iter_records, prepare_network
@@ -104,8 +102,8 @@ def predict(videos: Sequence[Tuple[str, str]], model: Network, *,
     layer = loaded.probability_layer
     options = replace(options or ExtractOptions(), layers=(layer,), per_clip=True,
                       clip_len=loaded.clip_len, stride=stride or max(1, loaded.clip_len // 2))
-    network = prepare_network(loaded, options, mean=mean, notify=notify)
     progress = progress or Progress()
+    network = prepare_network(loaded, options, mean=mean, notify=progress.notice)
     progress.start(len(videos), 0)
     for record in iter_records(list(videos), network, options, progress.clips_done,
                                progress.frames_decoded):

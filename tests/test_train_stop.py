@@ -39,8 +39,9 @@ def reference(tiny_ucf, tmp_path_factory):
     return run_dir, result
 
 
-def _interrupt_after_first_batch(args, how: str) -> subprocess.CompletedProcess:
-    """Start a run, signal it as soon as its first batch is reported, wait for it."""
+def _interrupt_after_first_batch(args, how: str, when: str = "train 1/2: 1/4 batches"
+                                 ) -> subprocess.CompletedProcess:
+    """Start a run, signal it as soon as a line starts with ``when``, wait for it."""
     process = subprocess.Popen(tiny_train_command(args), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=ROOT,
                                start_new_session=True)
@@ -48,7 +49,7 @@ def _interrupt_after_first_batch(args, how: str) -> subprocess.CompletedProcess:
     try:
         for line in process.stderr:
             lines.append(line)
-            if line.startswith("train 1/2: 1/4 batches"):
+            if line.startswith(when):
                 if how == "terminal":  # what a terminal's Ctrl-C does: the whole group
                     os.killpg(process.pid, signal.SIGINT)
                 else:
@@ -206,21 +207,9 @@ def test_a_signal_before_the_first_step_stops_after_it_even_at_an_epoch_end(tiny
                                                                            tmp_path):
     # One batch of 12 per epoch: the first step is also the epoch's last.
     args = _args(tiny_ucf, tmp_path / "stopped", "--batch-size", "12", "--workers", "0")
-    process = subprocess.Popen(tiny_train_command(args), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    lines = []
-    try:
-        for line in process.stderr:
-            lines.append(line)
-            if line.startswith("training tiny3d on"):  # no step has started yet
-                process.send_signal(signal.SIGTERM)
-                break
-        _, rest = process.communicate(timeout=300)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    stderr = "".join(lines) + rest
-    assert process.returncode == 130, stderr
+    stopped = _interrupt_after_first_batch(args, "sigterm", when="training tiny3d on")
+    stderr = stopped.stderr  # no step has started yet when it is signalled
+    assert stopped.returncode == 130, stderr
     assert "interrupted: stopped after step 1 (epoch 1, batch 1); " in stderr
     final = run_tiny_train(args)
     assert final.returncode == 0, final.stderr

@@ -7,10 +7,11 @@ import json
 import signal
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import click
 
+from c3d_extract.cli.extract import BarProgress
 from c3d_extract.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
                                     compute_options, kernel_order_option, library_errors,
                                     raise_interrupt, show_warnings_plainly)
@@ -32,26 +33,19 @@ Examples:
 """
 
 
-class PredictBar:
+class PredictBar(BarProgress):
     """A tqdm bar on stderr: videos done / total, and the windows of the videos in progress
     with their rate (counted from when the network is ready, so loading and converting it
     do not lower it). Redrawn at least every half second, so a single long video moves too.
     """
 
     def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.bar: Any = None
+        super().__init__(quiet)
         self.windows = self.videos = 0
-        self.started = self.drawn = time.monotonic()
+        self.drawn = self.started
 
-    def start(self, total: int, already_done: int) -> None:
-        self.started = time.monotonic()
-        if self.quiet or total == 0:
-            return
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, unit="video", file=sys.stderr, dynamic_ncols=True,
-                        smoothing=0.1)
+    def notice(self, text: str) -> None:
+        click.echo(text, err=True)  # before the bar, and with --quiet too
 
     def clips_done(self, n_clips: int) -> None:
         self.windows += n_clips
@@ -75,11 +69,6 @@ class PredictBar:
         if time.monotonic() - self.drawn >= 0.5:
             self.bar.refresh()
             self.drawn = time.monotonic()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -164,8 +153,7 @@ def cli(videos: Sequence[str], weights: Optional[str], kernel_order: Optional[st
         predictions = predict_in_order(
             [(s.id, s.path) for s in sources], loaded, top_k=top_k, class_names=names,
             options=options, mean=mean, stride=stride, smooth=smooth,
-            timeline=bool(timeline or overlays), progress=progress,
-            notify=lambda text: click.echo(text, err=True))
+            timeline=bool(timeline or overlays), progress=progress)
     except KeyboardInterrupt:
         progress.close()
         click.echo(f"interrupted after {progress.videos} of {len(sources)} videos: nothing is "

@@ -334,15 +334,14 @@ class _Session:
         return all_sum(self.world, [float(self.stop.requested)], self.device)[0] > 0
 
     def run(self, checkpoint: Optional[Dict[str, Any]]) -> TrainResult:
-        resumed: List[Optional[int]] = [None]
         try:
-            return self._run(checkpoint, resumed)
+            return self._run(checkpoint)
         except Stopped as stopped:
             barrier(self.world)
-            return TrainResult(self.options.run_dir, {}, resumed[0], False, stopped)
+            resumed = None if checkpoint is None else checkpoint["global_step"]
+            return TrainResult(self.options.run_dir, {}, resumed, False, stopped)
 
-    def _run(self, checkpoint: Optional[Dict[str, Any]],
-             resumed: List[Optional[int]]) -> TrainResult:
+    def _run(self, checkpoint: Optional[Dict[str, Any]]) -> TrainResult:
         from c3d_extract.train.clips import ClipDataset
 
         options, world = self.options, self.world
@@ -376,7 +375,7 @@ class _Session:
         resumed_from = None
         if checkpoint is not None:
             tally = self._restore(checkpoint, state)
-            resumed_from = resumed[0] = state["global_step"]
+            resumed_from = state["global_step"]
             self.say(f"resuming from step {resumed_from} (epoch {state['epoch'] + 1}, "
                      f"batch {state['batches_done']} of {batches_total})")
         else:
