@@ -64,7 +64,7 @@ gpu-wheels:
 
 ## Long leak test over 1,000 short videos.
 soak: $(STAMP)
-	$(BIN)/python -m pytest -q -m soak -p no:cacheprovider tests/test_soak.py
+	$(BIN)/python -m pytest -q -m soak -p no:cacheprovider tests/extraction/test_soak.py
 
 clean:
 	rm -rf $(VENV) samples demo.h5 bench-results gpu-wheels .pytest_cache

@@ -363,7 +363,7 @@ def network_configs(sizes: Sizes, on_cuda: bool) -> List[Dict[str, Any]]:
 
 def make_train_data(root: Path, sizes: Sizes) -> Dict[str, str]:
     """A UCF101-shaped dataset (3 classes, 4 groups, MPEG-4 AVI) and its split files."""
-    from tests.train_data import write_tiny_ucf101
+    from tests.support.train_data import write_tiny_ucf101
 
     stamp = root / "done.json"
     text = json.dumps([sizes.train_clips_per_video, list(sizes.train_video_size)])
@@ -391,7 +391,7 @@ def _train_command(dataset: Dict[str, str], run_dir: Path, arch: str, device: st
     return command
 
 
-_TINY_LAUNCH = ("import sys; from tests.train_support import register_tiny; register_tiny(); "
+_TINY_LAUNCH = ("import sys; from tests.support.train_support import register_tiny; register_tiny(); "
                 "from c3d_extract.cli.train import main; sys.argv[0] = 'c3d-train'; main()")
 
 

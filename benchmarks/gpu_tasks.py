@@ -91,7 +91,7 @@ def openvino_free(task: Dict[str, Any]) -> Result:
 
     imported, failed = [], {}
     for module in pkgutil.walk_packages(c3d_extract.__path__, "c3d_extract."):
-        if module.name in ("c3d_extract.openvino_runner", "c3d_extract.ray_job"):
+        if module.name in ("c3d_extract.extraction.openvino_runner", "c3d_extract.extraction.ray_job"):
             continue
         try:
             importlib.import_module(module.name)
@@ -100,7 +100,7 @@ def openvino_free(task: Dict[str, Any]) -> Result:
             failed[module.name] = str(error)
     import torch
 
-    from c3d_extract.backends import resolve_backend
+    from c3d_extract.extraction.backends import resolve_backend
 
     backend = resolve_backend("auto", torch.device("cuda"))
     loaded = sorted(name for name in sys.modules if name.split(".")[0] == "openvino")
@@ -116,9 +116,9 @@ def extract_rates(task: Dict[str, Any]) -> Result:
     workers' own rate), then the whole extraction with the command's defaults, into fresh
     files; one network, prepared once, serves every run."""
     from benchmarks.measure import synthetic_batch
-    from c3d_extract.extractor import (ExtractOptions, check_videos, default_batch_size,
+    from c3d_extract.extraction.run import (ExtractOptions, check_videos, default_batch_size,
                                        extract_videos, prepare_network)
-    from c3d_extract.sources import discover
+    from c3d_extract.video.sources import discover
     from c3d_extract.weights.loading import random_weights
 
     with warnings.catch_warnings():
@@ -164,10 +164,10 @@ def _quiet_extract(function, videos, output, weights, options):
 def nvdec(task: Dict[str, Any]) -> Result:
     """NVDEC's frames against PyAV's on one H.264 video (the colour-conversion tolerance),
     and ``--decode-only`` with ``--decoder nvdec`` over the corpus: fallbacks counted."""
-    from c3d_extract.decoders import check_decoder, open_decoder
-    from c3d_extract.extractor import ExtractOptions, check_videos
-    from c3d_extract.sources import discover
-    from c3d_extract.store import read_video_table
+    from c3d_extract.video.decoders import check_decoder, open_decoder
+    from c3d_extract.extraction.run import ExtractOptions, check_videos
+    from c3d_extract.video.sources import discover
+    from c3d_extract.store.write import read_video_table
 
     check_decoder("nvdec")
     with open_decoder("nvdec", task["h264_video"]) as video:
@@ -348,7 +348,7 @@ def train_steps(task: Dict[str, Any]) -> Result:
     device = torch.device(task["device"])
     torch.backends.cudnn.benchmark = True
     if any(arch["name"] == "tiny3d" for arch in task["archs"]):
-        from tests.train_support import register_tiny
+        from tests.support.train_support import register_tiny
 
         register_tiny()
     rows: List[Result] = []

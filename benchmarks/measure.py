@@ -49,7 +49,7 @@ def summary(values: List[float]) -> Result:
 
 
 def video_files(folder: str) -> List[str]:
-    from c3d_extract.sources import is_video_name
+    from c3d_extract.video.sources import is_video_name
 
     return sorted(str(p) for p in Path(folder).iterdir() if is_video_name(p.name))
 
@@ -136,8 +136,8 @@ def decode_only(task: Dict[str, Any]) -> Result:
     """Frames/s of one decode worker's job (decode + resize + crop), on one core."""
     import cv2
 
-    from c3d_extract.preprocess import SPORTS1M
-    from c3d_extract.workers import decode_video
+    from c3d_extract.video.preprocess import SPORTS1M
+    from c3d_extract.video.workers import decode_video
 
     cv2.setNumThreads(1)  # as in the workers
     paths = video_files(task["folder"])
@@ -168,7 +168,7 @@ def decode_only(task: Dict[str, Any]) -> Result:
 def synthetic_batch(batch_size: int, clip_len: int = 16, stride: int = 8, crop: int = 112,
                     seed: int = 0):
     """A batch as the batcher makes it: consecutive clips of one video, frames shared."""
-    from c3d_extract.batching import Batch, Clip
+    from c3d_extract.extraction.batching import Batch, Clip
 
     n_frames = clip_len + stride * (batch_size - 1)
     frames = np.random.default_rng(seed).integers(0, 256, (n_frames, crop, crop, 3), np.uint8)
@@ -179,7 +179,7 @@ def synthetic_batch(batch_size: int, clip_len: int = 16, stride: int = 8, crop: 
 
 
 def _runner(device_name: str, precision: str, batch_size: int):
-    from c3d_extract.extractor import ExtractOptions, prepare_network
+    from c3d_extract.extraction.run import ExtractOptions, prepare_network
     from c3d_extract.weights.loading import random_weights
 
     options = ExtractOptions(device=device_name, precision=precision, batch_size=batch_size)
@@ -232,9 +232,9 @@ def end_to_end(task: Dict[str, Any]) -> Result:
     """``extract()`` over a folder into a fresh HDF5 file, as a user runs it."""
     import torch
 
-    from c3d_extract.extractor import ExtractOptions, extract
+    from c3d_extract.extraction.run import ExtractOptions, extract
     from c3d_extract.weights.loading import random_weights
-    from c3d_extract.workers import default_workers
+    from c3d_extract.video.workers import default_workers
 
     options = ExtractOptions(device=task["device"], precision=task["precision"],
                              decoder=task["decoder"], batch_size=task["batch_size"],
@@ -299,7 +299,7 @@ def naive_descriptors(paths: List[str], model, device, mean_bgr) -> Dict[str, np
 def naive(task: Dict[str, Any]) -> Result:
     import torch
 
-    from c3d_extract.preprocess import SPORTS1M
+    from c3d_extract.video.preprocess import SPORTS1M
     from c3d_extract.weights.loading import load_network, random_weights
 
     if task.get("threads"):
@@ -363,7 +363,7 @@ def command_line(task: Dict[str, Any]) -> Result:
         wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"c3d-extract failed: {done.stderr[-2000:]}")
-    from c3d_extract.store import read_attributes, read_video_table
+    from c3d_extract.store.write import read_attributes, read_video_table
 
     table = read_video_table(task["keep"])
     n_clips, n_frames = int(np.sum(table["n_clips"])), int(np.sum(table["n_frames"]))

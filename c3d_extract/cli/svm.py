@@ -37,7 +37,7 @@ def check_feature_file(features: str, other: Optional[str], usage: str) -> None:
 
 def default_layer(features: str) -> str:
     """fc6 when the file holds it (the paper's choice), else the first layer it holds."""
-    from c3d_extract.store import read_attributes
+    from c3d_extract.store.write import read_attributes
 
     layers = [name for name in str(read_attributes(features).get("layers", "")).split(",")
               if name]

@@ -288,7 +288,7 @@ def cache(context: click.Context) -> None:
         return
     import time
 
-    from c3d_extract.openvino_runner import (CACHE_ENV, CACHE_LIMIT_ENV, cache_entries,
+    from c3d_extract.extraction.openvino_runner import (CACHE_ENV, CACHE_LIMIT_ENV, cache_entries,
                                              openvino_cache_dir, openvino_cache_limit)
 
     root, limit = openvino_cache_dir(), openvino_cache_limit()
@@ -324,7 +324,7 @@ def clear() -> None:
     Example:
       c3d-weights cache clear
     """
-    from c3d_extract.openvino_runner import clear_cache, openvino_cache_dir
+    from c3d_extract.extraction.openvino_runner import clear_cache, openvino_cache_dir
 
     root = openvino_cache_dir()
     removed, size = clear_cache(root)

@@ -185,7 +185,7 @@ def state_dict_shapes(num_classes: int = SPORTS1M_CLASSES) -> Dict[str, Tuple[in
 
 def _register() -> None:
     from c3d_extract.models.registry import Architecture, register
-    from c3d_extract.preprocess import Preprocessing
+    from c3d_extract.video.preprocess import Preprocessing
 
     register(Architecture(
         name="c3d", build=build_c3d, preset=Preprocessing(), clip_len=16, crop_size=112,

@@ -178,7 +178,7 @@ def build_r2plus1d_18(*, num_classes: int = KINETICS400_CLASSES,
 
 def _register() -> None:
     from c3d_extract.models.registry import Architecture, register
-    from c3d_extract.preprocess import KINETICS400_TORCHVISION
+    from c3d_extract.video.preprocess import KINETICS400_TORCHVISION
 
     register(Architecture(
         name="r2plus1d_18", build=build_r2plus1d_18, preset=KINETICS400_TORCHVISION,

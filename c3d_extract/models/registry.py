@@ -14,7 +14,7 @@ from typing import Callable, Dict, Tuple
 from torch import nn
 
 from c3d_extract.errors import UsageError
-from c3d_extract.preprocess import Preprocessing
+from c3d_extract.video.preprocess import Preprocessing
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import torch
 from torch import distributed as dist
 from torch.utils.data import DistributedSampler
 
-from c3d_extract.launch import launched_shard, local_rank
+from c3d_extract.device.launch import launched_shard, local_rank
 
 
 @dataclass(frozen=True)

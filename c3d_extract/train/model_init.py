@@ -68,7 +68,7 @@ def read_initial_state(path: str, arch: Architecture) -> Tuple[Dict[str, torch.T
             raise UsageError(f"{path} holds a {model_file.arch} model, not {arch.name}")
         return dict(model_file.state_dict), f"{path} (a trained {model_file.arch} model)"
     if arch.name == "c3d":
-        from c3d_extract.weights.registry import resolve_weights
+        from c3d_extract.weights.hub import resolve_weights
 
         loaded = resolve_weights(path)
         return dict(loaded.state_dict), f"{loaded.name} ({loaded.source_format})"

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from c3d_extract.device_memory import device_memory_guard
+from c3d_extract.device.memory import device_memory_guard
 from c3d_extract.errors import (C3DError, OutputLockedError, StoreError, UsageError,
                                 VideoReadError)
-from c3d_extract.locking import OutputLock
+from c3d_extract.store.locking import OutputLock
 from c3d_extract.models.registry import Architecture, get_architecture
-from c3d_extract.preprocess import Preprocessing
-from c3d_extract.store import remove_quietly, remove_stale_temporaries
+from c3d_extract.video.preprocess import Preprocessing
+from c3d_extract.store.write import remove_quietly, remove_stale_temporaries
 from c3d_extract.train import metrics
 from c3d_extract.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from c3d_extract.train.distributed import (ResumableSampler, World, all_sum, barrier,
@@ -40,7 +40,7 @@ from c3d_extract.train.model_init import (build_model, class_names_for_run, head
                                           kept_head_class_names)
 from c3d_extract.train.optim import build_optimizer, build_scheduler
 from c3d_extract.train.options import TrainOptions
-from c3d_extract.train.precision import grad_scaler, resolve_training_precision
+from c3d_extract.device.precision import grad_scaler, resolve_training_precision
 from c3d_extract.train.stopping import StopRequest, Stopped, ignore_interrupts
 
 ARGS, SPLITS, CHECKPOINT = "args.json", "splits.json", "checkpoint.pt"
@@ -96,8 +96,8 @@ def train(options: TrainOptions, report: Report = lambda line: None,
     ``stop`` is requested (e.g. by a signal handler), the run finishes the optimizer step in
     progress (or the next one), writes a checkpoint and returns with ``stopped`` set.
     """
-    from c3d_extract.runner import resolve_device
-    from c3d_extract.store import check_output_location
+    from c3d_extract.extraction.torch_runner import resolve_device
+    from c3d_extract.store.write import check_output_location
 
     # The run folder is created, its parent must exist: a mistyped -o fails at once, as
     # c3d-extract's and c3d-predict's outputs do.
@@ -111,7 +111,7 @@ def train(options: TrainOptions, report: Report = lambda line: None,
     try:
         arch = get_architecture(options.arch)
         clip_len, crop_size = _input_size(options, arch)
-        from c3d_extract.train.clips import preset_for_crop
+        from c3d_extract.train.clip_sampling import preset_for_crop
 
         # Other crop sizes scale the resize with the crop; the model file records this preset.
         preset = preset_for_crop(arch.preset, crop_size)
@@ -292,7 +292,7 @@ class _VideoWindows(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int):
-        from c3d_extract.train.clips import eval_windows
+        from c3d_extract.train.clip_sampling import eval_windows
 
         sample = self.samples[index]
         try:
@@ -342,7 +342,7 @@ class _Session:
             return TrainResult(self.options.run_dir, {}, resumed, False, stopped)
 
     def _run(self, checkpoint: Optional[Dict[str, Any]]) -> TrainResult:
-        from c3d_extract.train.clips import ClipDataset
+        from c3d_extract.train.clip_sampling import ClipDataset
 
         options, world = self.options, self.world
         seed_everything(options.seed)

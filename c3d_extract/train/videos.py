@@ -1,9 +1,9 @@
 """What one video is on disk for training (a video file or a folder of numbered frames) and
 reading a range of its frames.
 
-Frame folders are those of ``c3d_extract.frame_folders`` (numbered JPEG/PNG files, frames in
+Frame folders are those of ``c3d_extract.video.frame_folders`` (numbered JPEG/PNG files, frames in
 numeric order). Video files are decoded sequentially with the project's decoders
-(``c3d_extract.decoders``), up to the last frame a clip needs; frame folders read only the
+(``c3d_extract.video.decoders``), up to the last frame a clip needs; frame folders read only the
 images a clip needs.
 """
 
@@ -14,10 +14,10 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-from c3d_extract.decoders import FALLBACK, available_decoders, open_decoder
+from c3d_extract.video.decoders import FALLBACK, available_decoders, open_decoder
 from c3d_extract.errors import VideoReadError
-from c3d_extract.frame_folders import is_frame_folder, list_frames
-from c3d_extract.sources import is_video_name
+from c3d_extract.video.frame_folders import is_frame_folder, list_frames
+from c3d_extract.video.sources import is_video_name
 
 
 def is_video(path: str) -> bool:

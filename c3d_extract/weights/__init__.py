@@ -16,7 +16,7 @@ _EXPORTS = {
     "load_network": "c3d_extract.weights.loading",
     "load_state_dict": "c3d_extract.weights.loading",
     "random_weights": "c3d_extract.weights.loading",
-    "resolve_weights": "c3d_extract.weights.registry",
+    "resolve_weights": "c3d_extract.weights.hub",
 }
 
 __all__ = sorted(_EXPORTS)

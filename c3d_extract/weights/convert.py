@@ -24,7 +24,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 
 from c3d_extract.errors import UsageError, WeightsError
-from c3d_extract.preprocess import SPORTS1M, Preprocessing
+from c3d_extract.video.preprocess import SPORTS1M, Preprocessing
 from c3d_extract.weights import layouts
 from c3d_extract.weights.formats import StoredWeights
 from c3d_extract.weights.kernel_orders import CAFFE, DESCRIPTIONS, KERNEL_ORDERS

@@ -22,7 +22,7 @@ import torch
 from c3d_extract.errors import InputNotFoundError, UsageError, WeightsError
 from c3d_extract.models.c3d import C3D, SPORTS1M_CLASSES, build_c3d, state_dict_shapes
 from c3d_extract.models.state_dicts import key_mismatch, shape_mismatch
-from c3d_extract.preprocess import SPORTS1M, Preprocessing
+from c3d_extract.video.preprocess import SPORTS1M, Preprocessing
 from c3d_extract.weights import formats
 from c3d_extract.weights.convert import (  # noqa: F401 - LoadedWeights is part of this API
     LoadedWeights, check_kernel_order, convert_stored, read_class_names, with_class_names,

@@ -25,7 +25,7 @@ from torch import nn
 
 from c3d_extract.errors import C3DError, ModelFileError, WeightsError
 from c3d_extract.models.state_dicts import key_mismatch, shape_mismatch
-from c3d_extract.preprocess import MAX_FRAME_SIDE, Preprocessing
+from c3d_extract.video.preprocess import MAX_FRAME_SIDE, Preprocessing
 from c3d_extract.weights.safetensors_file import write_safetensors_file
 
 MODEL_FORMAT = "c3d-extract.model"

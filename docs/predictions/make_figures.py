@@ -57,7 +57,7 @@ def write_weights(path: str, video: str) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from c3d_extract.extractor import ExtractOptions, iter_records
+    from c3d_extract.extraction.run import ExtractOptions, iter_records
     from c3d_extract.models.c3d import build_c3d
     from c3d_extract.weights.loading import LoadedWeights
 
@@ -100,7 +100,7 @@ def timeline_plot(timeline_csv: str, out: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from c3d_extract.overlay import class_colour
+    from c3d_extract.predict.overlay import class_colour
 
     with open(timeline_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
