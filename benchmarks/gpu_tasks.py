@@ -116,8 +116,9 @@ def extract_rates(task: Dict[str, Any]) -> Result:
     workers' own rate), then the whole extraction with the command's defaults, into fresh
     files; one network, prepared once, serves every run."""
     from benchmarks.measure import synthetic_batch
-    from c3d_extract.extraction.run import (ExtractOptions, check_videos, default_batch_size,
-                                       extract_videos, prepare_network)
+    from c3d_extract.extraction.network import prepare_network
+    from c3d_extract.extraction.options import ExtractOptions, default_batch_size
+    from c3d_extract.extraction.run import check_videos, extract_videos
     from c3d_extract.video.sources import discover
     from c3d_extract.weights.loading import random_weights
 
@@ -164,10 +165,11 @@ def _quiet_extract(function, videos, output, weights, options):
 def nvdec(task: Dict[str, Any]) -> Result:
     """NVDEC's frames against PyAV's on one H.264 video (the colour-conversion tolerance),
     and ``--decode-only`` with ``--decoder nvdec`` over the corpus: fallbacks counted."""
+    from c3d_extract.extraction.options import ExtractOptions
+    from c3d_extract.extraction.run import check_videos
+    from c3d_extract.store.read import read_video_table
     from c3d_extract.video.decoders import check_decoder, open_decoder
-    from c3d_extract.extraction.run import ExtractOptions, check_videos
     from c3d_extract.video.sources import discover
-    from c3d_extract.store.write import read_video_table
 
     check_decoder("nvdec")
     with open_decoder("nvdec", task["h264_video"]) as video:

@@ -47,7 +47,8 @@ def pipeline(task: Dict[str, Any]) -> Result:
     CPU seconds per frame, which the machine's other load does not change: the parent's,
     and the workers' less their start-up (measured on a 16-frame video).
     """
-    from c3d_extract.extraction.run import ExtractOptions, Progress, check_videos
+    from c3d_extract.extraction.options import ExtractOptions
+    from c3d_extract.extraction.run import Progress, check_videos
     from c3d_extract.video.sources import VideoSource, discover
 
     class Clock(Progress):
@@ -120,11 +121,11 @@ def _synthetic_store(path: str, rows: int, params, dims: Dict[str, int]) -> None
     """A feature file of ``rows`` videos, written with h5py in the store's layout."""
     import h5py
 
-    from c3d_extract.store.write import _create_layout
+    from c3d_extract.store.layout import create_layout
 
     rng = np.random.default_rng(0)
     with h5py.File(path, "w") as handle:
-        _create_layout(handle, params, dims)
+        create_layout(handle, params, dims)
         handle.attrs["complete"] = True
         handle.attrs["n_inputs"] = rows
         for start in range(0, rows, 4096):
@@ -149,8 +150,10 @@ def _synthetic_store(path: str, rows: int, params, dims: Dict[str, int]) -> None
 
 def store_scale(task: Dict[str, Any]) -> Result:
     """Commit ``ADDED`` videos into a synthetic store of ``rows`` rows; time a rerun's open."""
+    from c3d_extract.atomic_files import fsync_path
+    from c3d_extract.store.read import read_features
     from c3d_extract.store.records import RunParameters, VideoRecord
-    from c3d_extract.store.write import FeatureStore, fsync_path, read_features
+    from c3d_extract.store.write import FeatureStore
 
     params = RunParameters(layers=("fc6",), clip_len=16, stride=8, short_policy="pad",
                            weights="synthetic", weights_sha256="0" * 64, preprocessing="{}",

@@ -179,7 +179,8 @@ def synthetic_batch(batch_size: int, clip_len: int = 16, stride: int = 8, crop: 
 
 
 def _runner(device_name: str, precision: str, batch_size: int):
-    from c3d_extract.extraction.run import ExtractOptions, prepare_network
+    from c3d_extract.extraction.network import prepare_network
+    from c3d_extract.extraction.options import ExtractOptions
     from c3d_extract.weights.loading import random_weights
 
     options = ExtractOptions(device=device_name, precision=precision, batch_size=batch_size)
@@ -232,9 +233,10 @@ def end_to_end(task: Dict[str, Any]) -> Result:
     """``extract()`` over a folder into a fresh HDF5 file, as a user runs it."""
     import torch
 
-    from c3d_extract.extraction.run import ExtractOptions, extract
-    from c3d_extract.weights.loading import random_weights
+    from c3d_extract.extraction.options import ExtractOptions
+    from c3d_extract.extraction.run import extract
     from c3d_extract.video.workers import default_workers
+    from c3d_extract.weights.loading import random_weights
 
     options = ExtractOptions(device=task["device"], precision=task["precision"],
                              decoder=task["decoder"], batch_size=task["batch_size"],
@@ -363,7 +365,7 @@ def command_line(task: Dict[str, Any]) -> Result:
         wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"c3d-extract failed: {done.stderr[-2000:]}")
-    from c3d_extract.store.write import read_attributes, read_video_table
+    from c3d_extract.store.read import read_attributes, read_video_table
 
     table = read_video_table(task["keep"])
     n_clips, n_frames = int(np.sum(table["n_clips"])), int(np.sum(table["n_frames"]))

@@ -67,12 +67,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def run(out: Path, *, quick: bool, device: str, decoder: str,
         speed_rounds: int = 2) -> Dict[str, Any]:
-    from c3d_extract.video.decoders import available_decoders
-    from c3d_extract.extraction.run import default_batch_size
-    from c3d_extract.extraction.torch_runner import resolve_device
-    from c3d_extract.video.workers import default_workers
-
     from c3d_extract.device.hardware import detect_cpu
+    from c3d_extract.device.precision import resolve_device
+    from c3d_extract.extraction.options import default_batch_size
+    from c3d_extract.video.decoders import available_decoders
+    from c3d_extract.video.workers import default_workers
 
     resolved = resolve_device(device)
     on_gpu = resolved.type == "cuda"
@@ -171,9 +170,9 @@ def speed(out: Path, log, n_rounds: int = 2) -> Dict[str, Any]:
     one after the other; descriptors compared by cosine to the naive script's fp32 ones."""
     import shutil
 
-    from c3d_extract.extraction.backends import openvino_installed
     from c3d_extract.device.hardware import detect_cpu
-    from c3d_extract.store.write import read_features
+    from c3d_extract.extraction.backends import openvino_installed
+    from c3d_extract.store.read import read_features
 
     cpu = detect_cpu()
     folder = ensure_corpus(SPEED_CORPUS, out / "corpus")
@@ -278,7 +277,7 @@ def agreement(work: Path, corpora: List[str], naive_corpus: str,
               with_bf16: bool = True) -> Dict[str, Any]:
     """Cosine similarity of bf16 and fp32 descriptors, video by video; and the pipeline's
     fp32 descriptors against the naive script's (the same computation, written apart)."""
-    from c3d_extract.store.write import read_features
+    from c3d_extract.store.read import read_features
 
     cosines: Dict[str, float] = {}
     for name in corpora if with_bf16 else []:

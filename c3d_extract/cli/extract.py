@@ -10,13 +10,13 @@ from typing import Optional, Sequence
 
 import click
 
-from c3d_extract.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
-                                    compute_options, kernel_order_option, library_errors,
-                                    raise_interrupt, show_warnings_plainly, split_list)
+from c3d_extract.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, compute_options,
+                                    kernel_order_option, library_errors, raise_interrupt,
+                                    show_warnings_plainly, split_list)
+from c3d_extract.device.sharding import shard_path
+from c3d_extract.store.records import VideoRecord
 from c3d_extract.video.clip_plan import SHORT_POLICIES
 from c3d_extract.video.decoders import DECODERS
-from c3d_extract.store.records import VideoRecord
-from c3d_extract.device.sharding import shard_path
 
 #: ``--ray`` given without an address: start a local Ray cluster.
 LOCAL_RAY = "(local)"
@@ -212,9 +212,10 @@ def cli(inputs: Sequence[str], output: str, list_file: Optional[str], weights: O
     With --shard, or under torchrun, each process writes its own shard file;
     `c3d-extract merge OUTPUT` then checks and merges them into OUTPUT.
     """
-    from c3d_extract.extraction.run import ExtractOptions, check_videos, extract_videos
     from c3d_extract.device.launch import launched_shard
     from c3d_extract.device.sharding import parse_shard
+    from c3d_extract.extraction.options import ExtractOptions
+    from c3d_extract.extraction.run import check_videos, extract_videos
     from c3d_extract.video.sources import find_videos
 
     options = ExtractOptions(
@@ -296,7 +297,7 @@ def _run_ray(inputs: Sequence[str], output: str, list_file: Optional[str],
     import logging
 
     from c3d_extract.extraction.ray_job import run_ray_job
-    from c3d_extract.store.write import read_video_table
+    from c3d_extract.store.read import read_video_table
 
     try:
         import ray.data

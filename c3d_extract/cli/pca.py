@@ -11,13 +11,12 @@ from c3d_extract.cli.common import echo_table, library_errors, parse_int_list
 from c3d_extract.cli.evaluation import (LABEL_SOURCES_HELP, c_option, label_options, load_labels,
                                         parse_C, pct, warn)
 from c3d_extract.errors import StoreError
-from c3d_extract.evaluation import plots
 from c3d_extract.evaluation.labelled_features import load_labelled
-from c3d_extract.evaluation.pca import (PAPER_UCF101_COMPACTNESS, compactness, fit_file,
-                                        load_pca, pca_warnings, save_pca, transform_file,
-                                        write_activitynet)
+from c3d_extract.evaluation.pca import (PAPER_UCF101_COMPACTNESS, compactness, fit_file, load_pca,
+                                        pca_warnings, save_pca, transform_file, write_activitynet)
 from c3d_extract.evaluation.svm import SVMOptions
 from c3d_extract.evaluation.tsne import embed
+from c3d_extract.reports import plots
 
 FEATURES = click.Path(dir_okay=False)
 DEFAULT_COMMAND = "compact"

@@ -11,17 +11,17 @@ from typing import Dict, List, Optional, Sequence
 
 import click
 
+from c3d_extract.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, compute_options,
+                                    kernel_order_option, library_errors, raise_interrupt,
+                                    show_warnings_plainly)
 from c3d_extract.cli.extract import BarProgress
-from c3d_extract.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
-                                    compute_options, kernel_order_option, library_errors,
-                                    raise_interrupt, show_warnings_plainly)
-from c3d_extract.video.decoders import DECODERS
 from c3d_extract.errors import VideoReadError
-from c3d_extract.predict.overlay import DEFAULT_FPS, overlay_destinations
 from c3d_extract.predict.classify import Prediction
-from c3d_extract.store.records import VideoRecord
-from c3d_extract.store.write import check_output_location
+from c3d_extract.predict.overlay import DEFAULT_FPS, overlay_destinations
 from c3d_extract.predict.timeline import write_timeline_csv
+from c3d_extract.store.records import VideoRecord
+from c3d_extract.store.rerun_checks import check_output_location
+from c3d_extract.video.decoders import DECODERS
 
 EXAMPLES = """
 \b
@@ -127,7 +127,7 @@ def cli(videos: Sequence[str], weights: Optional[str], kernel_order: Optional[st
     overlay not written), 2 usage error, 1 other error, 130 interrupted (nothing is
     written: the predictions are printed once every video is done).
     """
-    from c3d_extract.extraction.run import ExtractOptions
+    from c3d_extract.extraction.options import ExtractOptions
     from c3d_extract.predict.classify import class_names_for, predict_in_order
     from c3d_extract.video.sources import find_videos
     from c3d_extract.weights.convert import read_class_names

@@ -12,10 +12,10 @@ from c3d_extract.cli.common import echo_table, library_errors
 from c3d_extract.cli.evaluation import (LABEL_SOURCES_HELP, c_option, label_options, load_labels,
                                         note, parse_C, pct, warn)
 from c3d_extract.errors import StoreError, UsageError
-from c3d_extract.evaluation import plots
 from c3d_extract.evaluation.similarity import DISTANCES, evaluate_pairs, read_pairs_csv
-from c3d_extract.evaluation.svm import (DEFAULT_GRID, SOLVERS, SVMOptions, cross_validate,
-                                        evaluate, load_model, predict, save_model, train)
+from c3d_extract.evaluation.svm import (DEFAULT_GRID, SOLVERS, SVMOptions, cross_validate, evaluate,
+                                        load_model, predict, save_model, train)
+from c3d_extract.reports import plots
 
 FEATURES = click.Path(dir_okay=False)
 LAYER_HELP = "Which stored layer to use (default: fc6 if the file has it, else its first layer, " \
@@ -37,7 +37,7 @@ def check_feature_file(features: str, other: Optional[str], usage: str) -> None:
 
 def default_layer(features: str) -> str:
     """fc6 when the file holds it (the paper's choice), else the first layer it holds."""
-    from c3d_extract.store.write import read_attributes
+    from c3d_extract.store.read import read_attributes
 
     layers = [name for name in str(read_attributes(features).get("layers", "")).split(",")
               if name]

@@ -9,9 +9,9 @@ from typing import Optional
 import click
 
 from c3d_extract.cli.common import (EXIT_OK, echo_table, kernel_order_option, library_errors,
-                                     show_warnings_plainly)
+                                    show_warnings_plainly)
 from c3d_extract.errors import UsageError
-from c3d_extract.weights import loading, registry
+from c3d_extract.weights import hub, loading
 from c3d_extract.weights.convert import read_class_names
 from c3d_extract.weights.kernel_orders import DESCRIPTIONS, KERNEL_ORDERS
 
@@ -213,7 +213,7 @@ def compare(file_a: str, file_b: str, kernel_order_a: Optional[str],
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(sorted(registry.REGISTRY)))
+@click.argument("name", type=click.Choice(sorted(hub.REGISTRY)))
 @click.option("--force", is_flag=True, help="Download again even if the file is cached.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @library_errors
@@ -242,7 +242,7 @@ def fetch(name: str, force: bool, quiet: bool) -> None:
         bar.update(received - bar.n)
 
     try:
-        path = registry.fetch(name, progress=progress, force=force)
+        path = hub.fetch(name, progress=progress, force=force)
     finally:
         if bar is not None:
             bar.close()
@@ -258,10 +258,10 @@ def list_entries() -> None:
     Example:
       c3d-weights list
     """
-    records = registry.read_records()
+    records = hub.read_records()
     rows = []
-    for name, item in sorted(registry.REGISTRY.items()):
-        downloaded = registry.local_path(item).is_file()
+    for name, item in sorted(hub.REGISTRY.items()):
+        downloaded = hub.local_path(item).is_file()
         rows.append((name, item.format, "yes" if downloaded else "no",
                      str(records.get(name, {}).get("sha256", ""))[:16], item.description))
     echo_table(rows, header=("name", "format", "cached", "sha256", "description"))
@@ -289,7 +289,7 @@ def cache(context: click.Context) -> None:
     import time
 
     from c3d_extract.extraction.openvino_runner import (CACHE_ENV, CACHE_LIMIT_ENV, cache_entries,
-                                             openvino_cache_dir, openvino_cache_limit)
+                                                        openvino_cache_dir, openvino_cache_limit)
 
     root, limit = openvino_cache_dir(), openvino_cache_limit()
     entries = cache_entries(root)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
-from c3d_extract.errors import UsageError
 from c3d_extract.device.sharding import Shard
+from c3d_extract.errors import UsageError
 
 
 def _integer(environ: Mapping[str, str], name: str) -> Optional[int]:

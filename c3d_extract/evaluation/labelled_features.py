@@ -7,9 +7,9 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from c3d_extract.errors import LabelsError
 from c3d_extract.datasets.labels import Labels, Match, MatchReport, match_labels
-from c3d_extract.store.write import iter_feature_chunks, read_video_table
+from c3d_extract.errors import LabelsError
+from c3d_extract.store.read import iter_feature_chunks, read_video_table
 
 #: Rows per read when streaming a feature file.
 CHUNK_ROWS = 4096

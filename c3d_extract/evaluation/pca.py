@@ -19,15 +19,16 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from c3d_extract.datasets.labels import Labels, MatchReport
 from c3d_extract.errors import LabelsError, StoreError, UsageError
 from c3d_extract.evaluation.labelled_features import (CHUNK_ROWS, load_labelled, match_feature_file,
-                                            split_rows)
-from c3d_extract.datasets.labels import Labels, MatchReport
+                                                      split_rows)
 from c3d_extract.evaluation.svm import SVMOptions, fit_in_memory
 from c3d_extract.hdf5_checks import check_hdf5
+from c3d_extract.store.read import (iter_feature_chunks, read_attributes, read_clip_features,
+                                    read_video_table)
 from c3d_extract.store.records import WITH_FEATURES, RunParameters, VideoRecord
-from c3d_extract.store.write import (FeatureStore, iter_feature_chunks, read_attributes,
-                               read_clip_features, read_video_table)
+from c3d_extract.store.write import FeatureStore
 
 PCA_FORMAT = "c3d-pca"
 PCA_FORMAT_VERSION = 1

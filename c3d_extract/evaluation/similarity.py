@@ -32,10 +32,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from c3d_extract.errors import LabelsError
 from c3d_extract.datasets.labels import IdResolver, examples, read_csv_table
+from c3d_extract.errors import LabelsError
+from c3d_extract.store.read import read_attributes, read_features, read_video_table
 from c3d_extract.store.records import WITH_FEATURES
-from c3d_extract.store.write import read_attributes, read_features, read_video_table
 
 DISTANCES = ("l1", "l2", "sq_l2", "cosine", "correlation", "chebyshev", "canberra",
              "braycurtis", "chi2", "hellinger", "intersection", "sym_kl")

@@ -20,12 +20,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from c3d_extract.errors import LabelsError, StoreError, UsageError
-from c3d_extract.evaluation.labelled_features import (CHUNK_ROWS, iter_labelled_chunks, load_labelled,
-                                            match_feature_file, split_rows)
 from c3d_extract.datasets.labels import Labels, MatchReport
+from c3d_extract.errors import LabelsError, StoreError, UsageError
+from c3d_extract.evaluation.labelled_features import (CHUNK_ROWS, iter_labelled_chunks,
+                                                      load_labelled, match_feature_file, split_rows)
+from c3d_extract.store.read import iter_feature_chunks, read_attributes, read_video_table
 from c3d_extract.store.records import WITH_FEATURES
-from c3d_extract.store.write import iter_feature_chunks, read_attributes, read_video_table
 
 SOLVERS = ("linear", "sgd")
 DEFAULT_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)

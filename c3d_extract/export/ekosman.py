@@ -20,8 +20,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from c3d_extract.errors import ExportError
-from c3d_extract.export.base import (ExportOptions, PlannedFile, VideoRefused,
-                                     normalised_segments)
+from c3d_extract.export.base import ExportOptions, PlannedFile, VideoRefused, normalised_segments
 from c3d_extract.export.segments import ClipRange, ekosman_clip_ranges
 from c3d_extract.export.source import StoreInfo, VideoClips, VideoMeta
 

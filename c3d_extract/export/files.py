@@ -11,8 +11,8 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from c3d_extract.atomic_files import fsync_path, replaced_atomically
 from c3d_extract.errors import ExportError
-from c3d_extract.store.write import fsync_path, replaced_atomically
 
 INDEX_NAME = "index.csv"
 INDEX_COLUMNS = ("id", "output", "crop", "frames", "fps", "clips", "segments")

@@ -10,8 +10,8 @@ import numpy as np
 
 from c3d_extract.errors import ExportError
 from c3d_extract.export.crops import centre_index, export_permutation, store_crop_order
+from c3d_extract.store.read import open_for_reading, read_video_table
 from c3d_extract.store.records import WITH_FEATURES
-from c3d_extract.store.write import open_for_reading, read_video_table
 
 
 @dataclass(frozen=True)

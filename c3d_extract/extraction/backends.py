@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from c3d_extract.device.hardware import CpuInfo
+    from c3d_extract.extraction.runners import Runner
     from c3d_extract.video.preprocess import CropWindow, Preprocessing
 
 BACKENDS = ("auto", "torch", "openvino")
@@ -77,7 +78,7 @@ def make_runner(backend: str, model: "nn.Module", weights_id: str,
                 preprocessing: "Preprocessing", clip_len: int, layers: Sequence[str],
                 device: "torch.device", precision: str, batch_size: int,
                 windows: Tuple["CropWindow", ...] = (),
-                on_convert: Optional[Callable[[], None]] = None) -> object:
+                on_convert: Optional[Callable[[], None]] = None) -> "Runner":
     """The runner of ``backend`` (resolved) for ``model``: ``ClipRunner`` or
     ``OpenVinoRunner``; both take batches with ``submit`` and return them with ``collect``.
     ``batch_size`` counts clips; with several crop ``windows`` each clip is that many

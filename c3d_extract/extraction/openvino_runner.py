@@ -32,11 +32,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from c3d_extract.extraction.batching import Batch
+from c3d_extract.atomic_files import fsync_path
 from c3d_extract.errors import UsageError
+from c3d_extract.extraction.batching import Batch
+from c3d_extract.extraction.runners import Outputs
+from c3d_extract.extraction.torch_runner import gather_clips
 from c3d_extract.video.preprocess import CropWindow, Preprocessing
-from c3d_extract.extraction.torch_runner import Outputs, gather_clips
-from c3d_extract.store.write import fsync_path
 from c3d_extract.weights.loading import cache_dir, file_sha256
 
 #: Overrides the folder of converted networks (default: the cache's ``openvino``).

@@ -17,7 +17,7 @@ Every worker must see the videos and the output folder at the same paths
 Example::
 
     import ray
-    from c3d_extract.extraction.run import ExtractOptions
+    from c3d_extract.extraction.options import ExtractOptions
     from c3d_extract.extraction.ray_job import run_ray_job
 
     job = run_ray_job("videos/", "feats.h5", weights="random",  # or a weights file
@@ -35,13 +35,15 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
-from c3d_extract.errors import C3DError, ClusterError, MergeError, UsageError
-from c3d_extract.extraction.run import ExtractOptions, Progress
-from c3d_extract.store.merge import MergeSummary, merge_shards
-from c3d_extract.store.records import VideoRecord
+from c3d_extract.atomic_files import remove_quietly
 from c3d_extract.device.sharding import Shard, shard_files, shard_of, shard_path
+from c3d_extract.errors import C3DError, ClusterError, MergeError, UsageError
+from c3d_extract.extraction.options import ExtractOptions
+from c3d_extract.extraction.run import Progress
+from c3d_extract.store.merge import MergeSummary, merge_shards
+from c3d_extract.store.read import read_attributes, read_video_table
+from c3d_extract.store.records import VideoRecord
 from c3d_extract.video.sources import VideoSource, discover
-from c3d_extract.store.write import read_attributes, read_video_table, remove_quietly
 
 #: The columns of the job's rows, one row per video extracted by this job; a row with an
 #: empty id per shard carries, in ``resumed``, the videos its file or journal already held.
@@ -103,7 +105,7 @@ class ShardExtractor:
 
     def __init__(self, output: str, shard_count: int, weights: Union[str, None, Any],
                  options: ExtractOptions, mean: Optional[str], retry_errors: bool) -> None:
-        from c3d_extract.extraction.run import prepare_network
+        from c3d_extract.extraction.network import prepare_network
 
         self.output = output
         self.shard_count = shard_count

@@ -11,79 +11,17 @@ runner (``openvino_runner``) in the background.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import warnings
 from collections import deque
-from dataclasses import dataclass
-from typing import Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Deque, Dict, List, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch import nn
 
-from c3d_extract.extraction.batching import Batch
 from c3d_extract.device.memory import device_memory_guard
-from c3d_extract.errors import UsageError
-from c3d_extract.device.hardware import (CpuInfo, choose_cpu_precision, detect_cpu,
-                                  emulated_precision_message)
-from c3d_extract.device.launch import auto_device, local_rank
+from c3d_extract.device.precision import autocast, warn_if_slow_cudnn
+from c3d_extract.extraction.batching import Batch
+from c3d_extract.extraction.runners import Outputs
 from c3d_extract.video.preprocess import CropWindow, Preprocessing
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-#: When set (fp32, bf16 or fp16), what ``auto`` means on a CPU, e.g. fp32 on a fleet of
-#: mixed CPUs so that any machine can resume any output.
-CPU_PRECISION_ENV = "C3D_EXTRACT_CPU_PRECISION"
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-#: cuDNN releases that skip cuDNN for bf16/fp16 NCDHW conv3d (SPEC section 8).
-_SLOW_CUDNN = range(90800, 91500)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available (under torchrun the GPU ``LOCAL_RANK``), else cpu;
-    ``cuda[:N]`` is checked to exist."""
-    if name == "auto":
-        cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        name = auto_device(cuda_devices, local_rank(os.environ))
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"device {name} asked for, but CUDA is not available here")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"device {name} does not exist "
-                             f"({torch.cuda.device_count()} CUDA devices)")
-    elif device.type != "cpu":
-        raise UsageError(f"unsupported device {name!r}; use auto, cpu or cuda[:N]")
-    return device
-
-
-def resolve_precision(precision: str, device: torch.device, allow_emulated: bool = False,
-                      cpu: Optional[CpuInfo] = None) -> str:
-    """``auto`` -> bf16 on CUDA; on a CPU bf16 where it is native (AMX or AVX-512 BF16),
-    else fp32 (or ``$C3D_EXTRACT_CPU_PRECISION``). An explicit bf16 or fp16 that the CPU
-    would emulate is refused unless ``allow_emulated``. ``cpu`` defaults to this machine's."""
-    if precision not in PRECISIONS:
-        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}")
-    if device.type == "cuda":
-        return "bf16" if precision == "auto" else precision
-    info = cpu if cpu is not None else detect_cpu()
-    if precision == "auto":
-        pinned = os.environ.get(CPU_PRECISION_ENV, "")
-        if not pinned:
-            return choose_cpu_precision(info)
-        if pinned not in PRECISIONS[1:]:
-            raise UsageError(f"{CPU_PRECISION_ENV}={pinned!r}: expected one of "
-                             f"{', '.join(PRECISIONS[1:])}")
-        precision = pinned
-    if not info.native(precision) and not allow_emulated:
-        raise UsageError(emulated_precision_message(precision, info))
-    return precision
-
-
-Outputs = Dict[str, np.ndarray]
 
 
 def gather_clips(batch: Batch, preprocessing: Preprocessing, device: torch.device,
@@ -138,13 +76,6 @@ def per_clip_outputs(outputs: Dict[str, torch.Tensor], n_clips: int,
     return result
 
 
-@dataclass(frozen=True)
-class DeviceSettings:
-    device: torch.device
-    precision: str  # resolved: fp32, bf16 or fp16
-    channels_last: bool
-
-
 class ClipRunner:
     """Holds the network on its device and turns a ``Batch`` into per-clip features."""
 
@@ -162,17 +93,12 @@ class ClipRunner:
         self.batch_size = fixed_batch  # what an out-of-memory message suggests halving
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-            _warn_if_slow_cudnn(precision)
+            warn_if_slow_cudnn(precision)
         memory_format = torch.channels_last_3d if self.channels_last else torch.contiguous_format
         self.model = model.to(device=device, memory_format=memory_format).eval()
         preprocessing.cropped_mean(clip_len)  # a mean volume must cover the clips
         self.preprocessing = preprocessing
         self._done: Deque[Tuple[Batch, Outputs]] = deque()
-
-    def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
 
     def clips_tensor(self, batch: Batch) -> torch.Tensor:
         """Gather and normalise a batch's clips on the device: N x 3 x L x H x W float32."""
@@ -185,11 +111,11 @@ class ClipRunner:
         n = len(batch.clips)
         with device_memory_guard(max(n, self.batch_size), self.device, self.precision):
             clips = self.clips_tensor(batch)
-            with self._autocast():
+            with autocast(self.precision, self.device):
                 outputs = self.model.extract(clips, self.layers)
             return per_clip_outputs(outputs, n, len(self.windows))
 
-    # The runner interface of ``extractor.iter_records``.
+    # The ``Runner`` protocol (``extraction.runners``).
     def submit(self, batch: Batch) -> None:
         self._done.append((batch, self(batch)))
 
@@ -206,11 +132,3 @@ class ClipRunner:
     def discard(self) -> None:
         """Forget batches submitted and not collected (a run that stopped early)."""
         self._done.clear()
-
-
-def _warn_if_slow_cudnn(precision: str) -> None:
-    version = torch.backends.cudnn.version()
-    if precision != "fp32" and version is not None and version in _SLOW_CUDNN:
-        warnings.warn(f"cuDNN {version} is known to skip its fast kernels for {precision} "
-                      "conv3d in NCDHW layout; channels_last_3d is used to avoid that, but "
-                      "a cuDNN outside 9.8-9.14 is faster", RuntimeWarning, stacklevel=3)

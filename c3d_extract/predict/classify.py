@@ -20,7 +20,8 @@ from c3d_extract.weights.convert import LoadedWeights
 from c3d_extract.weights.networks import LoadedModel, load_model
 
 if TYPE_CHECKING:
-    from c3d_extract.extraction.run import ExtractOptions, Progress
+    from c3d_extract.extraction.options import ExtractOptions
+    from c3d_extract.extraction.run import Progress
 
 #: A C3D state dict or a network of any architecture (``networks.load_model``).
 Network = Union[LoadedWeights, LoadedModel]
@@ -87,7 +88,10 @@ def predict(videos: Sequence[Tuple[str, str]], model: Network, *,
     moving average over ``smooth`` windows. ``progress`` (``extractor.Progress``) hears of
     each batch of windows and each video, once the network is ready.
     """
-    from c3d_extract.extraction.run import ExtractOptions, Progress, iter_records, prepare_network
+    from c3d_extract.extraction.network import prepare_network
+    from c3d_extract.extraction.options import ExtractOptions
+    from c3d_extract.extraction.run import Progress
+    from c3d_extract.extraction.stream import iter_records
 
     if top_k < 1:
         raise UsageError("top-k must be at least 1")

@@ -31,7 +31,7 @@ _FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
 
 def check_overlay_path(path: str) -> None:
     """Raise before any work if an overlay cannot be written at ``path``."""
-    from c3d_extract.store.write import check_output_location
+    from c3d_extract.store.rerun_checks import check_output_location
 
     extension = os.path.splitext(path)[1].lower()
     if extension not in OVERLAY_FORMATS:
@@ -135,8 +135,8 @@ def write_overlay(path: str, timeline: Timeline, output: str, *,
     """
     import av
 
+    from c3d_extract.atomic_files import replaced_atomically
     from c3d_extract.video.decoders import open_decoder
-    from c3d_extract.store.write import replaced_atomically
 
     check_overlay_path(output)
     container_format = OVERLAY_FORMATS[os.path.splitext(output)[1].lower()]

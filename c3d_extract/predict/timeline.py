@@ -102,7 +102,7 @@ def csv_rows(timeline: Timeline, fps: float) -> Iterable[List[str]]:
 def write_timeline_csv(path: str, timelines: Sequence[Timeline], top_k: int,
                        fps: float = 0.0) -> None:
     """All videos' windows in one CSV file, written to a temporary file and renamed."""
-    from c3d_extract.store.write import replaced_atomically
+    from c3d_extract.atomic_files import replaced_atomically
 
     with replaced_atomically(path, growth_bound=0) as temporary:
         with open(temporary, "w", newline="", encoding="utf-8") as handle:

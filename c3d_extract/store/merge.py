@@ -25,13 +25,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from c3d_extract.atomic_files import remove_stale_temporaries, replaced_atomically
+from c3d_extract.device.sharding import Shard, parse_shard_path, shard_files, shard_of, shard_path
 from c3d_extract.errors import MergeError, OutputLockedError, StoreError
 from c3d_extract.store.journal import Journal
 from c3d_extract.store.locking import OutputLock
+from c3d_extract.store.read import open_for_reading, recorded_shard
 from c3d_extract.store.records import RunParameters
-from c3d_extract.device.sharding import Shard, parse_shard_path, shard_files, shard_of, shard_path
-from c3d_extract.store.write import (open_for_reading, recorded_shard, remove_stale_temporaries,
-                               replaced_atomically)
 
 #: The groups whose datasets have one row per video (``videos``, ``features``) or per
 #: clip (``clips``); every dataset in them is copied.

@@ -16,8 +16,8 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from c3d_extract.atomic_files import replaced_atomically
 from c3d_extract.errors import StoreError
-from c3d_extract.store.write import replaced_atomically
 
 FORMAT = "c3d-extract.train-checkpoint"
 VERSION = 1

@@ -26,11 +26,11 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from c3d_extract.video.clip_plan import plan_clips
 from c3d_extract.errors import UsageError
-from c3d_extract.video.preprocess import Preprocessing, crop_offsets, prepare_frame, resize_frame
 from c3d_extract.train.datasets import Sample
 from c3d_extract.train.videos import Transform, frame_count_hint, read_frames
+from c3d_extract.video.clip_plan import plan_clips
+from c3d_extract.video.preprocess import Preprocessing, crop_offsets, prepare_frame, resize_frame
 
 #: Decoder for training: PyAV reads sequentially with flat memory (SPEC section 7).
 DEFAULT_DECODER = "pyav"

@@ -35,13 +35,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from c3d_extract.video.decoders import cut_short
-from c3d_extract.errors import (DatasetError, InputNotFoundError, LabelsError,
-                                SplitOverlapError, UsageError)
-from c3d_extract.datasets.labels import (examples, read_csv_table, read_hmdb51,
-                                           read_ucf101)
-from c3d_extract.video.frame_folders import is_frame_folder
+from c3d_extract.datasets.labels import examples, read_csv_table, read_hmdb51, read_ucf101
+from c3d_extract.errors import (DatasetError, InputNotFoundError, LabelsError, SplitOverlapError,
+                                UsageError)
 from c3d_extract.train.videos import is_video, resolve_video
+from c3d_extract.video.decoders import cut_short
+from c3d_extract.video.frame_folders import is_frame_folder
 
 KINDS = ("ucf101", "hmdb51", "kinetics", "folder")
 #: Share of each class's videos (whole groups) that the ``folder`` split puts in the test list.

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from c3d_extract.errors import TrainingError
-from c3d_extract.video.preprocess import Preprocessing
-from c3d_extract.train.metrics import Tally, topk_hits
 from c3d_extract.device.precision import autocast
+from c3d_extract.errors import TrainingError
+from c3d_extract.train.metrics import Tally, topk_hits
+from c3d_extract.video.preprocess import Preprocessing
 
 
 @dataclass

@@ -13,8 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from c3d_extract.evaluation import plots
-from c3d_extract.store.write import replaced_atomically
+from c3d_extract.atomic_files import replaced_atomically
+from c3d_extract.reports import plots
 
 #: Columns of metrics.csv; a value a split does not have is left empty.
 COLUMNS = ("epoch", "split", "loss", "top1", "top5", "clip_top1", "samples", "lr", "seconds")

@@ -21,13 +21,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from c3d_extract.atomic_files import remove_quietly, remove_stale_temporaries
 from c3d_extract.device.memory import device_memory_guard
-from c3d_extract.errors import (C3DError, OutputLockedError, StoreError, UsageError,
-                                VideoReadError)
-from c3d_extract.store.locking import OutputLock
+from c3d_extract.device.precision import grad_scaler, resolve_training_precision
+from c3d_extract.errors import C3DError, OutputLockedError, StoreError, UsageError, VideoReadError
 from c3d_extract.models.registry import Architecture, get_architecture
-from c3d_extract.video.preprocess import Preprocessing
-from c3d_extract.store.write import remove_quietly, remove_stale_temporaries
+from c3d_extract.store.locking import OutputLock
 from c3d_extract.train import metrics
 from c3d_extract.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from c3d_extract.train.distributed import (ResumableSampler, World, all_sum, barrier,
@@ -40,8 +39,8 @@ from c3d_extract.train.model_init import (build_model, class_names_for_run, head
                                           kept_head_class_names)
 from c3d_extract.train.optim import build_optimizer, build_scheduler
 from c3d_extract.train.options import TrainOptions
-from c3d_extract.device.precision import grad_scaler, resolve_training_precision
-from c3d_extract.train.stopping import StopRequest, Stopped, ignore_interrupts
+from c3d_extract.train.stopping import Stopped, StopRequest, ignore_interrupts
+from c3d_extract.video.preprocess import Preprocessing
 
 ARGS, SPLITS, CHECKPOINT = "args.json", "splits.json", "checkpoint.pt"
 METRICS, CURVES, CONFUSION = "metrics.csv", "curves.png", "confusion.png"
@@ -96,8 +95,8 @@ def train(options: TrainOptions, report: Report = lambda line: None,
     ``stop`` is requested (e.g. by a signal handler), the run finishes the optimizer step in
     progress (or the next one), writes a checkpoint and returns with ``stopped`` set.
     """
-    from c3d_extract.extraction.torch_runner import resolve_device
-    from c3d_extract.store.write import check_output_location
+    from c3d_extract.device.precision import resolve_device
+    from c3d_extract.store.rerun_checks import check_output_location
 
     # The run folder is created, its parent must exist: a mistyped -o fails at once, as
     # c3d-extract's and c3d-predict's outputs do.

@@ -14,8 +14,8 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-from c3d_extract.video.decoders import FALLBACK, available_decoders, open_decoder
 from c3d_extract.errors import VideoReadError
+from c3d_extract.video.decoders import FALLBACK, available_decoders, open_decoder
 from c3d_extract.video.frame_folders import is_frame_folder, list_frames
 from c3d_extract.video.sources import is_video_name
 

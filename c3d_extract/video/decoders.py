@@ -159,7 +159,7 @@ def probe_video(path: str) -> StreamInfo:
         except av.error.FFmpegError as error:
             raise VideoReadError(_ffmpeg_reason(error, log, path)) from None
         except (OSError, UnicodeDecodeError, ValueError) as error:
-            raise VideoReadError(_first_line(error)) from None
+            raise VideoReadError(first_line(error)) from None
         with container:
             return _describe(container, path)
 
@@ -511,7 +511,7 @@ class DecordDecoder(VideoDecoder):
             self._reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
         except (RuntimeError, decord.DECORDError) as error:
             # decord's text names no cause (FFmpeg logged it); ask FFmpeg through PyAV.
-            raise VideoReadError(diagnose_open_failure(path) or _first_line(error)) from None
+            raise VideoReadError(diagnose_open_failure(path) or first_line(error)) from None
         if info is not None and len(self._reader) != info.declared_frames:
             # decord pads up to its own estimate with copies of the last frame (MPEG-TS cut
             # mid-GOP) or stops short: only a count equal to the declared one is trusted.
@@ -531,7 +531,7 @@ class DecordDecoder(VideoDecoder):
                 return
             except (RuntimeError, decord.DECORDError) as error:
                 raise VideoReadError(f"the video data is damaged or cut short (decord: "
-                                     f"{_first_line(error)})") from None
+                                     f"{first_line(error)})") from None
             array = frame.asnumpy()
             if shape is None:
                 shape = array.shape
@@ -570,7 +570,7 @@ class PyAVDecoder(VideoDecoder):
             except av.error.FFmpegError as error:
                 raise VideoReadError(_ffmpeg_reason(error, log, path)) from None
             except (OSError, UnicodeDecodeError) as error:
-                raise VideoReadError(_first_line(error)) from None
+                raise VideoReadError(first_line(error)) from None
             if info is None:
                 try:
                     info = _describe(self._container, path)
@@ -617,7 +617,7 @@ class PyAVDecoder(VideoDecoder):
             except av.error.FFmpegError as error:
                 raise VideoReadError(_ffmpeg_reason(error, log)) from None
             except ValueError as error:
-                raise VideoReadError(_first_line(error)) from None
+                raise VideoReadError(first_line(error)) from None
 
     def _damage_seen(self) -> Optional[str]:
         return self._damage
@@ -659,7 +659,7 @@ class TorchCodecDecoder(VideoDecoder):
             self._decoder = _Decoder(path, dimension_order="NHWC", num_ffmpeg_threads=1,
                                      **stream)
         except (RuntimeError, ValueError) as error:
-            raise VideoReadError(_first_line(error)) from None
+            raise VideoReadError(first_line(error)) from None
 
     def _frames(self) -> Iterator[np.ndarray]:
         index = 0
@@ -669,7 +669,7 @@ class TorchCodecDecoder(VideoDecoder):
             except IndexError:
                 return
             except RuntimeError as error:
-                raise VideoReadError(_first_line(error)) from None
+                raise VideoReadError(first_line(error)) from None
             yield frame.data.numpy()
             index += 1
 
@@ -909,7 +909,7 @@ def _ffmpeg_reason(error: BaseException, captured: Sequence[Tuple[int, str, str]
     ``path`` is given when the error came from opening the file.
     """
     reason = getattr(error, "strerror", None)
-    reason = str(reason) if reason else _first_line(error)
+    reason = str(reason) if reason else first_line(error)
     log = _error_lines(captured) if captured else []
     detail = f"{reason}; {log[-1][:200]}" if log else reason
     if path is not None and any("moov atom not found" in line for line in log) \
@@ -937,7 +937,7 @@ _DECORD_FFMPEG_CODE = re.compile(r"(?:failed with |\()(-?\d{5,})")
 _NATIVE_PREFIX = re.compile(r"^(?:\[[0-9:]+\] \S+:\d+: )+")
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     """The informative part of a decoder's error text, on one line.
 
     decord's messages put the cause last, after a source location:

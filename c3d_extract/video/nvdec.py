@@ -21,9 +21,9 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from c3d_extract.video.decoders import (PyAVDecoder, StreamInfo, VideoDecoder, _first_line,
-                                  probe_video)
 from c3d_extract.errors import UsageError, VideoReadError
+from c3d_extract.video.decoders import (PyAVDecoder, StreamInfo, VideoDecoder, first_line,
+                                        probe_video)
 
 #: Codecs (FFmpeg names) that NVDEC decodes; others are decoded on the CPU.
 NVDEC_CODECS = frozenset({"h264", "hevc", "av1", "vp8", "vp9", "mpeg1video", "mpeg2video",
@@ -60,7 +60,7 @@ def check_nvdec() -> None:
         import torchcodec.decoders  # noqa: F401  (loads FFmpeg)
     except (ImportError, OSError, RuntimeError) as error:
         raise UsageError("--decoder nvdec: torchcodec cannot load FFmpeg's libraries (it "
-                         f"needs FFmpeg 4 to 9 installed): {_first_line(error)}") from None
+                         f"needs FFmpeg 4 to 9 installed): {first_line(error)}") from None
 
 
 class NvdecDecoder(VideoDecoder):
@@ -80,7 +80,7 @@ class NvdecDecoder(VideoDecoder):
             try:
                 self._gpu = _open_cuda(path, info.stream_index)
             except (RuntimeError, ValueError) as error:
-                refusal = f"NVDEC could not open it ({_first_line(error)})"
+                refusal = f"NVDEC could not open it ({first_line(error)})"
         if refusal is not None:
             self._fall_back(refusal)
 
@@ -108,9 +108,9 @@ class NvdecDecoder(VideoDecoder):
                     return
                 except RuntimeError as error:
                     if index:
-                        raise VideoReadError(_first_line(error)) from None
+                        raise VideoReadError(first_line(error)) from None
                     # Nothing sent yet: the CPU decodes the whole video instead.
-                    self._fall_back(f"NVDEC failed on its first frame ({_first_line(error)})")
+                    self._fall_back(f"NVDEC failed on its first frame ({first_line(error)})")
                     break
                 yield frame.data.cpu().numpy()
                 index += 1

@@ -26,9 +26,10 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from c3d_extract.video.decoders import FALLBACK, VideoDecoder, available_decoders, open_decoder
 from c3d_extract.errors import VideoReadError
-from c3d_extract.video.preprocess import RESIZE_TORCHVISION, Preprocessing, prepare_frame, resize_frame
+from c3d_extract.video.decoders import FALLBACK, VideoDecoder, available_decoders, open_decoder
+from c3d_extract.video.preprocess import (RESIZE_TORCHVISION, Preprocessing, prepare_frame,
+                                          resize_frame)
 from c3d_extract.video.resample import FrameSelector
 
 FRAMES_PER_MESSAGE = 16

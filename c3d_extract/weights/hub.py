@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from c3d_extract.errors import ChecksumError, DownloadError, WeightsError, WeightsNotFoundError
-from c3d_extract.weights.loading import (
-    DEFAULT_WEIGHTS_FILE, PROJECT_WEIGHTS_DIR, LoadedWeights, cache_dir, default_weights_path,
-    file_sha256, load_state_dict, random_weights,
-)
+from c3d_extract.weights.loading import (DEFAULT_WEIGHTS_FILE, PROJECT_WEIGHTS_DIR, LoadedWeights,
+                                         cache_dir, default_weights_path, file_sha256,
+                                         load_state_dict, random_weights)
 
 REGISTRY_URL_ENV = "C3D_EXTRACT_REGISTRY_URL"
 RECORDS_FILE = "registry.json"

@@ -26,8 +26,7 @@ from c3d_extract.video.preprocess import SPORTS1M, Preprocessing
 from c3d_extract.weights import formats
 from c3d_extract.weights.convert import (  # noqa: F401 - LoadedWeights is part of this API
     LoadedWeights, check_kernel_order, convert_stored, read_class_names, with_class_names,
-    write_safetensors,
-)
+    write_safetensors)
 from c3d_extract.weights.formats import StoredWeights, looks_like_safetensors
 from c3d_extract.weights.kernel_orders import CAFFE
 

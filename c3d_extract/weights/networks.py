@@ -23,11 +23,11 @@ from c3d_extract.models.registry import get_architecture
 from c3d_extract.video.preprocess import Preprocessing
 from c3d_extract.weights.convert import LoadedWeights
 from c3d_extract.weights.formats import read_torch_file
-from c3d_extract.weights.kernel_orders import CAFFE
-from c3d_extract.weights.pickle_scan import starts_with_zip
-from c3d_extract.weights.loading import file_sha256, load_network
 from c3d_extract.weights.hub import resolve_weights
+from c3d_extract.weights.kernel_orders import CAFFE
+from c3d_extract.weights.loading import file_sha256, load_network
 from c3d_extract.weights.model_file import build_strict, is_model_file, read_model_file
+from c3d_extract.weights.pickle_scan import starts_with_zip
 
 TORCHVISION_R2PLUS1D = "r2plus1d_18"
 #: Tensors only torchvision's R(2+1)D-18 state dict has (torchvision's names).

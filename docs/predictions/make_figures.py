@@ -57,7 +57,8 @@ def write_weights(path: str, video: str) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from c3d_extract.extraction.run import ExtractOptions, iter_records
+    from c3d_extract.extraction.options import ExtractOptions
+    from c3d_extract.extraction.stream import iter_records
     from c3d_extract.models.c3d import build_c3d
     from c3d_extract.weights.loading import LoadedWeights
 

@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from c3d_extract.store.write import read_features, read_video_table
-from tests import hostile
+from c3d_extract.store.read import read_features, read_video_table
+from tests.support import hostile
 
 pytestmark = pytest.mark.slow
 

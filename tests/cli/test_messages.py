@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from c3d_extract.errors import DatasetError
-from c3d_extract.store.write import FORMAT
+from c3d_extract.store.layout import FORMAT
 
 
 def _feature_file(path, layers: str):

@@ -11,10 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from c3d_extract.errors import C3DError, StoreError, UsageError
+from c3d_extract.store.read import (read_attributes, read_clip_features, read_features,
+                                    read_video_table)
 from c3d_extract.store.records import RunParameters, VideoRecord
+from c3d_extract.store.write import FeatureStore
 from c3d_extract.video.sources import discover, read_list_file
-from c3d_extract.store.write import (FeatureStore, read_attributes, read_clip_features, read_features,
-                               read_video_table)
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

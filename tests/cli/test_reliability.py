@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from c3d_extract.store.write import read_features, read_video_table
-from tests.support.runs import (assert_no_processes_left, file_size, leftovers, new_tag, processes_tagged,
-                        start, wait_for)
+from c3d_extract.store.read import read_features, read_video_table
+from tests.support.runs import (assert_no_processes_left, file_size, leftovers, new_tag,
+                                processes_tagged, start, wait_for)
 from tests.support.videos import write_video
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from c3d_extract.extraction.run import ExtractOptions, extract
-from c3d_extract.store.write import read_attributes, read_features, read_video_table
+from c3d_extract.extraction.options import ExtractOptions
+from c3d_extract.extraction.run import extract
+from c3d_extract.store.read import read_attributes, read_features, read_video_table
 from tests.support.videos import write_video
 
 pytestmark = pytest.mark.slow

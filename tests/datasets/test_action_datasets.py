@@ -10,8 +10,8 @@ import pytest
 
 from c3d_extract.errors import DatasetError, SplitOverlapError, UsageError
 from c3d_extract.train.datasets import DatasetSplits, Sample, load_dataset, split_by_group
-from c3d_extract.video.frame_folders import is_frame_folder, list_frames
 from c3d_extract.train.videos import resolve_video
+from c3d_extract.video.frame_folders import is_frame_folder, list_frames
 
 
 def touch(path: Path) -> Path:

@@ -9,11 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from c3d_extract.cli.svm import main as svm_main
+from c3d_extract.datasets.labels import (class_order, match_labels, parse_csv_table, read_hmdb51,
+                                         read_labels_csv, read_ucf101)
 from c3d_extract.errors import InputNotFoundError, LabelsError
-from c3d_extract.datasets.labels import (class_order, match_labels, parse_csv_table,
-                                           read_hmdb51, read_labels_csv, read_ucf101)
 from tests.support.eval_helpers import blobs, write_features, write_labels_csv
-
 
 # ---------------------------------------------------------------- labels.csv
 

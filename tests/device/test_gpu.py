@@ -54,8 +54,8 @@ class _OutOfMemory(torch.nn.Module):
 
 
 def test_runner_turns_out_of_memory_into_a_typed_error():
-    from c3d_extract.video.preprocess import SPORTS1M
     from c3d_extract.extraction.torch_runner import ClipRunner
+    from c3d_extract.video.preprocess import SPORTS1M
 
     runner = ClipRunner(_OutOfMemory(), SPORTS1M, 16, ("fc6",), torch.device("cpu"), "fp32")
     with pytest.raises(DeviceMemoryError) as caught:
@@ -151,7 +151,8 @@ def test_nvdec_decodes_mpeg4_on_the_cpu_and_says_so(tmp_path):
 @pytest.mark.gpu
 @needs_cuda
 def test_bf16_features_agree_with_fp32_on_cuda(random_weights):
-    from c3d_extract.extraction.run import ExtractOptions, prepare_network
+    from c3d_extract.extraction.network import prepare_network
+    from c3d_extract.extraction.options import ExtractOptions
 
     batch = _batch(8, seed=3)
     outputs = {}
@@ -167,8 +168,8 @@ def test_bf16_features_agree_with_fp32_on_cuda(random_weights):
 @pytest.mark.gpu
 @needs_cuda
 def test_pinned_transfer_gathers_the_same_clips_as_the_cpu():
-    from c3d_extract.video.preprocess import SPORTS1M
     from c3d_extract.extraction.torch_runner import gather_clips
+    from c3d_extract.video.preprocess import SPORTS1M
 
     batch = _batch(5)
     assert torch.from_numpy(batch.frames).pin_memory().is_pinned()

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from benchmarks.gpu import (GPU_SIZES, SECTIONS, TINY_SIZES, Stages, goals, markdown,
-                            network_configs)
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.gpu import GPU_SIZES, SECTIONS, TINY_SIZES, Stages, goals, markdown, network_configs
+from tests.support.paths import ROOT
 
 
 def test_a_failing_or_late_stage_is_recorded_and_the_next_one_runs():

@@ -9,10 +9,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from c3d_extract.errors import UsageError
 from c3d_extract.device.hardware import (CpuInfo, choose_cpu_precision, cpu_info_from, detect_cpu,
-                                  parse_cpuinfo)
-from c3d_extract.extraction.torch_runner import resolve_precision
+                                         parse_cpuinfo)
+from c3d_extract.device.precision import resolve_precision
+from c3d_extract.errors import UsageError
 from tests.support.videos import write_video
 
 BASE = "fpu sse sse2 ssse3 sse4_1 sse4_2 avx f16c avx2 fma bmi2"
@@ -145,7 +145,9 @@ def test_cli_refuses_emulated_bf16_on_this_machine(video_folder, tmp_path):
 def test_auto_keeps_cosine_to_fp32_on_real_video(video_folder, random_weights, monkeypatch):
     """Where auto picks a reduced precision (bf16 where native), its per-clip fc6 on real
     decoded video stays within cosine 0.9999 of fp32."""
-    from c3d_extract.extraction.run import ExtractOptions, iter_records, prepare_network
+    from c3d_extract.extraction.network import prepare_network
+    from c3d_extract.extraction.options import ExtractOptions
+    from c3d_extract.extraction.stream import iter_records
 
     monkeypatch.delenv("C3D_EXTRACT_CPU_PRECISION", raising=False)
     cpu = detect_cpu()

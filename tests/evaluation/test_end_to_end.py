@@ -16,11 +16,12 @@ from click.testing import CliRunner
 
 from c3d_extract.cli.pca import main as pca_main
 from c3d_extract.cli.svm import main as svm_main
-from c3d_extract.store.write import read_video_table
+from c3d_extract.store.read import read_video_table
 from tests.support.eval_helpers import MOTIONS, write_labels_csv, write_motion_video
+from tests.support.paths import ROOT
 
 VIDEOS_PER_CLASS = 4
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(ROOT)
 
 
 def _run(group, args):

@@ -9,10 +9,10 @@ from click.testing import CliRunner
 from sklearn.decomposition import PCA
 
 from c3d_extract.cli.pca import main as pca_main
-from c3d_extract.errors import UsageError
 from c3d_extract.datasets.labels import read_labels_csv
+from c3d_extract.errors import UsageError
 from c3d_extract.evaluation.pca import compactness, fit_file, fit_matrix, load_pca, save_pca
-from c3d_extract.store.write import read_attributes, read_features, read_video_table
+from c3d_extract.store.read import read_attributes, read_features, read_video_table
 from tests.support.eval_helpers import blobs, write_features, write_labels_csv
 
 

@@ -8,10 +8,10 @@ from click.testing import CliRunner
 from sklearn.svm import LinearSVC
 
 from c3d_extract.cli.svm import main as svm_main
-from c3d_extract.errors import LabelsError, StoreError, UsageError
 from c3d_extract.datasets.labels import read_labels_csv
-from c3d_extract.evaluation.svm import (SVMOptions, cross_validate, evaluate, load_model,
-                                        predict, save_model, train)
+from c3d_extract.errors import LabelsError, StoreError, UsageError
+from c3d_extract.evaluation.svm import (SVMOptions, cross_validate, evaluate, load_model, predict,
+                                        save_model, train)
 from tests.support.eval_helpers import blobs, write_features, write_labels_csv
 
 

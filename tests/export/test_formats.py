@@ -18,6 +18,7 @@ import pytest
 
 from c3d_extract.export import ExportOptions, export_features
 from tests.support.export_support import DIM, clip_features, index_rows, write_store
+from tests.support.paths import DATA
 
 CLIP_COUNTS = (1, 31, 32, 33, 200)
 IDS = {n: f"{'Normal_Videos' if n == 33 else 'Abuse'}/{'Normal_Videos' if n == 33 else 'Abuse'}"
@@ -25,7 +26,7 @@ IDS = {n: f"{'Normal_Videos' if n == 33 else 'Abuse'}/{'Normal_Videos' if n == 3
 
 
 def _ekosman():
-    path = Path(__file__).parent / "data" / "ekosman" / "ekosman_reference.py"
+    path = DATA / "ekosman" / "ekosman_reference.py"
     spec = importlib.util.spec_from_file_location("ekosman_reference", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

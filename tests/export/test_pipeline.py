@@ -7,8 +7,9 @@ import numpy as np
 from click.testing import CliRunner
 
 from c3d_extract.cli.export import cli
-from c3d_extract.extraction.run import ExtractOptions, extract
-from c3d_extract.store.write import read_clip_features
+from c3d_extract.extraction.options import ExtractOptions
+from c3d_extract.extraction.run import extract
+from c3d_extract.store.read import read_clip_features
 from tests.support.tiny_network import tiny_model
 from tests.support.videos import write_video
 

@@ -7,7 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from c3d_extract.extraction.run import ExtractOptions, iter_records, prepare_network
+from c3d_extract.extraction.network import prepare_network
+from c3d_extract.extraction.options import ExtractOptions
+from c3d_extract.extraction.stream import iter_records
 from tests.support.videos import write_video
 
 pytestmark = pytest.mark.slow

@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from c3d_extract.extraction.batching import Batch
 from c3d_extract.errors import ParameterMismatchError, UsageError
-from c3d_extract.extraction.run import ExtractOptions, clips_per_batch, extract
-from c3d_extract.video.preprocess import (SPORTS1M, CropWindow, Preprocessing, crop_frame, crop_order,
-                                    crop_windows)
+from c3d_extract.extraction.batching import Batch
+from c3d_extract.extraction.options import ExtractOptions, clips_per_batch
+from c3d_extract.extraction.run import extract
 from c3d_extract.extraction.torch_runner import ClipRunner
+from c3d_extract.store.read import read_attributes, read_clip_features, read_features
 from c3d_extract.store.records import RunParameters
-from c3d_extract.store.write import FeatureStore, read_attributes, read_clip_features, read_features
+from c3d_extract.store.write import FeatureStore
+from c3d_extract.video.preprocess import (SPORTS1M, CropWindow, Preprocessing, crop_frame,
+                                          crop_order, crop_windows)
 from tests.support.tiny_network import TinyPooling, tiny_model
 from tests.support.videos import decode_rgb, write_video
 

@@ -7,8 +7,9 @@ import h5py
 import pytest
 
 from c3d_extract.errors import StoreError
-from c3d_extract.extraction.run import ExtractOptions, iter_decoded
-from c3d_extract.store.write import read_attributes, read_features, read_video_table
+from c3d_extract.extraction.options import ExtractOptions
+from c3d_extract.extraction.stream import iter_decoded
+from c3d_extract.store.read import read_attributes, read_features, read_video_table
 from tests.support.videos import write_video
 
 

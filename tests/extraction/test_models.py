@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from c3d_extract.extraction.run import ExtractOptions, extract
+from c3d_extract.extraction.options import ExtractOptions
+from c3d_extract.extraction.run import extract
 from c3d_extract.models.r2plus1d import build_r2plus1d_18
+from c3d_extract.store.read import read_attributes, read_clip_features, read_features
 from c3d_extract.video.preprocess import KINETICS400_TORCHVISION
-from c3d_extract.store.write import read_attributes, read_clip_features, read_features
 from c3d_extract.weights.model_file import save_model_file
 from tests.support.videos import decode_rgb, write_video
 

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from c3d_extract.extraction.backends import choose_backend, resolve_backend
 from c3d_extract.errors import UsageError
-from c3d_extract.extraction.run import ExtractOptions, extract, prepare_network
+from c3d_extract.extraction.backends import choose_backend, resolve_backend
+from c3d_extract.extraction.network import prepare_network
+from c3d_extract.extraction.options import ExtractOptions
+from c3d_extract.extraction.run import extract
 from c3d_extract.models.c3d import CONV_LAYERS, POOL5_SIZE
-from c3d_extract.store.write import read_clip_features, read_features, read_video_table
+from c3d_extract.store.read import read_clip_features, read_features, read_video_table
 from tests.support.reference import reference_clip_features
 from tests.support.videos import write_video
 

@@ -12,19 +12,22 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from c3d_extract.extraction.run import ExtractOptions, PreparedNetwork, Progress, extract
+from c3d_extract.extraction.network import PreparedNetwork
+from c3d_extract.extraction.options import ExtractOptions
+from c3d_extract.extraction.run import Progress, extract
 from c3d_extract.models.registry import get_architecture
+from c3d_extract.store.read import read_clip_features
 from c3d_extract.video.preprocess import SPORTS1M
-from c3d_extract.store.write import read_clip_features
 from c3d_extract.weights.networks import LoadedModel
 from tests.support.videos import write_video
 
 ov = pytest.importorskip("openvino")
 
-from c3d_extract import openvino_runner  # noqa: E402 - needs openvino
-from c3d_extract.extraction.openvino_runner import (CacheEntry, ConversionKey, cache_entries,  # noqa: E402
-                                         clear_cache, convert_network, converted_model,
-                                         entries_to_evict, with_batch_size)
+from c3d_extract.extraction import openvino_runner  # noqa: E402 - needs openvino
+from c3d_extract.extraction.openvino_runner import (CacheEntry, ConversionKey,  # noqa: E402
+                                                    cache_entries, clear_cache, convert_network,
+                                                    converted_model, entries_to_evict,
+                                                    with_batch_size)
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -282,20 +285,20 @@ def test_the_rates_start_when_the_network_is_ready(monkeypatch):
 
 
 def test_large_weights_are_announced_before_loading(tmp_path, monkeypatch):
-    from c3d_extract import extractor
+    from c3d_extract.extraction import network
     from c3d_extract.weights import networks
 
     big = tmp_path / "big.safetensors"
     with open(big, "wb") as handle:
-        handle.truncate(extractor.LARGE_WEIGHTS_BYTES + 1)  # sparse: no disk used
+        handle.truncate(network.LARGE_WEIGHTS_BYTES + 1)  # sparse: no disk used
     small = tmp_path / "small.safetensors"
     small.write_bytes(b"x")
     tiny = tiny_prepared().weights
     monkeypatch.setattr(networks, "load_model", lambda *args, **kwargs: tiny)
     options = ExtractOptions(device="cpu", precision="fp32", backend="torch")
     heard = []
-    extractor.load_prepared_network(str(big), options, notify=heard.append)
+    network.load_prepared_network(str(big), options, notify=heard.append)
     assert heard == [f"loading the weights {big} (100 MB)"]
     heard.clear()
-    extractor.load_prepared_network(str(small), options, notify=heard.append)
+    network.load_prepared_network(str(small), options, notify=heard.append)
     assert heard == []

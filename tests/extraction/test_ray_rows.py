@@ -2,12 +2,14 @@
 
 import numpy as np
 
-from c3d_extract.extraction.run import ExtractOptions, extract_videos
-from c3d_extract.extraction.ray_job import ShardExtractor
-from c3d_extract.store.records import RunParameters, VideoRecord
 from c3d_extract.device.sharding import Shard, shard_path
+from c3d_extract.extraction.options import ExtractOptions
+from c3d_extract.extraction.ray_job import ShardExtractor
+from c3d_extract.extraction.run import extract_videos
+from c3d_extract.store.read import read_attributes, read_features
+from c3d_extract.store.records import RunParameters, VideoRecord
+from c3d_extract.store.write import FeatureStore
 from c3d_extract.video.sources import VideoSource
-from c3d_extract.store.write import FeatureStore, read_attributes, read_features
 from tests.support.videos import write_video
 
 

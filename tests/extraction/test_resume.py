@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from c3d_extract.store.write import read_features, read_video_table
+from c3d_extract.store.read import read_features, read_video_table
 from tests.support.runs import file_size
 from tests.support.videos import write_video
 

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from c3d_extract.extraction.run import ExtractOptions, extract
-from c3d_extract.store.write import read_attributes, read_features
+from c3d_extract.extraction.options import ExtractOptions
+from c3d_extract.extraction.run import extract
+from c3d_extract.store.read import read_attributes, read_features
 from tests.support.videos import write_video
 
 ray = pytest.importorskip("ray")
@@ -103,9 +104,9 @@ def test_the_command_line_ray_run_merges_removes_shards_and_resumes(tmp_path, ra
 
 
 def test_a_rerun_after_an_interrupted_job_keeps_the_earlier_merge(local_ray, tmp_path):
-    from c3d_extract.extraction.run import extract_videos
-    from c3d_extract.extraction.ray_job import run_ray_job
     from c3d_extract.device.sharding import Shard
+    from c3d_extract.extraction.ray_job import run_ray_job
+    from c3d_extract.extraction.run import extract_videos
     from c3d_extract.video.sources import VideoSource
 
     videos = tmp_path / "videos"

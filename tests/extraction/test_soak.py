@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from c3d_extract.store.write import read_video_table
+from c3d_extract.store.read import read_video_table
 from tests.support.runs import assert_no_processes_left, leftovers, new_tag, processes_tagged, start
 from tests.support.videos import write_video
 

@@ -8,11 +8,13 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner
 
-from c3d_extract import backends, extractor, openvino_runner
+from c3d_extract.extraction import backends, openvino_runner, run, stream
 from c3d_extract.errors import ParameterMismatchError
-from c3d_extract.extraction.run import ExtractOptions, extract
+from c3d_extract.extraction.options import ExtractOptions
+from c3d_extract.extraction.run import extract
+from c3d_extract.store.read import read_attributes
 from c3d_extract.store.records import RunParameters
-from c3d_extract.store.write import FeatureStore, read_attributes
+from c3d_extract.store.write import FeatureStore
 from c3d_extract.weights import networks
 from tests.extraction.test_openvino_cache import tiny_prepared
 from tests.support.videos import write_video
@@ -102,7 +104,8 @@ def test_a_complete_output_is_resumed_without_building_the_runner(made, monkeypa
     def fail(*args, **kwargs):
         raise AssertionError("the runner was built with nothing to do")
 
-    monkeypatch.setattr(extractor, "with_runner", fail)
+    for module in (run, stream):  # each looks it up in its own namespace
+        monkeypatch.setattr(module, "with_runner", fail)
     prepared = replace(tiny_prepared("random"), backend="torch")
     summary = extract(str(videos), str(out), weights=prepared,
                       options=ExtractOptions(device="cpu", precision="fp32", backend="torch"))

@@ -17,8 +17,8 @@ from safetensors.torch import save_file
 from c3d_extract.cli.predict import cli
 from c3d_extract.errors import UsageError, VideoReadError
 from c3d_extract.predict.overlay import class_colour, overlay_destinations, write_overlay
-from c3d_extract.video.sources import VideoSource
 from c3d_extract.predict.timeline import Timeline, build_timeline, csv_rows, moving_average
+from c3d_extract.video.sources import VideoSource
 from tests.support.reference import reference_clip_features
 from tests.support.videos import write_video
 from tests.support.weights_support import source_model

@@ -16,9 +16,9 @@ import time
 import numpy as np
 import pytest
 
-from c3d_extract.store.write import read_features, read_video_table
+from c3d_extract.store.read import read_features, read_video_table
 from tests.support.runs import (assert_no_processes_left, file_size, leftovers, new_tag, start,
-                        wait_for)
+                                wait_for)
 from tests.support.videos import write_video
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from c3d_extract.store.write import FeatureStore, read_clip_features, read_features, read_video_table
+from c3d_extract.store.read import read_clip_features, read_features, read_video_table
+from c3d_extract.store.write import FeatureStore
 from tests.store.test_store import DIMS, params, record, write
 
 PAGE = 4096
@@ -76,7 +77,7 @@ def test_a_file_of_an_earlier_version_gets_the_decoder_columns(tmp_path):
 _KILLED_COMMIT = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {root!r})
-    from c3d_extract import inplace
+    from c3d_extract.store import inplace
     from tests.store.test_store import params, DIMS, record
     from c3d_extract.store.write import FeatureStore
 

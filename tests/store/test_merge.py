@@ -13,12 +13,13 @@ import h5py
 import numpy as np
 import pytest
 
+from c3d_extract.device.sharding import Shard
 from c3d_extract.errors import MergeError
 from c3d_extract.store.merge import merge_shards
+from c3d_extract.store.read import (read_attributes, read_clip_features, read_features,
+                                    read_video_table)
 from c3d_extract.store.records import RunParameters, VideoRecord
-from c3d_extract.device.sharding import Shard
-from c3d_extract.store.write import (FeatureStore, read_attributes, read_clip_features, read_features,
-                               read_video_table)
+from c3d_extract.store.write import FeatureStore
 from tests.support.store_support import run_parameters
 
 DIMS = {"fc6": 5, "prob": 3}

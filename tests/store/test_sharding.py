@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from c3d_extract.errors import UsageError
 from c3d_extract.device.launch import auto_device, launched_shard, local_rank
 from c3d_extract.device.sharding import (Shard, parse_shard, parse_shard_path, select, shard_files,
-                                  shard_of, shard_path)
+                                         shard_of, shard_path)
+from c3d_extract.errors import UsageError
 from c3d_extract.video.sources import VideoSource
 
 
@@ -113,7 +113,7 @@ def test_auto_device():
 
 
 def test_resolve_device_under_torchrun_on_cpu(monkeypatch):
-    from c3d_extract.extraction.torch_runner import resolve_device
+    from c3d_extract.device.precision import resolve_device
 
     monkeypatch.setitem(os.environ, "LOCAL_RANK", "1")
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
@@ -127,8 +127,9 @@ def test_a_shard_file_resumes_only_as_the_same_shard(tmp_path):
     import numpy as np
 
     from c3d_extract.errors import ParameterMismatchError
+    from c3d_extract.store.read import read_attributes
     from c3d_extract.store.records import RunParameters, VideoRecord
-    from c3d_extract.store.write import FeatureStore, read_attributes
+    from c3d_extract.store.write import FeatureStore
 
     params = RunParameters(layers=("fc6",), clip_len=16, stride=8, short_policy="pad",
                            weights="w", weights_sha256="abc", preprocessing="{}",

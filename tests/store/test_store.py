@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from c3d_extract.errors import OutputLockedError, ParameterMismatchError, StoreError
+from c3d_extract.store.read import (read_attributes, read_clip_features, read_features,
+                                    read_video_table)
 from c3d_extract.store.records import VideoRecord
-from c3d_extract.store.write import (FeatureStore, read_attributes, read_clip_features, read_features,
-                               read_video_table)
+from c3d_extract.store.write import FeatureStore
 from tests.support.store_support import run_parameters
 
 DIMS = {"fc6": 6, "prob": 3}

@@ -8,13 +8,14 @@ Nothing here uses a model: every tensor of ``tests/data/r2plus1d_18_tensors.json
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Dict, Tuple
 
 import numpy as np
 import torch
 
-DATA = Path(__file__).resolve().parent / "data"
+from tests.support.paths import DATA as TEST_DATA
+
+DATA = TEST_DATA
 TENSOR_LIST = DATA / "r2plus1d_18_tensors.json"
 GOLDEN = DATA / "r2plus1d_18_torchvision_golden.npz"
 SEED = 20180618

@@ -8,7 +8,6 @@ preset, any clip length and crop size.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from c3d_extract.models.registry import Architecture, architecture_names, register
+from tests.support.paths import ROOT as REPOSITORY
 
 NAME = "tiny3d"
 
@@ -70,7 +70,7 @@ def register_tiny() -> None:
 #: Runs c3d-train's entry point with the tiny architecture registered first.
 _LAUNCH = ("import sys; from tests.support.train_support import register_tiny; register_tiny(); "
            "from c3d_extract.cli.train import main; sys.argv[0] = 'c3d-train'; main()")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPOSITORY)
 
 
 def tiny_train_command(args: Sequence[str]) -> List[str]:

@@ -5,10 +5,10 @@ written independently of the readers under test."""
 from __future__ import annotations
 
 import functools
-from collections import OrderedDict
 import os
 import struct
 import tempfile
+from collections import OrderedDict
 from typing import Dict, Iterable, Sequence, Tuple
 
 import numpy as np

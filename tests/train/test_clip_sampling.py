@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from c3d_extract.video.preprocess import SPORTS1M, Preprocessing
-from c3d_extract.train import clips as clips_module
+from c3d_extract.train import clip_sampling as clips_module
 from c3d_extract.train.clip_sampling import (ClipDataset, eval_clip_frames, eval_windows,
-                                     preset_for_crop, random_crop_offsets, train_clip_frames)
+                                             preset_for_crop, random_crop_offsets,
+                                             train_clip_frames)
 from c3d_extract.train.datasets import Sample, load_dataset
+from c3d_extract.video.preprocess import SPORTS1M, Preprocessing
 from tests.support.train_data import write_tiny_ucf101
 from tests.support.videos import decode_rgb
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from c3d_extract.data import kinetics400_classes
 from c3d_extract.errors import WeightsError
 from c3d_extract.models.registry import create_model, get_architecture
-from c3d_extract.data import kinetics400_classes
 from c3d_extract.train.model_init import build_model, class_names_for_run, kept_head_class_names
 
 

@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
+from tests.support.paths import ROOT
 from tests.support.train_data import write_tiny_ucf101
 from tests.support.train_support import identical, model_tensors, tiny_train_command
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Bytes of padding in the environment of each run.
 PADDINGS = (1, 63, 1000, 2049, 4099)
 

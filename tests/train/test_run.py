@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.train_data import write_tiny_ucf101
-from tests.support.train_support import (identical, invoke_in_process, model_tensors, run_tiny_train,
-                                 start_tiny_train)
+from tests.support.train_support import (identical, invoke_in_process, model_tensors,
+                                         run_tiny_train, start_tiny_train)
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,9 @@ import subprocess
 
 import pytest
 
+from tests.support.paths import ROOT
 from tests.support.train_data import write_tiny_ucf101
 from tests.support.train_support import identical, model_tensors, run_tiny_train, tiny_train_command
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")

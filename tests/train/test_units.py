@@ -11,6 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from c3d_extract.device.hardware import cpu_info_from
+from c3d_extract.device.precision import resolve_training_precision
 from c3d_extract.errors import UsageError
 from c3d_extract.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from c3d_extract.train.distributed import ResumableSampler, World, shard_indices
@@ -18,8 +20,6 @@ from c3d_extract.train.loop import Trainee, train_one_epoch
 from c3d_extract.train.metrics import Tally, confusion, topk_hits
 from c3d_extract.train.optim import lr_factor
 from c3d_extract.train.options import TrainOptions
-from c3d_extract.device.hardware import cpu_info_from
-from c3d_extract.device.precision import resolve_training_precision
 
 
 class _ScaleOnly:

@@ -2,20 +2,21 @@
 equal to those of the same frames in a lossless (FFV1) video."""
 
 import json
-import re
 import os
+import re
 
 import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from c3d_extract.video.decoders import FrameFolderDecoder, open_decoder
 from c3d_extract.errors import InputNotFoundError, VideoReadError
-from c3d_extract.extraction.run import ExtractOptions, extract
+from c3d_extract.extraction.options import ExtractOptions
+from c3d_extract.extraction.run import extract
+from c3d_extract.store.read import read_features
+from c3d_extract.video.decoders import FrameFolderDecoder, open_decoder
 from c3d_extract.video.frame_folders import is_frame_name, list_frames, natural_key
 from c3d_extract.video.sources import discover
-from c3d_extract.store.write import read_features
 from tests.support.videos import decode_rgb, moving_bar, write_video
 
 

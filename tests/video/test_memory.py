@@ -16,7 +16,7 @@ from c3d_extract.extraction.batching import ClipBatcher
 from c3d_extract.video.decoders import available_decoders
 from c3d_extract.video.preprocess import SPORTS1M
 from c3d_extract.video.workers import (FRAMES_PER_MESSAGE, READ_AHEAD_MESSAGES, DecodePool, Failed,
-                                 Finished, Frames)
+                                       Finished, Frames)
 from tests.support.videos import write_video
 
 pytestmark = pytest.mark.slow
@@ -105,7 +105,7 @@ def test_peak_memory_does_not_grow_with_the_number_of_videos(videos):
 def test_long_files_are_decoded_with_pyav_instead_of_decord(videos, monkeypatch):
     """What keeps decord's growth bounded: past DECORD_MAX_BYTES the worker's decode
     falls back to PyAV, which gives the same frames."""
-    from c3d_extract import decoders
+    from c3d_extract.video import decoders
     from c3d_extract.video.workers import decode_video
 
     if "decord" not in available_decoders():

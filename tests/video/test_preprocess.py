@@ -7,7 +7,7 @@ import torch
 
 from c3d_extract.extraction.batching import Batch
 from c3d_extract.video.preprocess import (SPORTS1M, Preprocessing, crop_offsets, prepare_frame,
-                                    preprocessing_with_mean)
+                                          preprocessing_with_mean)
 
 
 def bilinear_half_pixel(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
@@ -62,8 +62,8 @@ def test_channel_order_is_bgr():
 
 
 def _runner(preprocessing, clip_len=16):
-    from c3d_extract.models.c3d import build_c3d
     from c3d_extract.extraction.torch_runner import ClipRunner
+    from c3d_extract.models.c3d import build_c3d
 
     return ClipRunner(build_c3d(seed=0), preprocessing, clip_len, ["fc6"],
                       torch.device("cpu"), "fp32")

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from c3d_extract.errors import ParameterMismatchError, UsageError
-from c3d_extract.extraction.run import ExtractOptions, check_videos
+from c3d_extract.extraction.options import ExtractOptions
+from c3d_extract.extraction.run import check_videos
+from c3d_extract.store.read import read_attributes, read_video_table
 from c3d_extract.video.preprocess import SPORTS1M
 from c3d_extract.video.resample import resample_indices, select_by_time
 from c3d_extract.video.sources import discover
-from c3d_extract.store.write import read_attributes, read_video_table
 from c3d_extract.video.workers import FrameSampling, decode_video
 from tests.support.videos import write_video
 
@@ -216,7 +217,7 @@ def test_clips_are_cut_from_the_resampled_frames(videos, tmp_path):
     """Through the whole extraction (tiny network, ten crops): each clip's 4-frame block
     means are those of the frames the timestamps choose, decoded here with PyAV."""
     from c3d_extract.extraction.run import extract
-    from c3d_extract.store.write import read_clip_features
+    from c3d_extract.store.read import read_clip_features
     from tests.support.tiny_network import tiny_model
     from tests.support.videos import decode_rgb
 

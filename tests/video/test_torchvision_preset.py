@@ -13,10 +13,8 @@ import torch
 
 from c3d_extract.data import kinetics400_classes
 from c3d_extract.models.r2plus1d import build_r2plus1d_18
-from c3d_extract.video.preprocess import (
-    KINETICS400_TORCHVISION, SPORTS1M, Preprocessing, crop_offsets, prepare_frame,
-    resize_torchvision,
-)
+from c3d_extract.video.preprocess import (KINETICS400_TORCHVISION, SPORTS1M, Preprocessing,
+                                          crop_offsets, prepare_frame, resize_torchvision)
 from tests.support.r2plus1d_reference import GOLDEN, bilinear_reference, synthetic_state_dict
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from c3d_extract import decoders
-from c3d_extract.video.decoders import (AVI, DECORD_PROVEN, MKV, MOV, StreamInfo, choose_rate,
-                                  cut_short, judge_frame_count, open_decoder, probe_video,
-                                  undeclared_warning)
 from c3d_extract.errors import VideoReadError
+from c3d_extract.video import decoders
+from c3d_extract.video.decoders import (AVI, DECORD_PROVEN, MKV, MOV, StreamInfo, choose_rate,
+                                        cut_short, judge_frame_count, open_decoder, probe_video,
+                                        undeclared_warning)
 from c3d_extract.video.sources import VIDEO_EXTENSIONS, find_videos
+from tests.support.paths import ROOT
 from tests.support.videos import moving_bar, write_video
 
 
@@ -62,7 +63,7 @@ def test_decord_gives_pyavs_frames_exactly_where_it_is_used(pair, tmp_path):
         subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
                         "from tests.support.videos import write_video; "
                         "write_video(Path(sys.argv[1]), 24, codec=sys.argv[2])",
-                        str(path), encoder], check=True, cwd=str(Path(__file__).parent.parent),
+                        str(path), encoder], check=True, cwd=str(ROOT),
                        timeout=120)
     else:
         write_video(path, 24, codec=encoder, pix_fmt=pix_fmt, container_format=muxer, gop=8)
@@ -332,7 +333,7 @@ def test_a_folder_of_every_common_extension_is_found_whole(tmp_path):
 
 @pytest.mark.slow
 def test_decode_only_records_decoder_declared_frames_and_refusals(whole_videos, tmp_path):
-    from c3d_extract.store.write import read_video_table
+    from c3d_extract.store.read import read_video_table
 
     folder = tmp_path / "videos"
     folder.mkdir()
@@ -379,7 +380,7 @@ def test_decode_only_records_decoder_declared_frames_and_refusals(whole_videos, 
 def test_default_decoder_gives_the_features_of_pyav(tmp_path):
     """MPEG-2 in MPG/TS/VOB, a TS cut mid-GOP and a two-stream MP4: the default settings give
     the frame count, size and fc6 of ``--decoder pyav`` (random C3D weights, fp32)."""
-    from c3d_extract.store.write import read_features, read_video_table
+    from c3d_extract.store.read import read_features, read_video_table
 
     folder = tmp_path / "videos"
     folder.mkdir()
@@ -488,7 +489,7 @@ EXTENSION_FILES = {
 
 @pytest.mark.slow
 def test_a_folder_of_the_thirteen_extensions_is_decoded_whole(tmp_path):
-    from c3d_extract.store.write import read_video_table
+    from c3d_extract.store.read import read_video_table
 
     folder = tmp_path / "camera"
     folder.mkdir()
@@ -499,7 +500,7 @@ def test_a_folder_of_the_thirteen_extensions_is_decoded_whole(tmp_path):
     subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
                     "from tests.support.videos import write_video; write_video(Path(sys.argv[1]), 20, "
                     "codec='libvpx', container_format='ogg')", str(folder / "e.ogv")],
-                   check=True, cwd=str(Path(__file__).parent.parent), timeout=120)
+                   check=True, cwd=str(ROOT), timeout=120)
     out = tmp_path / "check.h5"
     result = subprocess.run([sys.executable, "-m", "c3d_extract", str(folder), "-o", str(out),
                              "--decode-only", "--quiet"], capture_output=True, text=True,

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
+from c3d_extract.store.read import read_video_table
 from c3d_extract.video.preprocess import Preprocessing
-from c3d_extract.store.write import read_video_table
 from c3d_extract.video.workers import DecodePool, Failed, Finished
 from tests.support.videos import write_video
 

@@ -13,9 +13,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from c3d_extract.cli.weights import cli
-from c3d_extract.weights import registry
-from tests.weights.test_hub import _QuietHandler, _serve
+from c3d_extract.weights import hub
 from tests.support.weights_support import NUM_CLASSES, numpy_params, pickle_state_dict
+from tests.weights.test_hub import _QuietHandler, _serve
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def pickle_file(source, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("C3D_EXTRACT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(registry.REGISTRY_URL_ENV, raising=False)
+    monkeypatch.delenv(hub.REGISTRY_URL_ENV, raising=False)
     return tmp_path / "cache"
 
 
@@ -140,11 +140,11 @@ def test_errors_and_exit_codes(pickle_file, tmp_path):
 def test_fetch_and_list(cache, tmp_path):
     folder = tmp_path / "mirror"
     folder.mkdir()
-    filename = registry.REGISTRY["sports1m-caffe"].filename
+    filename = hub.REGISTRY["sports1m-caffe"].filename
     (folder / filename).write_bytes(bytes(range(256)) * 2000)
     server, url = _serve(functools.partial(_QuietHandler, directory=str(folder)))
     try:
-        result = CliRunner(env={registry.REGISTRY_URL_ENV: url}).invoke(
+        result = CliRunner(env={hub.REGISTRY_URL_ENV: url}).invoke(
             cli, ["fetch", "sports1m-caffe"], prog_name="c3d-weights")
     finally:
         server.shutdown()
@@ -160,7 +160,7 @@ def test_fetch_and_list(cache, tmp_path):
 
 
 def test_fetch_unreachable(tmp_path):
-    result = CliRunner(env={registry.REGISTRY_URL_ENV: "http://127.0.0.1:9"}).invoke(
+    result = CliRunner(env={hub.REGISTRY_URL_ENV: "http://127.0.0.1:9"}).invoke(
         cli, ["fetch", "sports1m-pytorch", "-q"], prog_name="c3d-weights")
     assert result.exit_code == 1
     assert "http://127.0.0.1:9/c3d.pickle" in result.output
@@ -177,7 +177,7 @@ def test_extract_and_predict_read_a_pickle_with_the_stated_kernel_order(source, 
 
     from c3d_extract.cli.extract import cli as extract_cli
     from c3d_extract.cli.predict import cli as predict_cli
-    from c3d_extract.store.write import read_features
+    from c3d_extract.store.read import read_features
     from tests.support.weights_support import MIN_FC6_COSINE, decoded_clip, fc6_cosine, write_video
 
     video = tmp_path / "clip.mp4"

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 from c3d_extract.cli.weights import cli
 from c3d_extract.weights.compare import DIFFERENT, IDENTICAL, TRANSFORMED, compare_weights
 from c3d_extract.weights.convert import LoadedWeights
-from tests.support.weights_support import caffe_c3d_v10_net, numpy_params, pickle_state_dict, thwc_row_order
+from tests.support.weights_support import (caffe_c3d_v10_net, numpy_params, pickle_state_dict,
+                                           thwc_row_order)
 
 
 def _small(seed=0):

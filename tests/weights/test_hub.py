@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from c3d_extract.errors import ChecksumError, DownloadError, WeightsNotFoundError
-from c3d_extract.weights import registry
+from c3d_extract.weights import hub
 from c3d_extract.weights.hub import resolve_weights
 from tests.support.weights_support import numpy_params, pickle_state_dict
 
-PICKLE = registry.REGISTRY["sports1m-pytorch"].filename
+PICKLE = hub.REGISTRY["sports1m-pytorch"].filename
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -52,7 +52,7 @@ def _serve(handler):
 def cache(tmp_path, monkeypatch):
     folder = tmp_path / "cache"
     monkeypatch.setenv("C3D_EXTRACT_CACHE", str(folder))
-    monkeypatch.delenv(registry.REGISTRY_URL_ENV, raising=False)
+    monkeypatch.delenv(hub.REGISTRY_URL_ENV, raising=False)
     return folder
 
 
@@ -68,7 +68,7 @@ def mirror(tmp_path):
 
 
 def test_registry_entries_are_data():
-    for name, item in registry.REGISTRY.items():
+    for name, item in hub.REGISTRY.items():
         assert item.name == name and item.url.startswith("http") and item.filename
         assert item.url.endswith(item.filename)
 
@@ -77,9 +77,9 @@ def test_fetch_records_the_sha256_and_loads(source, cache, mirror, monkeypatch):
     folder, url = mirror
     torch.save(pickle_state_dict(numpy_params(source)), str(folder / PICKLE))
     expected_sha = hashlib.sha256((folder / PICKLE).read_bytes()).hexdigest()
-    monkeypatch.setenv(registry.REGISTRY_URL_ENV, url)
+    monkeypatch.setenv(hub.REGISTRY_URL_ENV, url)
     seen = []
-    path = registry.fetch("sports1m-pytorch", progress=lambda got, total: seen.append((got, total)))
+    path = hub.fetch("sports1m-pytorch", progress=lambda got, total: seen.append((got, total)))
     assert path == cache / PICKLE and path.read_bytes() == (folder / PICKLE).read_bytes()
     assert not list(cache.glob("*.part"))
     size = path.stat().st_size
@@ -95,19 +95,19 @@ def test_fetch_records_the_sha256_and_loads(source, cache, mirror, monkeypatch):
     assert torch.equal(weights.state_dict["conv1a.weight"], source.conv1a.weight.detach())
     # A second fetch does not download again (the mirror is gone).
     (folder / PICKLE).unlink()
-    assert registry.fetch("sports1m-pytorch") == path
+    assert hub.fetch("sports1m-pytorch") == path
 
 
 def test_changed_file_fails_its_checksum(cache, mirror, monkeypatch):
     folder, url = mirror
     (folder / PICKLE).write_bytes(b"weights" * 1000)
-    monkeypatch.setenv(registry.REGISTRY_URL_ENV, url)
-    path = registry.fetch("sports1m-pytorch")
+    monkeypatch.setenv(hub.REGISTRY_URL_ENV, url)
+    path = hub.fetch("sports1m-pytorch")
     path.write_bytes(b"tampered" * 1000)
     with pytest.raises(ChecksumError, match="sha256"):
         resolve_weights("sports1m-pytorch")
     with pytest.raises(ChecksumError):
-        registry.fetch("sports1m-pytorch")
+        hub.fetch("sports1m-pytorch")
 
 
 def test_truncated_transfer_leaves_no_file(cache, monkeypatch):
@@ -115,7 +115,7 @@ def test_truncated_transfer_leaves_no_file(cache, monkeypatch):
     server, url = _serve(handler)
     try:
         with pytest.raises(DownloadError, match="broke off"):
-            registry.fetch("sports1m-caffe", base_url=url)
+            hub.fetch("sports1m-caffe", base_url=url)
     finally:
         server.shutdown()
         server.server_close()
@@ -131,18 +131,18 @@ def test_server_down_fails_at_once_naming_the_url_and_the_manual_steps(cache):
     url = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     with pytest.raises(DownloadError) as caught:
-        registry.fetch("sports1m-mmaction2", base_url=url)
+        hub.fetch("sports1m-mmaction2", base_url=url)
     assert time.monotonic() - started < 10
     message = str(caught.value)
-    assert f"{url}/{registry.REGISTRY['sports1m-mmaction2'].filename}" in message
+    assert f"{url}/{hub.REGISTRY['sports1m-mmaction2'].filename}" in message
     assert "c3d-weights convert" in message
-    assert not (cache / registry.REGISTRY["sports1m-mmaction2"].filename).exists()
+    assert not (cache / hub.REGISTRY["sports1m-mmaction2"].filename).exists()
 
 
 def test_missing_file_on_the_server(cache, mirror):
     _, url = mirror
     with pytest.raises(DownloadError, match="HTTP 404"):
-        registry.fetch("sports1m-caffe", base_url=url)
+        hub.fetch("sports1m-caffe", base_url=url)
     assert not cache.exists() or list(cache.iterdir()) == []
 
 
@@ -150,6 +150,6 @@ def test_unknown_names(cache):
     from c3d_extract.errors import WeightsError
 
     with pytest.raises(WeightsError, match="unknown weights name"):
-        registry.fetch("sports1m-nonexistent")
+        hub.fetch("sports1m-nonexistent")
     with pytest.raises(WeightsError, match="not a known registry name"):
         resolve_weights("sports1m-nonexistent")

@@ -12,13 +12,12 @@ from click.testing import CliRunner
 
 from c3d_extract.cli.weights import cli
 from c3d_extract.errors import WeightsError
-from c3d_extract.weights.formats import detect_format
 from c3d_extract.weights import loading
+from c3d_extract.weights.formats import detect_format
 from c3d_extract.weights.loading import load_state_dict
-from tests.support.weights_support import (
-    assert_right_conversion, fc6_of, keras1_theano_arrays, keras2_arrays, numpy_params,
-    relative_difference, write_keras1, write_keras2,
-)
+from tests.support.weights_support import (assert_right_conversion, fc6_of, keras1_theano_arrays,
+                                           keras2_arrays, numpy_params, relative_difference,
+                                           write_keras1, write_keras2)
 
 
 @pytest.fixture(scope="module")

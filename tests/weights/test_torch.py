@@ -19,12 +19,11 @@ from c3d_extract.cli.weights import cli as weights_cli
 from c3d_extract.errors import UsageError, WeightsError
 from c3d_extract.models.c3d import build_c3d
 from c3d_extract.weights.formats import MMACTION2_NOTE, detect_format
-from c3d_extract.weights.loading import load_network, load_state_dict
 from c3d_extract.weights.hub import resolve_weights
-from tests.support.weights_support import (
-    assert_right_conversion, assert_same_fc6, fc6_of, mmaction2_checkpoint, numpy_params,
-    pickle_state_dict, recognizer3d_checkpoint,
-)
+from c3d_extract.weights.loading import load_network, load_state_dict
+from tests.support.weights_support import (assert_right_conversion, assert_same_fc6, fc6_of,
+                                           mmaction2_checkpoint, numpy_params, pickle_state_dict,
+                                           recognizer3d_checkpoint)
 
 
 @pytest.fixture(scope="module")

@@ -319,7 +319,7 @@ def test_soft_and_external_links_and_virtual_datasets_are_refused(tmp_path):
 
 def _feature_file(tmp_path, name, fc6_kwargs) -> Path:
     """A tiny feature file whose features/fc6 is made by ``fc6_kwargs``."""
-    from c3d_extract.store.write import FORMAT, FORMAT_VERSION
+    from c3d_extract.store.layout import FORMAT, FORMAT_VERSION
 
     path = tmp_path / name
     with h5py.File(path, "w") as f:
@@ -338,7 +338,7 @@ def _feature_file(tmp_path, name, fc6_kwargs) -> Path:
 
 def test_feature_file_with_external_storage_is_refused(tmp_path):
     from c3d_extract.errors import StoreError
-    from c3d_extract.store.write import read_features
+    from c3d_extract.store.read import read_features
 
     secret = _marker_file(tmp_path)
     path = _feature_file(tmp_path, "ext.h5", dict(shape=(2, 8), dtype="f4",
@@ -355,7 +355,7 @@ def test_feature_file_with_external_storage_is_refused(tmp_path):
 
 def test_feature_file_declaring_huge_rows_is_refused(tmp_path):
     from c3d_extract.errors import StoreError
-    from c3d_extract.store.write import read_features
+    from c3d_extract.store.read import read_features
 
     path = _feature_file(tmp_path, "rows.h5", dict(shape=(700_000_000, 4096), dtype="f4",
                                                     chunks=(1, 4096)))
