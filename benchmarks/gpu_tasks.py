@@ -168,7 +168,7 @@ def nvdec(task: Dict[str, Any]) -> Result:
     from c3d_extract.extraction.options import ExtractOptions
     from c3d_extract.extraction.run import check_videos
     from c3d_extract.store.read import read_video_table
-    from c3d_extract.video.decoders import check_decoder, open_decoder
+    from c3d_extract.video.opening import check_decoder, open_decoder
     from c3d_extract.video.sources import discover
 
     check_decoder("nvdec")

@@ -70,7 +70,7 @@ def run(out: Path, *, quick: bool, device: str, decoder: str,
     from c3d_extract.device.hardware import detect_cpu
     from c3d_extract.device.precision import resolve_device
     from c3d_extract.extraction.options import default_batch_size
-    from c3d_extract.video.decoders import available_decoders
+    from c3d_extract.video.opening import available_decoders
     from c3d_extract.video.workers import default_workers
 
     resolved = resolve_device(device)

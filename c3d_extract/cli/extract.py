@@ -16,7 +16,7 @@ from c3d_extract.cli.common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
 from c3d_extract.device.sharding import shard_path
 from c3d_extract.store.records import VideoRecord
 from c3d_extract.video.clip_plan import SHORT_POLICIES
-from c3d_extract.video.decoders import DECODERS
+from c3d_extract.video.opening import DECODERS
 
 #: ``--ray`` given without an address: start a local Ray cluster.
 LOCAL_RAY = "(local)"

@@ -21,7 +21,7 @@ from c3d_extract.predict.overlay import DEFAULT_FPS, overlay_destinations
 from c3d_extract.predict.timeline import write_timeline_csv
 from c3d_extract.store.records import VideoRecord
 from c3d_extract.store.rerun_checks import check_output_location
-from c3d_extract.video.decoders import DECODERS
+from c3d_extract.video.opening import DECODERS
 
 EXAMPLES = """
 \b

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional, Tuple
 from c3d_extract.errors import UsageError
 from c3d_extract.extraction.backends import BACKENDS
 from c3d_extract.video.clip_plan import SHORT_POLICIES
-from c3d_extract.video.decoders import check_decoder
+from c3d_extract.video.opening import check_decoder
 from c3d_extract.video.preprocess import CROP_COUNTS, CropWindow, Preprocessing, crop_windows
 from c3d_extract.video.resample import check_target_fps
 from c3d_extract.weights.convert import check_kernel_order

@@ -136,7 +136,7 @@ def write_overlay(path: str, timeline: Timeline, output: str, *,
     import av
 
     from c3d_extract.atomic_files import replaced_atomically
-    from c3d_extract.video.decoders import open_decoder
+    from c3d_extract.video.opening import open_decoder
 
     check_overlay_path(output)
     container_format = OVERLAY_FORMATS[os.path.splitext(output)[1].lower()]

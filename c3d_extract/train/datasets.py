@@ -39,8 +39,8 @@ from c3d_extract.datasets.labels import examples, read_csv_table, read_hmdb51, r
 from c3d_extract.errors import (DatasetError, InputNotFoundError, LabelsError, SplitOverlapError,
                                 UsageError)
 from c3d_extract.train.videos import is_video, resolve_video
-from c3d_extract.video.decoders import cut_short
 from c3d_extract.video.frame_folders import is_frame_folder
+from c3d_extract.video.probe import cut_short
 
 KINDS = ("ucf101", "hmdb51", "kinetics", "folder")
 #: Share of each class's videos (whole groups) that the ``folder`` split puts in the test list.
@@ -151,7 +151,7 @@ def load_dataset(kind: str, root: str, *, splits_dir: Optional[str] = None, spli
 
 def leave_out_cut_short(samples: Sequence[Sample]) -> Tuple[Tuple[Sample, ...], List[str]]:
     """The samples whose files are whole, and ``"path: reason"`` for those cut short
-    (``decoders.cut_short``: the container's structure runs past the end of the file)."""
+    (``probe.cut_short``: the container's structure runs past the end of the file)."""
     kept, cut = [], []
     for sample in samples:
         reason = None if os.path.isdir(sample.path) else cut_short(sample.path)

@@ -15,8 +15,8 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 
 from c3d_extract.errors import VideoReadError
-from c3d_extract.video.decoders import FALLBACK, available_decoders, open_decoder
 from c3d_extract.video.frame_folders import is_frame_folder, list_frames
+from c3d_extract.video.opening import FALLBACK, available_decoders, open_decoder
 from c3d_extract.video.sources import is_video_name
 
 
@@ -71,7 +71,7 @@ def read_frames(path: str, start: int = 0, stop: Optional[int] = None, decoder: 
     video's true frame count when the read reached its end (else None).
 
     Fewer frames than asked come back when the video is shorter. A backend that fails before
-    its first frame hands over to its fallback (``decoders.FALLBACK``), as extraction does.
+    its first frame hands over to its fallback (``opening.FALLBACK``), as extraction does.
     Raises ``VideoReadError`` naming the video when it cannot be read.
     """
     if os.path.isdir(path):

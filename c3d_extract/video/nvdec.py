@@ -22,8 +22,9 @@ from typing import Iterator, Optional
 import numpy as np
 
 from c3d_extract.errors import UsageError, VideoReadError
-from c3d_extract.video.decoders import (PyAVDecoder, StreamInfo, VideoDecoder, first_line,
-                                        probe_video)
+from c3d_extract.video.decoders import PyAVDecoder, VideoDecoder
+from c3d_extract.video.ffmpeg_messages import first_line
+from c3d_extract.video.probe import StreamInfo, probe_video
 
 #: Codecs (FFmpeg names) that NVDEC decodes; others are decoded on the CPU.
 NVDEC_CODECS = frozenset({"h264", "hevc", "av1", "vp8", "vp9", "mpeg1video", "mpeg2video",

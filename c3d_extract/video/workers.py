@@ -27,7 +27,8 @@ from typing import Any, Iterator, List, Optional, Tuple
 import numpy as np
 
 from c3d_extract.errors import VideoReadError
-from c3d_extract.video.decoders import FALLBACK, VideoDecoder, available_decoders, open_decoder
+from c3d_extract.video.decoders import VideoDecoder
+from c3d_extract.video.opening import FALLBACK, available_decoders, open_decoder
 from c3d_extract.video.preprocess import (RESIZE_TORCHVISION, Preprocessing, prepare_frame,
                                           resize_frame)
 from c3d_extract.video.resample import FrameSelector
@@ -130,7 +131,7 @@ def decode_video(decoder: str, path: str, preprocessing: Preprocessing, send,
     n_decoded)``, or ``("error", message, n_decoded)``.
 
     When ``decoder`` fails before it has sent any frame and has a fallback
-    (``decoders.FALLBACK``), the fallback decodes the video instead, and a note (kept in
+    (``opening.FALLBACK``), the fallback decodes the video instead, and a note (kept in
     the video table) says why; if that fails too, its message is sent, as it usually names the cause better.
     A folder is a frame folder, whatever the decoder.
     """

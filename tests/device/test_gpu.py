@@ -120,7 +120,7 @@ def test_nvdec_takes_the_codecs_nvdec_decodes():
 
 @pytest.mark.skipif(CUDA, reason="checks the refusal on a machine without CUDA")
 def test_nvdec_is_refused_with_the_reason_without_cuda_or_torchcodec():
-    from c3d_extract.video.decoders import check_decoder
+    from c3d_extract.video.opening import check_decoder
 
     with pytest.raises(UsageError) as caught:
         check_decoder("nvdec")
@@ -261,8 +261,8 @@ def test_nvdec_frames_match_the_cpu_decoder_within_colour_conversion(tmp_path):
 
     if importlib.util.find_spec("torchcodec") is None:
         pytest.skip("torchcodec is not installed")
-    from c3d_extract.video.decoders import check_decoder
     from c3d_extract.video.nvdec import NvdecDecoder
+    from c3d_extract.video.opening import check_decoder
 
     try:
         check_decoder("nvdec")

@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner
 
-from c3d_extract.extraction import backends, openvino_runner, run, stream
 from c3d_extract.errors import ParameterMismatchError
+from c3d_extract.extraction import backends, openvino_runner, run, stream
 from c3d_extract.extraction.options import ExtractOptions
 from c3d_extract.extraction.run import extract
 from c3d_extract.store.read import read_attributes

@@ -14,8 +14,9 @@ from c3d_extract.errors import InputNotFoundError, VideoReadError
 from c3d_extract.extraction.options import ExtractOptions
 from c3d_extract.extraction.run import extract
 from c3d_extract.store.read import read_features
-from c3d_extract.video.decoders import FrameFolderDecoder, open_decoder
+from c3d_extract.video.decoders import FrameFolderDecoder
 from c3d_extract.video.frame_folders import is_frame_name, list_frames, natural_key
+from c3d_extract.video.opening import open_decoder
 from c3d_extract.video.sources import discover
 from tests.support.videos import decode_rgb, moving_bar, write_video
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from c3d_extract.extraction.batching import ClipBatcher
-from c3d_extract.video.decoders import available_decoders
+from c3d_extract.video.opening import available_decoders
 from c3d_extract.video.preprocess import SPORTS1M
 from c3d_extract.video.workers import (FRAMES_PER_MESSAGE, READ_AHEAD_MESSAGES, DecodePool, Failed,
                                        Finished, Frames)

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from c3d_extract.errors import VideoReadError
-from c3d_extract.video import decoders
-from c3d_extract.video.decoders import (AVI, DECORD_PROVEN, MKV, MOV, StreamInfo, choose_rate,
-                                        cut_short, judge_frame_count, open_decoder, probe_video,
-                                        undeclared_warning)
+from c3d_extract.video import probe
+from c3d_extract.video.decoders import DECORD_PROVEN
+from c3d_extract.video.opening import open_decoder
+from c3d_extract.video.probe import (AVI, MKV, MOV, StreamInfo, choose_rate, cut_short,
+                                     judge_frame_count, probe_video, undeclared_warning)
 from c3d_extract.video.sources import VIDEO_EXTENSIONS, find_videos
 from tests.support.paths import ROOT
 from tests.support.videos import moving_bar, write_video
@@ -188,7 +189,7 @@ def info(declared, declared_by="frame count", estimated=0, container=AVI):
 def test_judge_frame_count_by_hand():
     assert judge_frame_count(1, info(107)) == \
         "truncated: 1 of 107 frames decoded (declared by the AVI header)"
-    allowed = max(decoders.SHORTFALL_FRAMES, int(107 * decoders.SHORTFALL_FRACTION))
+    allowed = max(probe.SHORTFALL_FRAMES, int(107 * probe.SHORTFALL_FRACTION))
     assert judge_frame_count(107 - allowed, info(107)) is None
     assert judge_frame_count(107 - allowed - 1, info(107)) is not None
     assert judge_frame_count(200, info(107)) is None  # more than declared is no truncation
