@@ -61,7 +61,7 @@ def prepare_network(weights: WeightsSpec, options: ExtractOptions,
 def resolve_compute(options: ExtractOptions) -> Tuple["torch.device", str, str]:
     """``(device, precision, backend)`` the options ask for, checked; no weights read."""
     from c3d_extract.extraction.backends import resolve_backend
-    from c3d_extract.extraction.torch_runner import resolve_device, resolve_precision
+    from c3d_extract.device.precision import resolve_device, resolve_precision
 
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device, options.allow_emulated_precision)

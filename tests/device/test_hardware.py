@@ -121,7 +121,7 @@ def test_cli_refuses_emulated_bf16_before_computing(video_folder, tmp_path, monk
     """As on an AVX2-only CPU, whatever this machine is."""
     from c3d_extract.cli.extract import cli
 
-    monkeypatch.setattr("c3d_extract.extraction.torch_runner.detect_cpu", lambda: info("amd_zen3"))
+    monkeypatch.setattr("c3d_extract.device.precision.detect_cpu", lambda: info("amd_zen3"))
     out = tmp_path / "o.h5"
     result = CliRunner().invoke(cli, [str(video_folder), "-o", str(out), "--weights", "random",
                                       "--device", "cpu", "--precision", "bf16"])
