@@ -14,6 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from c3d_extract.models.architecture import Architecture
+from c3d_extract.video.preprocess import SPORTS1M
+
 #: (name, in channels, out channels) of the eight 3x3x3 convolutions.
 CONV_LAYERS: Tuple[Tuple[str, int, int], ...] = (
     ("conv1a", 3, 64),
@@ -183,14 +186,8 @@ def state_dict_shapes(num_classes: int = SPORTS1M_CLASSES) -> Dict[str, Tuple[in
     return shapes
 
 
-def _register() -> None:
-    from c3d_extract.models.registry import Architecture, register
-    from c3d_extract.video.preprocess import Preprocessing
-
-    register(Architecture(
-        name="c3d", build=build_c3d, preset=Preprocessing(), clip_len=16, crop_size=112,
-        layers=FEATURE_LAYERS, default_layer="fc6", fixed_input=True,
-        head_name=C3D.head_name))
-
-
-_register()
+#: The registry's entry for C3D: Caffe's preset, fixed 16 x 112 x 112 input (fc6 is sized
+#: for it), fc6 written when no layer is asked for.
+ARCHITECTURE = Architecture(
+    name="c3d", build=build_c3d, preset=SPORTS1M, clip_len=16, crop_size=112,
+    layers=FEATURE_LAYERS, default_layer="fc6", fixed_input=True, head_name=C3D.head_name)

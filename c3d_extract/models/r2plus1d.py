@@ -15,6 +15,9 @@ from typing import Dict, Iterable, Optional, Tuple
 import torch
 from torch import nn
 
+from c3d_extract.models.architecture import Architecture
+from c3d_extract.video.preprocess import KINETICS400_TORCHVISION
+
 KINETICS400_CLASSES = 400
 FEATURE_DIM = 512
 #: Layers that can be extracted, in the order the network computes them.
@@ -176,14 +179,9 @@ def build_r2plus1d_18(*, num_classes: int = KINETICS400_CLASSES,
     return model.eval()
 
 
-def _register() -> None:
-    from c3d_extract.models.registry import Architecture, register
-    from c3d_extract.video.preprocess import KINETICS400_TORCHVISION
-
-    register(Architecture(
-        name="r2plus1d_18", build=build_r2plus1d_18, preset=KINETICS400_TORCHVISION,
-        clip_len=16, crop_size=112, layers=FEATURE_LAYERS, default_layer="avgpool",
-        fixed_input=False, head_name=R2Plus1D18.head_name))
-
-
-_register()
+#: The registry's entry for R(2+1)D-18: torchvision's Kinetics-400 preset, any clip length
+#: and crop size (the pool is global), the pooled features written when no layer is asked for.
+ARCHITECTURE = Architecture(
+    name="r2plus1d_18", build=build_r2plus1d_18, preset=KINETICS400_TORCHVISION,
+    clip_len=16, crop_size=112, layers=FEATURE_LAYERS, default_layer="avgpool",
+    fixed_input=False, head_name=R2Plus1D18.head_name)

@@ -23,7 +23,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from c3d_extract.errors import UsageError, WeightsError
-from c3d_extract.models.registry import Architecture, create_model
+from c3d_extract.models.architecture import Architecture
+from c3d_extract.models.registry import create_model
 
 
 def head_prefix(model: nn.Module, arch: Architecture) -> str:

@@ -25,7 +25,8 @@ from c3d_extract.atomic_files import remove_quietly, remove_stale_temporaries
 from c3d_extract.device.memory import device_memory_guard
 from c3d_extract.device.precision import grad_scaler, resolve_training_precision
 from c3d_extract.errors import C3DError, OutputLockedError, StoreError, UsageError, VideoReadError
-from c3d_extract.models.registry import Architecture, get_architecture
+from c3d_extract.models.architecture import Architecture
+from c3d_extract.models.registry import get_architecture
 from c3d_extract.store.locking import OutputLock
 from c3d_extract.train import metrics
 from c3d_extract.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint

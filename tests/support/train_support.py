@@ -15,7 +15,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import torch
 from torch import nn
 
-from c3d_extract.models.registry import Architecture, architecture_names, register
+from c3d_extract.models.architecture import Architecture
+from c3d_extract.models.registry import architecture_names, register
 from tests.support.paths import ROOT as REPOSITORY
 
 NAME = "tiny3d"
