@@ -13,7 +13,8 @@ from c3d_extract.extraction.options import (ExtractOptions, clips_per_batch, cro
                                             default_batch_size)
 from c3d_extract.extraction.runners import Runner
 from c3d_extract.store.records import RunParameters
-from c3d_extract.video.preprocess import Preprocessing, load_mean, preprocessing_with_mean
+from c3d_extract.video.preprocess import Preprocessing, preprocessing_with_mean
+from c3d_extract.weights.means import load_mean
 
 if TYPE_CHECKING:
     import torch

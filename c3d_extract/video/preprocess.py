@@ -360,21 +360,6 @@ def prepare_frame(frame_rgb: np.ndarray, preprocessing: Preprocessing = SPORTS1M
         resized[top:top + preprocessing.crop, left:left + preprocessing.crop])
 
 
-def load_mean(path: str) -> np.ndarray:
-    """A mean from ``.npy`` (3 x 16 x 128 x 171 BGR volume, or 3 channel values) or a Caffe
-    ``.binaryproto`` mean blob. Returns the array as stored (float32)."""
-    from c3d_extract.errors import UsageError
-
-    if path.lower().endswith(".binaryproto"):
-        from c3d_extract.weights.caffe_proto import read_mean_binaryproto
-        return read_mean_binaryproto(path)
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read the mean file {path}: {error}") from None
-    return np.asarray(array, dtype=np.float32)
-
-
 def preprocessing_with_mean(base: Preprocessing, mean: np.ndarray) -> Preprocessing:
     """``base`` with its mean replaced by 3 channel values or a full mean volume."""
     from c3d_extract.errors import UsageError

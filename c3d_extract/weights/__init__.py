@@ -1,7 +1,7 @@
 """Weights: where they come from, how they are read, and the preset that travels with them.
 
 The modules import one another in one direction: format readers (``caffe_proto``,
-``unpickle``, ``formats``) -> conversion to Caffe order (``layouts``, ``convert``) ->
+``unpickle``, ``formats``, ``means``) -> conversion to Caffe order (``layouts``, ``convert``) ->
 loading (``loading``) -> published files by name (``registry``); ``compare`` reads
 files through ``loading``. Names are imported lazily, so that ``kernel_orders`` can be
 read without loading torch.

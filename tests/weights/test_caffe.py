@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from c3d_extract.errors import UsageError, WeightsError
-from c3d_extract.video.preprocess import SPORTS1M, load_mean, preprocessing_with_mean
+from c3d_extract.video.preprocess import SPORTS1M, preprocessing_with_mean
 from c3d_extract.weights import caffe_proto
 from c3d_extract.weights.formats import detect_format
 from c3d_extract.weights.hub import resolve_weights
 from c3d_extract.weights.loading import converted_cache_path, load_state_dict
+from c3d_extract.weights.means import load_mean
 from tests.support.weights_support import (assert_right_conversion, assert_same_fc6, blob_bvlc,
                                            blob_c3d_v10, caffe_bvlc_net, caffe_c3d_v10_net, f_bytes,
                                            f_unpacked_floats, f_varint, fc6_of, numpy_params,
