@@ -47,7 +47,6 @@ FEATURE_LAYERS: Tuple[str, ...] = ("pool5", "fc6", "fc7", "fc8", "prob")
 FEATURE_DIMS: Dict[str, Optional[int]] = {
     "pool5": POOL5_SIZE, "fc6": FC_SIZE, "fc7": FC_SIZE, "fc8": None, "prob": None,
 }
-INPUT_SHAPE = (3, 16, 112, 112)
 
 
 class C3D(nn.Module):

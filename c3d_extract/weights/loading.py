@@ -15,7 +15,7 @@ import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -240,10 +240,6 @@ def load_network(weights: LoadedWeights) -> C3D:
     if result.missing_keys or result.unexpected_keys:  # unreachable after check_state_dict
         raise WeightsError(f"{weights.name}: {result}")
     return model.eval()
-
-
-def names_of_missing(weights: LoadedWeights) -> List[str]:
-    return [] if weights.num_classes else ["fc8", "prob"]
 
 
 def convert_file(source: str, out: str, *, labels: Optional[str] = None,
