@@ -2,7 +2,8 @@
 
 The model modules (``c3d``, ``r2plus1d``) each define their ``ARCHITECTURE`` with this
 dataclass, and the registry imports them to build its table; keeping the dataclass out of
-the registry is what lets the model modules not import the registry.
+the registry is what lets the model modules not import the registry. ``parameter_count``
+is here too, as the one count every description of a network shows.
 """
 
 from __future__ import annotations
@@ -28,3 +29,11 @@ class Architecture:
     default_layer: str  # the descriptor written when no layer is asked for
     fixed_input: bool  # True when clip length and crop size cannot change (C3D's fc6)
     head_name: str  # prefix of the classifier's parameters (replaced when fine-tuning)
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Learnable parameters of ``model`` (BatchNorm statistics are buffers, not counted).
+
+    Works on a model built on the meta device, so a file can be described without
+    allocating its network."""
+    return sum(p.numel() for p in model.parameters())

@@ -166,10 +166,6 @@ def build_c3d(*, num_classes: int = SPORTS1M_CLASSES, seed: Optional[int] = None
     return model.eval()
 
 
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def state_dict_shapes(num_classes: int = SPORTS1M_CLASSES) -> Dict[str, Tuple[int, ...]]:
     """The expected shape of every tensor of the project's state dict."""
     shapes: Dict[str, Tuple[int, ...]] = {}

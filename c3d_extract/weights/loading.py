@@ -20,6 +20,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from c3d_extract.errors import InputNotFoundError, UsageError, WeightsError
+from c3d_extract.models.architecture import parameter_count
 from c3d_extract.models.c3d import C3D, SPORTS1M_CLASSES, build_c3d, state_dict_shapes
 from c3d_extract.models.state_dicts import key_mismatch, shape_mismatch
 from c3d_extract.video.preprocess import SPORTS1M, Preprocessing
@@ -306,7 +307,7 @@ def describe(path: str, *, kernel_order: Optional[str] = None) -> WeightsInfo:
                        layers=tuple((k, tuple(v.shape)) for k, v in weights.state_dict.items()),
                        tensor_stats=tuple(tensor_stats(k, v)
                                           for k, v in weights.state_dict.items()),
-                       parameter_count=sum(v.numel() for v in weights.state_dict.values()),
+                       parameter_count=parameter_count(model),
                        num_classes=weights.num_classes,
                        available_layers=model.available_layers,
                        class_names=weights.class_names,

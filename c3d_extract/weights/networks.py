@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from c3d_extract.errors import ModelFileError, WeightsError
+from c3d_extract.models.architecture import parameter_count
 from c3d_extract.models.registry import get_architecture
 from c3d_extract.video.preprocess import Preprocessing
 from c3d_extract.weights.convert import LoadedWeights
@@ -295,7 +296,7 @@ def describe_model(path: str) -> Optional[ModelInfo]:
     return ModelInfo(
         path=path, source_format=read.source_format, arch=read.arch, sha256=read.sha256,
         tensors=tuple((k, tuple(v.shape)) for k, v in read.state_dict.items()),
-        parameter_count=sum(p.numel() for p in model.parameters()),
+        parameter_count=parameter_count(model),
         num_classes=read.num_classes, class_names=read.class_names, clip_len=read.clip_len,
         crop_size=read.crop_size, preset=read.preset, layers=tuple(model.available_layers),
         default_layer=arch.default_layer, extra_metadata=extra)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from c3d_extract.models.c3d import C3D, POOL_AFTER, build_c3d, parameter_count
+from c3d_extract.models.architecture import parameter_count
+from c3d_extract.models.c3d import C3D, POOL_AFTER, build_c3d
 
 
 def test_parameter_counts_match_the_paper_table():

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from c3d_extract.models.c3d import build_c3d, parameter_count
+from c3d_extract.models.architecture import parameter_count
+from c3d_extract.models.c3d import build_c3d
 from c3d_extract.models.r2plus1d import build_r2plus1d_18, mid_planes
 from c3d_extract.models.registry import architecture_names, create_model, get_architecture
 from tests.support.r2plus1d_reference import GOLDEN, golden_input, synthetic_state_dict, tensor_list
