@@ -239,22 +239,31 @@ def _keras_layers(root, layer_names: Sequence[str], source: str) -> Dict[str, _K
     return found
 
 
+def _keras_kernel_misfit(layers: Dict[str, _KerasLayer], channels_first: bool) -> str:
+    """Why the convolution kernels are not all stored channels first (or last), naming the
+    first that is not; "" when they all are. The orientation of each kernel is read by
+    ``layouts.keras_kernel_is_channels_first``."""
+    conv_shapes = _conv_shapes()
+    for keras_name, ours in layouts.KERAS_LAYER_NAMES.items():
+        if ours not in conv_shapes or keras_name not in layers:
+            continue
+        shape = tuple(layers[keras_name].kernel.shape)
+        c_out, c_in = conv_shapes[ours]
+        try:
+            fits = layouts.keras_kernel_is_channels_first(shape, c_out, c_in) == channels_first
+        except ValueError:  # neither orientation: named below like a kernel of the other
+            fits = False
+        if not fits:
+            wanted = layouts.keras_kernel_shape(c_out, c_in, channels_first=channels_first)
+            axes = layouts.KERAS_KERNEL_AXES[channels_first]
+            return f"layer {keras_name}: kernel of shape {shape} is not {axes} = {wanted}"
+    return ""
+
+
 def _keras_structure(layers: Dict[str, _KerasLayer],
                      attrs: Dict[str, str]) -> Tuple[Optional[str], str]:
     """``("keras2" | "keras1", "")`` from weight names and kernel shapes, or ``(None, why)``
     for a file that fits neither."""
-    conv_shapes = _conv_shapes()
-
-    def misfit(channels_first: bool) -> str:
-        for keras_name, ours in layouts.KERAS_LAYER_NAMES.items():
-            if ours in conv_shapes and keras_name in layers:
-                shape = tuple(layers[keras_name].kernel.shape)
-                c_out, c_in = conv_shapes[ours]
-                wanted = (c_out, c_in, 3, 3, 3) if channels_first else (3, 3, 3, c_in, c_out)
-                if shape != wanted:
-                    axes = "(out, in, kD, kH, kW)" if channels_first else "(kD, kH, kW, in, out)"
-                    return f"layer {keras_name}: kernel of shape {shape} is not {axes} = {wanted}"
-        return ""
 
     def keras2_pair(names: Tuple[str, str]) -> bool:
         kinds = [_KERAS2_NAME.search(name) for name in names]
@@ -262,12 +271,12 @@ def _keras_structure(layers: Dict[str, _KerasLayer],
 
     version, backend = attrs.get("keras_version", ""), attrs.get("backend", "")
     if all(keras2_pair(layer.names) for layer in layers.values()):
-        problem = misfit(channels_first=False)
+        problem = _keras_kernel_misfit(layers, channels_first=False)
         if not problem and version.startswith("1"):
             problem = f"Keras 2 weight names, but keras_version {version}"
         return (None, problem) if problem else ("keras2", "")
     if all(layer.names == (f"{name}_W", f"{name}_b") for name, layer in layers.items()):
-        problem = misfit(channels_first=True)
+        problem = _keras_kernel_misfit(layers, channels_first=True)
         if not problem and (version.startswith("2") or backend.lower() not in ("", "theano")):
             problem = f"Keras 1 weight names, but keras_version {version!r}, backend {backend!r}"
         return (None, problem) if problem else ("keras1", "")

@@ -56,6 +56,18 @@ def caffe_bias(blob: np.ndarray) -> np.ndarray:
     return blob.reshape(-1)
 
 
+#: The axes of a Keras Conv3D kernel: channels first (Keras 1 with Theano dim ordering) or
+#: channels last (every other case), keyed by ``channels_first``.
+KERAS_KERNEL_AXES: Dict[bool, str] = {True: "(out, in, kD, kH, kW)",
+                                      False: "(kD, kH, kW, in, out)"}
+
+
+def keras_kernel_shape(c_out: int, c_in: int, *, channels_first: bool) -> Tuple[int, ...]:
+    """The shape a Keras file stores a ``c_in`` -> ``c_out`` 3x3x3 kernel in, in the axes of
+    ``KERAS_KERNEL_AXES[channels_first]``: one definition for the check and its message."""
+    return (c_out, c_in, 3, 3, 3) if channels_first else (3, 3, 3, c_in, c_out)
+
+
 def keras_kernel_is_channels_first(shape: Tuple[int, ...], c_out: int, c_in: int) -> bool:
     """Whether a Keras Conv3D kernel of ``shape`` is stored (out, in, kD, kH, kW) (Keras 1
     with Theano dim ordering) rather than (kD, kH, kW, in, out) (every other case).
@@ -63,12 +75,13 @@ def keras_kernel_is_channels_first(shape: Tuple[int, ...], c_out: int, c_in: int
     ``ValueError`` when it is neither for a ``c_in`` -> ``c_out`` 3x3x3 convolution.
     """
     shape = tuple(shape)
-    if shape == (c_out, c_in, 3, 3, 3):
+    if shape == keras_kernel_shape(c_out, c_in, channels_first=True):
         return True
-    if shape == (3, 3, 3, c_in, c_out):
+    if shape == keras_kernel_shape(c_out, c_in, channels_first=False):
         return False
-    raise ValueError(f"kernel of shape {shape} is neither (kD, kH, kW, in, out) = "
-                     f"(3, 3, 3, {c_in}, {c_out}) nor (out, in, kD, kH, kW)")
+    channels_last = keras_kernel_shape(c_out, c_in, channels_first=False)
+    raise ValueError(f"kernel of shape {shape} is neither {KERAS_KERNEL_AXES[False]} = "
+                     f"{channels_last} nor {KERAS_KERNEL_AXES[True]}")
 
 
 def keras_conv_kernel(kernel: np.ndarray, *, channels_first: bool) -> np.ndarray:
