@@ -24,6 +24,40 @@ kernel_order_option = click.option("--kernel-order", type=click.Choice(KERNEL_OR
                                    default=None, help=OPTION_HELP)
 
 
+class DefaultCommandGroup(click.Group):
+    """A group with a default command, the one mechanism for every command that has one.
+
+    The default command runs when the arguments name no command: ``c3d-pca feats.h5 ...``
+    is ``c3d-pca compact feats.h5 ...``, and ``c3d-weights cache`` is its (hidden)
+    ``cache list``. A first argument that is no command name is handed to the default
+    command only if that command takes arguments; otherwise click reports the unknown
+    command, so a misspelt ``c3d-weights cache clera`` is still named as such. With no
+    arguments at all, a group that shows its help then (click's ``no_args_is_help``, true
+    unless a group is declared with ``no_args_is_help=False``) keeps doing so; one that
+    does not runs the default command, and its usage line shows the command as optional.
+    """
+
+    def __init__(self, *args: Any, default_command: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default_command = default_command
+        if kwargs.get("subcommand_metavar") is None and not self.no_args_is_help:
+            self.subcommand_metavar = "[COMMAND] [ARGS]..."
+
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        if self._runs_default(ctx, args):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+    def _runs_default(self, ctx: click.Context, args: List[str]) -> bool:
+        """Whether ``args`` are the default command's: see the class docstring."""
+        if not args:
+            return not self.no_args_is_help
+        if args[0] in self.commands or args[0] in ctx.help_option_names:
+            return False
+        default = self.commands[self.default_command]
+        return any(isinstance(param, click.Argument) for param in default.params)
+
+
 def raise_interrupt(signum: int, frame: Any) -> None:
     """A SIGTERM handler: stop the way Ctrl-C does (``KeyboardInterrupt``), so one path
     says what is kept and exits 130."""

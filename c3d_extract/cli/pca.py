@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-from typing import List, Optional
+from typing import Optional
 
 import click
 
-from c3d_extract.cli.common import echo_table, library_errors, parse_int_list
+from c3d_extract.cli.common import DefaultCommandGroup, echo_table, library_errors, parse_int_list
 from c3d_extract.cli.evaluation import (LABEL_SOURCES_HELP, c_option, label_options, load_labels,
                                         parse_C, pct, warn)
 from c3d_extract.errors import StoreError
@@ -22,19 +22,8 @@ FEATURES = click.Path(dir_okay=False)
 DEFAULT_COMMAND = "compact"
 
 
-class DefaultCommandGroup(click.Group):
-    """A group that runs ``compact`` when the first argument names no command.
-
-    So ``c3d-pca feats.h5 labels.csv --dims 10,50`` is ``c3d-pca compact feats.h5 ...``.
-    """
-
-    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
-        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
-            args = [DEFAULT_COMMAND] + list(args)
-        return super().parse_args(ctx, args)
-
-
-@click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=DefaultCommandGroup, default_command=DEFAULT_COMMAND,
+             context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """PCA of C3D descriptors: how compact they are, PCA files and reduced features.
 

@@ -8,8 +8,8 @@ from typing import Optional
 
 import click
 
-from c3d_extract.cli.common import (EXIT_OK, echo_table, kernel_order_option, library_errors,
-                                    show_warnings_plainly)
+from c3d_extract.cli.common import (EXIT_OK, DefaultCommandGroup, echo_table, kernel_order_option,
+                                    library_errors, show_warnings_plainly)
 from c3d_extract.errors import UsageError
 from c3d_extract.weights import hub, loading
 from c3d_extract.weights.convert import read_class_names
@@ -267,10 +267,8 @@ def list_entries() -> None:
     echo_table(rows, header=("name", "format", "cached", "sha256", "description"))
 
 
-@cli.group(invoke_without_command=True)
-@click.pass_context
-@library_errors
-def cache(context: click.Context) -> None:
+@cli.group(cls=DefaultCommandGroup, default_command="list", no_args_is_help=False)
+def cache() -> None:
     """List the OpenVINO cache: the networks converted for OpenVINO, one per weights
     file and layers (any batch size), with their sizes and last use.
 
@@ -284,8 +282,17 @@ def cache(context: click.Context) -> None:
       c3d-weights cache
       c3d-weights cache clear
     """
-    if context.invoked_subcommand is not None:
-        return
+
+
+@cache.command(name="list", hidden=True)
+@library_errors
+def list_cache() -> None:
+    """List the OpenVINO cache (what ``c3d-weights cache`` runs).
+
+    \b
+    Example:
+      c3d-weights cache
+    """
     import time
 
     from c3d_extract.extraction.openvino_runner import (CACHE_ENV, CACHE_LIMIT_ENV, cache_entries,
