@@ -7,7 +7,6 @@ runs on an H200 and, with tiny sizes, on a CPU as a rehearsal.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -218,19 +217,12 @@ def _clips(batch: int, device, channels_last: bool):
     return x.contiguous(memory_format=torch.channels_last_3d) if channels_last else x
 
 
-def _autocast(device, precision: str, cache: bool = True):
-    import torch
-
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    # A CUDA graph's capture must not keep autocast's cast weights: cache=False there.
-    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
-
-
 def network(task: Dict[str, Any]) -> Result:
     """C3D up to fc6 on device-resident clips: clips/s and peak memory per precision, batch
     and variant (channels_last_3d, cudnn.benchmark)."""
     import torch
+
+    from c3d_extract.device.precision import autocast
 
     device = torch.device(task["device"])
     rows: List[Result] = []
@@ -248,7 +240,7 @@ def network(task: Dict[str, Any]) -> Result:
             x = _clips(config["batch"], device, layout)
 
             def step() -> None:
-                with torch.inference_mode(), _autocast(device, config["precision"]):
+                with torch.inference_mode(), autocast(config["precision"], device):
                     model.extract(x, ("fc6",))
 
             row.update(_measured(step, device, task, config["batch"]))
@@ -263,6 +255,8 @@ def network(task: Dict[str, Any]) -> Result:
 def network_compiled(task: Dict[str, Any]) -> Result:
     """One batch size in bf16: eager, ``torch.compile`` and a captured CUDA graph."""
     import torch
+
+    from c3d_extract.device.precision import autocast
 
     device = torch.device(task["device"])
     torch.backends.cudnn.benchmark = True
@@ -297,7 +291,7 @@ def network_compiled(task: Dict[str, Any]) -> Result:
                          "error": f"{type(error).__name__}: {str(error)[:300]}"})
 
     def eager():
-        with torch.inference_mode(), _autocast(device, "bf16"):
+        with torch.inference_mode(), autocast("bf16", device):
             return wrapped(x)
 
     measure("eager", eager, 3)
@@ -305,7 +299,7 @@ def network_compiled(task: Dict[str, Any]) -> Result:
         compiled = torch.compile(wrapped)
 
         def compiled_step():
-            with torch.inference_mode(), _autocast(device, "bf16"):
+            with torch.inference_mode(), autocast("bf16", device):
                 return compiled(x)
 
         measure("torch.compile", compiled_step, 3)
@@ -313,7 +307,7 @@ def network_compiled(task: Dict[str, Any]) -> Result:
         static = {}
 
         def uncached():
-            with torch.inference_mode(), _autocast(device, "bf16", cache=False):
+            with torch.inference_mode(), autocast("bf16", device, cache_enabled=False):
                 return wrapped(x)
 
         def capture():
@@ -345,6 +339,7 @@ def train_steps(task: Dict[str, Any]) -> Result:
     import torch
     from torch.nn import functional as F
 
+    from c3d_extract.device.precision import autocast
     from c3d_extract.models.registry import create_model
 
     device = torch.device(task["device"])
@@ -374,7 +369,7 @@ def train_steps(task: Dict[str, Any]) -> Result:
             _reset_peak(device)
 
             def step() -> None:
-                with _autocast(device, task["precision"]):
+                with autocast(task["precision"], device):
                     logits = model(x)
                 loss = F.cross_entropy(logits.float(), y)
                 loss.backward()

@@ -96,11 +96,15 @@ def resolve_training_precision(precision: str, device: torch.device,
     return "bf16"
 
 
-def autocast(precision: str, device: torch.device) -> ContextManager:
-    """The forward pass's autocast context (nothing for fp32)."""
+def autocast(precision: str, device: torch.device, *,
+             cache_enabled: Optional[bool] = None) -> ContextManager:
+    """The forward pass's autocast context (nothing for fp32), the one every pass uses.
+
+    ``cache_enabled=False`` is for a CUDA graph's capture, which must not keep autocast's
+    cast weights; None keeps torch's default."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=_DTYPES[precision])
+    return torch.autocast(device.type, dtype=_DTYPES[precision], cache_enabled=cache_enabled)
 
 
 def grad_scaler(precision: str, device: torch.device) -> "torch.amp.GradScaler":
