@@ -7,6 +7,7 @@ from typing import Any, Callable, List, Sequence, TypeVar
 
 import click
 
+from c3d_extract.device.hardware import PRECISIONS
 from c3d_extract.errors import C3DError, UsageError
 from c3d_extract.weights.kernel_orders import KERNEL_ORDERS, OPTION_HELP
 
@@ -149,7 +150,7 @@ def compute_options(command):
         click.option("--device", default="auto", show_default=True,
                      help="auto, cpu, cuda or cuda:N."),
         click.option("--precision", default="auto", show_default=True,
-                     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+                     type=click.Choice(PRECISIONS),
                      help="auto: bf16 on CUDA; on a CPU bf16 where it is native (AMX or "
                      "AVX-512 BF16), else fp32. bf16/fp16 on a CPU that would emulate them "
                      "is refused."),

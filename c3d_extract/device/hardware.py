@@ -14,6 +14,9 @@ import platform
 from dataclasses import dataclass
 from typing import FrozenSet, Optional, Tuple
 
+#: The precisions a network can be asked to run in. Here, without torch, so that the
+#: commands' options and the training options name them without importing torch.
+PRECISIONS: Tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 #: /proc/cpuinfo flags that mean bf16 (resp. fp16) dot products in hardware.
 BF16_FLAGS: Tuple[str, ...] = ("amx_bf16", "avx512_bf16")
 FP16_FLAGS: Tuple[str, ...] = ("amx_fp16", "avx512_fp16")

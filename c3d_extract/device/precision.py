@@ -16,12 +16,11 @@ from typing import ContextManager, Optional
 
 import torch
 
-from c3d_extract.device.hardware import (CpuInfo, choose_cpu_precision, detect_cpu,
+from c3d_extract.device.hardware import (PRECISIONS, CpuInfo, choose_cpu_precision, detect_cpu,
                                          emulated_precision_message)
 from c3d_extract.device.launch import auto_device, local_rank
 from c3d_extract.errors import UsageError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: When set (fp32, bf16 or fp16), what ``auto`` means on a CPU, e.g. fp32 on a fleet of
 #: mixed CPUs so that any machine can resume any output.
 CPU_PRECISION_ENV = "C3D_EXTRACT_CPU_PRECISION"

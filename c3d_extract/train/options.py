@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional
 
+from c3d_extract.device.hardware import PRECISIONS
 from c3d_extract.errors import UsageError
 
 DATASETS = ("ucf101", "hmdb51", "kinetics", "folder")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "step", "constant")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Learning rate and weight decay when none is given: SGD as the C3D and R(2+1)D papers
 #: train, Adam as the R2Plus1D-C3D seed does (lr 1e-4, no decay).
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-4}
