@@ -111,7 +111,7 @@ def write_atomically(path: str, data: bytes) -> None:
 def one_line(error: BaseException) -> str:
     """An OS or HDF5 error on one line, its errno text first when it has one."""
     text = " ".join(str(error).split())
-    reason = getattr(error, "strerror", None)
+    reason = " ".join(str(getattr(error, "strerror", None) or "").split())
     if reason and reason not in text:
         text = f"{reason} ({text})"
     return text[:400]
