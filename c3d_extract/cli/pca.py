@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import csv
-from typing import Optional
+import io
+from typing import List, Optional
 
 import click
 
+from c3d_extract.atomic_files import write_atomically
 from c3d_extract.cli.common import DefaultCommandGroup, echo_table, library_errors, parse_int_list
 from c3d_extract.cli.evaluation import (LABEL_SOURCES_HELP, c_option, label_options, load_labels,
                                         parse_C, pct, warn)
-from c3d_extract.errors import StoreError
 from c3d_extract.evaluation.labelled_features import load_labelled
 from c3d_extract.evaluation.pca import (PAPER_UCF101_COMPACTNESS, compactness, fit_file, load_pca,
                                         pca_warnings, save_pca, transform_file, write_activitynet)
@@ -89,16 +90,13 @@ def compact_command(features: str, labels: Optional[str], dims: str, layer: str,
     if result.full_dims_accuracy is not None:
         click.echo(f"without PCA: accuracy {pct(result.full_dims_accuracy)}")
     if csv_path:
-        try:
-            with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(("dims", "explained_variance", "accuracy",
-                                 "mean_class_accuracy"))
-                for row in result.rows:
-                    writer.writerow((row.dims, f"{row.explained_variance:.6f}",
-                                     f"{row.accuracy:.6f}", f"{row.mean_class_accuracy:.6f}"))
-        except OSError as error:
-            raise StoreError(f"cannot write {csv_path}: {error}") from None
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(("dims", "explained_variance", "accuracy", "mean_class_accuracy"))
+        for row in result.rows:
+            writer.writerow((row.dims, f"{row.explained_variance:.6f}", f"{row.accuracy:.6f}",
+                             f"{row.mean_class_accuracy:.6f}"))
+        write_atomically(csv_path, text.getvalue().encode("utf-8"))
         click.echo(f"table -> {csv_path}")
     if plot:
         plots.compactness(plot, [row.dims for row in result.rows],

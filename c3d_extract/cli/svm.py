@@ -8,10 +8,11 @@ from typing import Optional
 
 import click
 
+from c3d_extract.atomic_files import replaced_atomically
 from c3d_extract.cli.common import echo_table, library_errors
 from c3d_extract.cli.evaluation import (LABEL_SOURCES_HELP, c_option, label_options, load_labels,
                                         note, parse_C, pct, warn)
-from c3d_extract.errors import StoreError, UsageError
+from c3d_extract.errors import UsageError
 from c3d_extract.evaluation.similarity import DISTANCES, evaluate_pairs, read_pairs_csv
 from c3d_extract.evaluation.svm import (DEFAULT_GRID, SOLVERS, SVMOptions, cross_validate, evaluate,
                                         load_model, predict, save_model, train)
@@ -201,14 +202,12 @@ def predict_command(model: str, features: str, output: str, layer: Optional[str]
         shown = ", ".join(repr(v) for v, _ in result.without_features[:3])
         warn([f"{len(result.without_features)} videos have no features and no prediction "
               f"(e.g. {shown})"])
-    try:
-        with open(output, "w", newline="", encoding="utf-8") as handle:
+    with replaced_atomically(output, growth_bound=0) as temporary:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(("video", "label", "score"))
             for video, label, score in zip(result.ids, result.labels, result.scores):
                 writer.writerow((video, label, f"{float(score):.6g}"))
-    except OSError as error:
-        raise StoreError(f"cannot write {output}: {error}") from None
     click.echo(f"{len(result.ids)} predictions -> {output}")
 
 

@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from c3d_extract.atomic_files import replaced_atomically
 from c3d_extract.datasets.labels import Labels, MatchReport
 from c3d_extract.errors import LabelsError, StoreError, UsageError
 from c3d_extract.evaluation.labelled_features import (CHUNK_ROWS, load_labelled, match_feature_file,
@@ -171,28 +172,28 @@ def feature_dim(path: str, layer: str) -> int:
 
 # ---------------------------------------------------------------- the PCA file
 
+#: More bytes than HDF5's own records in a PCA or ActivityNet file, and than each of the
+#: latter's groups (its name, attributes and dataset header).
+_HDF5_OVERHEAD, _GROUP_OVERHEAD = 1 << 20, 1 << 14
+
+
 def _h5py():
     import h5py
     return h5py
 
 
-def _atomic_h5(path: str, overwrite: bool, write: Callable[[object], None]) -> None:
-    """Write an HDF5 file to a temporary name and rename it into place."""
+def _atomic_h5(path: str, overwrite: bool, growth_bound: int,
+               write: Callable[[object], None]) -> None:
+    """Write an HDF5 file of at most ``growth_bound`` bytes through ``replaced_atomically``:
+    a crash leaves the previous file whole, never a torn one."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise StoreError(f"the output directory {directory} does not exist")
     if os.path.exists(path) and not overwrite:
         raise StoreError(f"{path} exists; pass --overwrite to replace it")
-    temporary = f"{path}.tmp-{os.getpid()}"
-    try:
+    with replaced_atomically(path, growth_bound) as temporary:
         with _h5py().File(temporary, "w") as handle:
             write(handle)
-        os.replace(temporary, path)
-    except OSError as error:
-        raise StoreError(f"cannot write {path}: {error}") from None
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def save_pca(model: PCAModel, path: str, *, overwrite: bool = False) -> None:
@@ -212,7 +213,8 @@ def save_pca(model: PCAModel, path: str, *, overwrite: bool = False) -> None:
             "S_meaning": "variance along each column of U (covariance eigenvalues, ddof=1)",
         })
 
-    _atomic_h5(path, overwrite, write)
+    _atomic_h5(path, overwrite, model.x_mean.nbytes + model.U.nbytes + model.S.nbytes
+               + _HDF5_OVERHEAD, write)
 
 
 def load_pca(path: str) -> PCAModel:
@@ -313,12 +315,13 @@ def transform_file(model: PCAModel, features_path: str, output: str, *,
                     height=int(table["height"][row]),
                     features={layer: projected[i]} if status in WITH_FEATURES else {}))
             start += len(chunk)
+        # The PCA's attributes go in with the commit: changed afterwards, in place, a
+        # crash could tear the file.
         store.commit(complete=bool(attrs.get("complete", False)),
-                     n_inputs=int(attrs.get("n_inputs", start)))
-    with _h5py().File(output, "r+") as handle:
-        handle.attrs["pca_dims"] = dims
-        handle.attrs["pca_source_layer"] = model.layer
-        handle.attrs["pca_note"] = "features are (x - x_mean) @ U[:, :pca_dims], not normalised"
+                     n_inputs=int(attrs.get("n_inputs", start)),
+                     attrs={"pca_dims": dims, "pca_source_layer": model.layer,
+                            "pca_note": "features are (x - x_mean) @ U[:, :pca_dims], "
+                                        "not normalised"})
     return start
 
 
@@ -369,7 +372,8 @@ def write_activitynet(model: PCAModel, features_path: str, output: str, *,
             "weights_sha256": str(attrs.get("weights_sha256", "")),
         })
 
-    _atomic_h5(output, overwrite, write)
+    _atomic_h5(output, overwrite, projected.nbytes + start_frame.nbytes
+               + len(names) * _GROUP_OVERHEAD + _HDF5_OVERHEAD, write)
     return len(names)
 
 

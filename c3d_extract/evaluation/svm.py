@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from c3d_extract.atomic_files import write_atomically
 from c3d_extract.datasets.labels import Labels, MatchReport
 from c3d_extract.errors import LabelsError, StoreError, UsageError
 from c3d_extract.evaluation.labelled_features import (CHUNK_ROWS, iter_labelled_chunks,
@@ -382,7 +383,7 @@ def predict(model: SVMModel, path: str, *, layer: Optional[str] = None,
 # ---------------------------------------------------------------- files
 
 def save_model(model: SVMModel, path: str) -> None:
-    """Write the model with skops (no pickle)."""
+    """Write the model with skops (no pickle), atomically (``write_atomically``)."""
     import skops.io as sio
     payload: Dict[str, Any] = {
         "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
@@ -394,10 +395,7 @@ def save_model(model: SVMModel, path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise StoreError(f"the output directory {directory} does not exist")
-    try:
-        sio.dump(payload, path)
-    except OSError as error:
-        raise StoreError(f"cannot write {path}: {error}") from None
+    write_atomically(path, sio.dumps(payload))  # a crash leaves the previous model whole
 
 
 #: The most bytes a c3d-svm model file's members may inflate to (a model of 100,000 classes

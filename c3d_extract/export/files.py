@@ -11,7 +11,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from c3d_extract.atomic_files import fsync_path, replaced_atomically
+from c3d_extract.atomic_files import make_folders, write_atomically
 from c3d_extract.errors import ExportError
 
 INDEX_NAME = "index.csv"
@@ -48,15 +48,11 @@ def check_unique(outputs: Iterable[Tuple[str, str]]) -> None:
         raise ExportError(f"the format names one file for two videos: {shown}")
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file beside it, fsynced and renamed."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        os.makedirs(directory, exist_ok=True)
-        fsync_path(os.path.dirname(directory), directory=True)
-    with replaced_atomically(path, growth_bound=len(data)) as temporary:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
+def write_output(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (``write_atomically``), making its folders first:
+    a format may put each video's files in a subfolder."""
+    make_folders(os.path.dirname(os.path.abspath(path)))
+    write_atomically(path, data)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

@@ -10,7 +10,7 @@ from c3d_extract.errors import ExportError
 from c3d_extract.export.base import ExportOptions, Format, PlannedFile, VideoRefused
 from c3d_extract.export.ekosman import EkosmanFormat
 from c3d_extract.export.files import (INDEX_NAME, IndexRow, check_unique, index_bytes,
-                                      write_atomically)
+                                      write_output)
 from c3d_extract.export.npy import NpyFormat
 from c3d_extract.export.rtfm import RtfmFormat
 from c3d_extract.export.segments import frame_ranges
@@ -85,7 +85,7 @@ def export_features(features_path: str, out_dir: str, options: ExportOptions, *,
                     summary.failures.append((meta.id, str(refusal)))
                     continue
                 for target, content in zip(targets, contents):
-                    write_atomically(target, content)
+                    write_output(target, content)
                 summary.written += 1
             else:
                 summary.already_there += 1
@@ -95,9 +95,9 @@ def export_features(features_path: str, out_dir: str, options: ExportOptions, *,
                 progress(meta)
     extra, notes = exporter.finish(out_dir, exported)
     for name, content in extra:
-        write_atomically(os.path.join(out_dir, name), content)
+        write_output(os.path.join(out_dir, name), content)
         summary.extra_files.append(name)
-    write_atomically(os.path.join(out_dir, INDEX_NAME), index_bytes(rows))
+    write_output(os.path.join(out_dir, INDEX_NAME), index_bytes(rows))
     summary.notes.extend(notes)
     return summary
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from c3d_extract.atomic_files import fsync_path
+from c3d_extract.atomic_files import move_into_place
 from c3d_extract.errors import UsageError
 from c3d_extract.extraction.batching import Batch
 from c3d_extract.extraction.runners import Outputs
@@ -314,7 +314,8 @@ def _check_entry(folder: Path, key: ConversionKey) -> Optional[str]:
 
 def _store_entry(root: Path, folder: Path, key: ConversionKey, model: Any) -> None:
     """Write the entry (the caller holds the exclusive lock) unless a concurrent run has
-    written it meanwhile."""
+    written it meanwhile: in a temporary folder, its files and itself fsynced, renamed into
+    place (``move_into_place``), so that a crash leaves no entry rather than half of one."""
     import openvino as ov
 
     if _check_entry(folder, key) is None:
@@ -326,12 +327,9 @@ def _store_entry(root: Path, folder: Path, key: ConversionKey, model: Any) -> No
         checksums = {path.name: file_sha256(path) for path in sorted(temporary.iterdir())}
         (temporary / _KEY_FILE).write_text(json.dumps({"key": asdict(key),
                                                        "sha256": checksums}))
-        for path in temporary.iterdir():
-            fsync_path(str(path))
         if folder.exists():
-            _remove_folder(root, folder)
-        os.rename(temporary, folder)
-        fsync_path(str(root), directory=True)
+            _remove_folder(root, folder)  # damaged (``_check_entry``): a new one replaces it
+        move_into_place(str(temporary), str(folder))
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
 

@@ -7,11 +7,13 @@ display or global pyplot state is involved.
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from c3d_extract.atomic_files import write_atomically
 from c3d_extract.errors import StoreError
 
 
@@ -24,13 +26,14 @@ def _figure(width: float, height: float):
 
 
 def _save(figure, path: str) -> None:
+    """Render ``figure`` as PNG in memory, then replace ``path`` atomically: a crash while
+    saving leaves the previous picture whole."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise StoreError(f"the output directory {directory} does not exist")
-    try:
-        figure.savefig(path, format="png", bbox_inches="tight")
-    except OSError as error:
-        raise StoreError(f"cannot write {path}: {error}") from None
+    png = io.BytesIO()
+    figure.savefig(png, format="png", bbox_inches="tight")
+    write_atomically(path, png.getvalue())
 
 
 def confusion_matrix(path: str, confusion: np.ndarray, classes: Sequence[str], *,

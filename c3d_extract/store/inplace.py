@@ -16,7 +16,11 @@ file back to the length the log recorded before anything was written. Readers se
 committed content through ``open_fileobj`` even before a crashed commit is recovered.
 
 A commit costs the bytes it adds plus the pages of metadata it changes, never a copy of
-the file. The log is a ``Journal`` (checksummed records; a torn one is ignored).
+the file. The log is a ``Journal`` (checksummed records; a torn one is ignored). This is
+the one writer that changes a file rather than replacing it (``atomic_files``): the log,
+not a rename, makes it atomic; the log's creation and removal are made durable by
+fsyncing the folder (``atomic_files.fsync_parent``), the file's bytes by fsyncing the
+descriptor they were written through.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
+from c3d_extract.atomic_files import fsync_parent
 from c3d_extract.store.journal import Journal
 
 PAGE = 4096
@@ -198,14 +203,6 @@ def _apply(path: str, new_size: int, extents: np.ndarray, data: np.ndarray) -> N
         os.close(fd)
 
 
-def _fsync_directory(path: str) -> None:
-    fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def recover(path: str) -> bool:
     """Finish or undo a commit a killed process left; call with the file's lock held.
 
@@ -225,7 +222,7 @@ def recover(path: str) -> bool:
         finally:
             os.close(fd)
     log.remove()
-    _fsync_directory(path)
+    fsync_parent(path)
     return True
 
 
@@ -257,7 +254,7 @@ def changed_in_place(path: str) -> Iterator[Overlay]:
     try:
         log.append({"kind": "intent", "old_size": old_size}, {})
         log.sync()
-        _fsync_directory(path)
+        fsync_parent(path)
         overlay = Overlay(path, old_size)
         yield overlay
         overlay.fsync()  # the new chunks are durable before the log points at them
@@ -269,7 +266,7 @@ def changed_in_place(path: str) -> Iterator[Overlay]:
         overlay.close()
         _apply(path, overlay.size, extents, data)
         log.remove()
-        _fsync_directory(path)
+        fsync_parent(path)
     except BaseException:
         if overlay is not None:
             overlay.close()

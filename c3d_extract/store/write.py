@@ -227,12 +227,14 @@ class FeatureStore:
         chunks += 2 * 1024 * 8 * (len(VIDEO_COLUMNS) + len(TEXT_COLUMNS)) + 2 * 4096 * 8
         return 2 * journal + chunks + (1 << 20)
 
-    def commit(self, *, complete: bool, n_inputs: int) -> None:
+    def commit(self, *, complete: bool, n_inputs: int,
+               attrs: Optional[Dict[str, Any]] = None) -> None:
         """Fold the journal into the output file atomically: a new output through a
-        temporary file, an existing one in place (``inplace``)."""
+        temporary file, an existing one in place (``inplace``). ``attrs`` are further
+        file attributes, written in the same commit (never changed after it in place)."""
         self.journal.sync()
         if self._base_exists and not self.overwrite and self._added_since_commit == 0 \
-                and not self._journal_holds_videos():
+                and not attrs and not self._journal_holds_videos():
             attrs = read_attributes(self.path)
             if attrs.get("complete") == complete and attrs.get("n_inputs") == n_inputs:
                 return  # nothing new: leave the file as it is
@@ -246,7 +248,7 @@ class FeatureStore:
                 with changed_in_place(self.path) as fileobj:
                     with h5py.File(fileobj, "r+") as handle:
                         self._fold_journal(handle, row_of, complete, n_inputs,
-                                           header.get("token"))
+                                           header.get("token"), attrs)
             except (OSError, RuntimeError) as error:  # h5py reports failed writes as either
                 raise StoreError(f"cannot write {self.path}: {one_line(error)}") from None
         else:
@@ -255,7 +257,7 @@ class FeatureStore:
                 with h5py.File(temporary, "w") as handle:
                     create_layout(handle, self.params, self.dims)
                     self._fold_journal(handle, row_of, complete, n_inputs,
-                                       header.get("token"))
+                                       header.get("token"), attrs)
         self._row_of = row_of
         self._base_exists = True
         self.overwrite = False
@@ -265,7 +267,7 @@ class FeatureStore:
         self._added_since_commit = 0
 
     def _fold_journal(self, handle, row_of: Dict[str, int], complete: bool, n_inputs: int,
-                      token: Optional[str]) -> None:
+                      token: Optional[str], attrs: Optional[Dict[str, Any]] = None) -> None:
         """Write the journal's videos and the run's attributes into an open output;
         ``row_of`` (the output's rows by id) gains the new rows."""
         videos = handle["videos"]
@@ -294,5 +296,6 @@ class FeatureStore:
         if self.shard is not None:
             handle.attrs["shard_index"] = self.shard.index
             handle.attrs["shard_count"] = self.shard.count
+        handle.attrs.update(attrs or {})
 
 

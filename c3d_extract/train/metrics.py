@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from c3d_extract.atomic_files import replaced_atomically
+from c3d_extract.atomic_files import write_atomically
 from c3d_extract.reports import plots
 
 #: Columns of metrics.csv; a value a split does not have is left empty.
@@ -68,10 +68,7 @@ def per_class_accuracy(matrix: np.ndarray, classes: Sequence[str]) -> Dict[str, 
 
 
 def write_text(path: str, text: str) -> None:
-    data = text.encode()
-    with replaced_atomically(path, growth_bound=len(data)) as temporary:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
+    write_atomically(path, text.encode())
 
 
 def write_json(path: str, value: Any) -> None:
@@ -97,12 +94,10 @@ def _cell(value: Any) -> str:
 
 
 def write_curves(path: str, rows: Sequence[Dict[str, Any]]) -> None:
-    with replaced_atomically(path, growth_bound=1 << 20) as temporary:
-        plots.training_curves(temporary, rows)
+    plots.training_curves(path, rows)  # replaced atomically, as every picture
 
 
 def write_confusion(path: str, matrix: np.ndarray, classes: Sequence[str],
                     title: Optional[str] = None) -> None:
-    with replaced_atomically(path, growth_bound=1 << 22) as temporary:
-        plots.confusion_matrix(temporary, matrix, classes,
-                               title=title or "Test confusion matrix, video level")
+    plots.confusion_matrix(path, matrix, classes,
+                           title=title or "Test confusion matrix, video level")

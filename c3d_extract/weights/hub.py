@@ -4,9 +4,10 @@ and ``resolve_weights``, which turns a ``--weights`` value into checked weights.
 Entries are data (name -> url, file name, format). None of the sources publishes a
 SHA-256 (SPEC 4), so the first download records one in ``registry.json`` in the
 cache directory and every later use checks the file against it (trust on first
-use). Downloads go to ``<file>.part`` and are renamed only once complete, so a
-partial download is never read. ``C3D_EXTRACT_REGISTRY_URL`` (or ``base_url=``)
-replaces each entry's directory, e.g. to serve files from a local mirror.
+use). Downloads go to ``<file>.part`` and are renamed only once complete and fsynced, so
+a partial download is never read; ``registry.json`` is replaced the same way
+(``atomic_files``). ``C3D_EXTRACT_REGISTRY_URL`` (or ``base_url=``) replaces each entry's
+directory, e.g. to serve files from a local mirror.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, replace
@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
+from c3d_extract.atomic_files import make_folders, replaced_atomically, write_atomically
 from c3d_extract.errors import ChecksumError, DownloadError, WeightsError, WeightsNotFoundError
 from c3d_extract.weights.loading import (DEFAULT_WEIGHTS_FILE, PROJECT_WEIGHTS_DIR, LoadedWeights,
                                          cache_dir, default_weights_path, file_sha256,
@@ -102,12 +103,10 @@ def read_records() -> Dict[str, Dict[str, object]]:
 
 
 def _write_records(records: Dict[str, Dict[str, object]]) -> None:
+    """Replace ``registry.json`` atomically: a torn one would lose every recorded sha256."""
     path = _records_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".registry-", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(records, out, indent=2, sort_keys=True)
-    os.replace(temp, path)
+    make_folders(str(path.parent))
+    write_atomically(str(path), json.dumps(records, indent=2, sort_keys=True).encode("utf-8"))
 
 
 def _record(item: RegistryEntry, path: Path, sha256: str, url: str) -> None:
@@ -169,14 +168,11 @@ def fetch(name: str, *, base_url: Optional[str] = None,
     if target.is_file() and not force:
         return verify(name)
     url = entry_url(item, base_url)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    try:
-        _download(url, partial, progress, timeout, _manual_steps(item, url))
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, target)
+    make_folders(str(target.parent))
+    # A fixed name: what a killed download left is overwritten by the next one.
+    partial = str(target.with_name(target.name + ".part"))
+    with replaced_atomically(str(target), growth_bound=0, temporary=partial):
+        _download(url, Path(partial), progress, timeout, _manual_steps(item, url))
     _record(item, target, file_sha256(target), url)
     return target
 
