@@ -505,7 +505,7 @@ def _metric_rows(path: Path) -> List[Dict[str, str]]:
 def gpu_test_files(folder: str = "tests") -> List[str]:
     """The suite's files with CUDA tests: collected alone, so that the test dependencies
     the GPU machine lacks (hypothesis, scikit-video) stop nothing."""
-    return sorted(str(path.relative_to(_ROOT)) for path in (_ROOT / folder).glob("test_*.py")
+    return sorted(str(path.relative_to(_ROOT)) for path in (_ROOT / folder).rglob("test_*.py")
                   if "mark.gpu" in path.read_text())
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import List, Optional
+from typing import Optional
 
 import click
 

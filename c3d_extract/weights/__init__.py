@@ -2,7 +2,7 @@
 
 The modules import one another in one direction: format readers (``caffe_proto``,
 ``unpickle``, ``formats``, ``means``) -> conversion to Caffe order (``layouts``, ``convert``) ->
-loading (``loading``) -> published files by name (``registry``); ``compare`` reads
+loading (``loading``) -> published files by name (``hub``); ``compare`` reads
 files through ``loading``. Names are imported lazily, so that ``kernel_orders`` can be
 read without loading torch.
 """

@@ -146,7 +146,7 @@ def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step(tiny_ucf, tmp_path):
     import sys
 
     launcher = tmp_path / "launch.py"
-    launcher.write_text(_TORCHRUN_LAUNCH.format(root=ROOT) + "\n")
+    launcher.write_text(_TORCHRUN_LAUNCH.format(root=str(ROOT)) + "\n")
     run_dir = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc-per-node", "2", str(launcher), *_args(tiny_ucf, run_dir),

@@ -18,7 +18,7 @@ IN_PROCESS = r"""
 import json, sys, threading
 from multiprocessing import Pipe
 
-from c3d_extract.video.decoders import available_decoders
+from c3d_extract.video.opening import available_decoders
 from c3d_extract.video.preprocess import SPORTS1M
 from c3d_extract.video.workers import FrameSampling, worker_main
 
