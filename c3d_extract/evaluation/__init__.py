@@ -1,8 +1,8 @@
 """Evaluating stored descriptors as the C3D paper did.
 
-``labels`` reads labels and split files and matches them to a feature file,
-``dataset`` reads the labelled rows, ``svm`` trains and scores linear SVMs,
+``labelled_features`` reads the rows of a feature file that the labels and split files
+(``datasets.labels``) name, ``svm`` trains and scores linear SVMs,
 ``pca`` measures compactness and writes reduced (and ActivityNet-layout)
 features, ``similarity`` runs the ASLAN-style same/not-same protocol,
-``tsne`` embeds descriptors in 2-D and ``plots`` draws the pictures.
+``tsne`` embeds descriptors in 2-D; ``reports.plots`` draws the pictures.
 """

@@ -85,7 +85,7 @@ def predict(videos: Sequence[Tuple[str, str]], model: Network, *,
     layers, clip length and per-clip setting are replaced by the model's; ``stride``
     (default half the clip length) spaces the windows; ``mean`` a mean file replacing the
     preset mean. With ``timeline``, each prediction carries its windows' top-k, after a
-    moving average over ``smooth`` windows. ``progress`` (``extractor.Progress``) hears of
+    moving average over ``smooth`` windows. ``progress`` (``extraction.run.Progress``) hears of
     each batch of windows and each video, once the network is ready.
     """
     from c3d_extract.extraction.network import prepare_network

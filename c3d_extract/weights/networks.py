@@ -4,7 +4,7 @@ Recognised, in order: a ``model.safetensors`` written by ``save_model_file`` (it
 architecture, classes, clip length and preset come from its metadata); a torchvision
 R(2+1)D-18 state dict (``.pth``, read with ``weights_only=True``, loaded strictly; with 400
 outputs it carries the Kinetics-400 class names, and torchvision's preset);
-anything else is a C3D weights source for ``registry.resolve_weights`` (a file in any
+anything else is a C3D weights source for ``hub.resolve_weights`` (a file in any
 published format, a registry name, ``random``, or the default file).
 """
 
