@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from c3d_extract.store.read import read_features, read_video_table
-from tests.support.runs import file_size
+from tests.support.runs import file_size, interruptible
 from tests.support.videos import write_video
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def start(corpus, out):
     return subprocess.Popen(
         [sys.executable, "-m", "c3d_extract", str(corpus), "-o", str(out), "--weights", "random",
          "--batch-size", "1", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        text=True, preexec_fn=interruptible())
 
 
 def wait_for_journal(out, min_bytes, process, limit=240):

@@ -8,11 +8,12 @@ workers inherit, so the tests can find every process a run started, through
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import pytest
 
@@ -34,10 +35,22 @@ def start(inputs, out, *extra, tag: Optional[str] = None, **popen) -> subprocess
     """``python -m c3d_extract INPUTS -o OUT --weights random --quiet EXTRA...``."""
     env = dict(os.environ, C3D_TEST_RUN=tag or new_tag())
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
+    popen["preexec_fn"] = interruptible(popen.get("preexec_fn"))
     return subprocess.Popen(
         [sys.executable, "-m", "c3d_extract", *map(str, inputs), "-o", str(out),
          "--weights", "random", "--quiet", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **popen)
+
+
+def interruptible(then: Optional[Callable[[], None]] = None) -> Callable[[], None]:
+    """A ``preexec_fn`` giving the child SIGINT's default action, so that Python turns
+    Ctrl-C into ``KeyboardInterrupt`` there even when the suite itself runs with SIGINT
+    ignored (a background job of a non-interactive shell inherits SIG_IGN)."""
+    def run() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if then is not None:
+            then()
+    return run
 
 
 def processes_tagged(tag: str) -> List[int]:
