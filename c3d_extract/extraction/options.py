@@ -11,7 +11,7 @@ from c3d_extract.video.clip_plan import SHORT_POLICIES
 from c3d_extract.video.opening import check_decoder
 from c3d_extract.video.preprocess import CROP_COUNTS, CropWindow, Preprocessing, crop_windows
 from c3d_extract.video.resample import check_target_fps
-from c3d_extract.weights.convert import check_kernel_order
+from c3d_extract.weights.kernel_orders import check_kernel_order
 
 if TYPE_CHECKING:
     from c3d_extract.weights.networks import LoadedModel
@@ -46,22 +46,10 @@ class ExtractOptions:
     allow_damaged: bool = False
 
     def validate(self, network: bool = True) -> None:
-        """Raise ``UsageError`` for a bad option; ``network=False`` leaves out the layers."""
-        from c3d_extract.models.registry import (all_layer_names, architecture_names,
-                                                 get_architecture)
-
-        known = all_layer_names()
-        unknown = [layer for layer in self.layers if layer not in known]
-        if network and (unknown or any(not layer for layer in self.layers)):
-            # The network is not known yet: each architecture's layers, apart. A layer of
-            # another architecture than the weights' is refused by ``for_network``, which
-            # lists the weights' layers only.
-            choices = "; ".join(f"{name}: {', '.join(get_architecture(name).layers)}"
-                                for name in architecture_names())
-            raise UsageError(f"unknown layer(s) {', '.join(unknown) or '(none)'}; the layers "
-                             f"are, by architecture, {choices}")
-        if network and len(set(self.layers)) != len(self.layers):
-            raise UsageError("a layer is named twice")
+        """Raise ``UsageError`` for a bad option; ``network=False`` leaves out the layers
+        (and the models, so that a ``--decode-only`` run never imports torch)."""
+        if network:
+            self._validate_layers()
         for name in ("clip_len", "stride"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name.replace('_', '-')} must be at least 1")
@@ -82,6 +70,23 @@ class ExtractOptions:
         check_kernel_order(self.kernel_order)
         if self.backend not in BACKENDS:
             raise UsageError(f"backend must be one of {', '.join(BACKENDS)}")
+
+    def _validate_layers(self) -> None:
+        from c3d_extract.models.registry import (all_layer_names, architecture_names,
+                                                 get_architecture)
+
+        known = all_layer_names()
+        unknown = [layer for layer in self.layers if layer not in known]
+        if unknown or any(not layer for layer in self.layers):
+            # The network is not known yet: each architecture's layers, apart. A layer of
+            # another architecture than the weights' is refused by ``for_network``, which
+            # lists the weights' layers only.
+            choices = "; ".join(f"{name}: {', '.join(get_architecture(name).layers)}"
+                                for name in architecture_names())
+            raise UsageError(f"unknown layer(s) {', '.join(unknown) or '(none)'}; the layers "
+                             f"are, by architecture, {choices}")
+        if len(set(self.layers)) != len(self.layers):
+            raise UsageError("a layer is named twice")
 
     def for_network(self, network: "LoadedModel") -> "ExtractOptions":
         """These options with the layers, clip length and stride left open filled in from

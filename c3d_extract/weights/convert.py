@@ -27,7 +27,7 @@ from c3d_extract.errors import UsageError, WeightsError
 from c3d_extract.video.preprocess import SPORTS1M, Preprocessing
 from c3d_extract.weights import layouts
 from c3d_extract.weights.formats import StoredWeights
-from c3d_extract.weights.kernel_orders import CAFFE, DESCRIPTIONS, KERNEL_ORDERS
+from c3d_extract.weights.kernel_orders import CAFFE, DESCRIPTIONS, check_kernel_order
 from c3d_extract.weights.safetensors_file import write_safetensors_file
 
 #: What users are told wherever weights read with an assumed kernel order are used.
@@ -61,14 +61,6 @@ class LoadedWeights:
     @property
     def is_random(self) -> bool:
         return self.source_format == "random"
-
-
-def check_kernel_order(kernel_order: Optional[str]) -> Optional[str]:
-    """``kernel_order`` if it is None or a known order; ``UsageError`` otherwise."""
-    if kernel_order is not None and kernel_order not in KERNEL_ORDERS:
-        raise UsageError(f"unknown kernel order {kernel_order!r}; choose from "
-                         f"{', '.join(KERNEL_ORDERS)}")
-    return kernel_order
 
 
 def _order_note(order: str, assumed: bool, declared: bool) -> Optional[str]:

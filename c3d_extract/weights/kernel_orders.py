@@ -6,7 +6,9 @@ without loading torch.
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
+
+from c3d_extract.errors import UsageError
 
 CAFFE = "caffe"
 KD_REVERSED = "kd-reversed"
@@ -31,3 +33,11 @@ OPTION_HELP = ("Kernel order the weights file holds: caffe, kd-reversed (Caffe's
                "reversed in time) or khkw-reversed (reversed in height and width). Default: "
                "the file's format decides (kd-reversed, assumed, for DavideA's c3d.pickle; "
                "khkw-reversed for Keras 1 / Theano files; caffe for the others).")
+
+
+def check_kernel_order(kernel_order: Optional[str]) -> Optional[str]:
+    """``kernel_order`` if it is None or a known order; ``UsageError`` otherwise."""
+    if kernel_order is not None and kernel_order not in KERNEL_ORDERS:
+        raise UsageError(f"unknown kernel order {kernel_order!r}; choose from "
+                         f"{', '.join(KERNEL_ORDERS)}")
+    return kernel_order

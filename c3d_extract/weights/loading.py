@@ -25,11 +25,10 @@ from c3d_extract.models.c3d import C3D, SPORTS1M_CLASSES, build_c3d, state_dict_
 from c3d_extract.models.state_dicts import key_mismatch, shape_mismatch
 from c3d_extract.video.preprocess import SPORTS1M, Preprocessing
 from c3d_extract.weights import formats
-from c3d_extract.weights.convert import (  # noqa: F401 - LoadedWeights is part of this API
-    LoadedWeights, check_kernel_order, convert_stored, read_class_names, with_class_names,
-    write_safetensors)
+from c3d_extract.weights.convert import (LoadedWeights, convert_stored, read_class_names,
+                                         with_class_names, write_safetensors)
 from c3d_extract.weights.formats import StoredWeights, looks_like_safetensors
-from c3d_extract.weights.kernel_orders import CAFFE
+from c3d_extract.weights.kernel_orders import CAFFE, check_kernel_order
 
 DEFAULT_WEIGHTS_FILE = "c3d_sports1m.safetensors"
 RANDOM_SEED = 0

@@ -94,6 +94,24 @@ report["torch_detectable"] = bool(loaded(mapped("self"), "torch"))
 print(json.dumps(report))
 """
 
+# A whole --decode-only run (check_videos): workers, clip batches, the store; no network.
+DECODE_ONLY = r"""
+import json, sys
+from pathlib import Path
+
+from c3d_extract.extraction.run import check_videos
+from c3d_extract.store.read import read_video_table
+from c3d_extract.video.sources import discover
+
+folder, output = sys.argv[1], sys.argv[2]
+summary = check_videos(discover([folder]), output)
+table = read_video_table(output)
+print(json.dumps({"status": [str(s) for s in table["status"]],
+                  "n_frames": [int(n) for n in table["n_frames"]],
+                  "n_clips": [int(n) for n in table["n_clips"]],
+                  "torch": "torch" in sys.modules, "openvino": "openvino" in sys.modules}))
+"""
+
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
@@ -139,3 +157,12 @@ def test_spawned_decode_workers_do_not_load_torch(video, decoder):
     assert report["worker_torch"] == [] and report["worker_openvino"] == [], report
     assert not report["parent_torch"] and not report["parent_openvino"], report
     assert report["torch_detectable"], report
+
+
+def test_a_decode_only_run_never_imports_torch(video, tmp_path):
+    """``--decode-only`` (check_videos) decodes, counts clips and writes its file in a process
+    that never imports torch or OpenVINO: it needs no network, so it pays for none."""
+    report = run_script(DECODE_ONLY, video.parent, tmp_path / "d.h5")
+    assert report["status"] == ["ok"] and report["n_frames"] == [N_FRAMES], report
+    assert report["n_clips"] == [1], report  # 16 frames: one clip of 16 at stride 8
+    assert not report["torch"] and not report["openvino"], report
