@@ -1,0 +1,2 @@
+"""Labels and split files of action datasets (UCF101, HMDB51, labels CSV), read the same way
+by evaluation and by training."""
