@@ -95,10 +95,18 @@ def replaced_atomically(path: str, growth_bound: int,
         move_into_place(temporary, path)
     except (OSError, RuntimeError) as error:  # h5py reports failed writes as either
         remove_quietly(temporary)
-        raise StoreError(f"cannot write {path}: {one_line(error)}") from None
+        raise StoreError(f"cannot write {path}: {_write_error(error, temporary)}") from None
     except BaseException:
         remove_quietly(temporary)
         raise
+
+
+def _write_error(error: BaseException, temporary: str) -> str:
+    """Why a write failed, naming no temporary file: the user knows only ``path``."""
+    if isinstance(error, OSError) and error.strerror \
+            and str(error.filename or "").startswith(temporary):
+        return " ".join(error.strerror.split())
+    return one_line(error)
 
 
 def write_atomically(path: str, data: bytes) -> None:

@@ -19,7 +19,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from c3d_extract.errors import InputNotFoundError, UsageError, WeightsError
+from c3d_extract.errors import InputNotFoundError, StoreError, UsageError, WeightsError
 from c3d_extract.models.architecture import parameter_count
 from c3d_extract.models.c3d import C3D, SPORTS1M_CLASSES, build_c3d, state_dict_shapes
 from c3d_extract.models.state_dicts import key_mismatch, shape_mismatch
@@ -228,8 +228,8 @@ def load_state_dict(path: str, *, kernel_order: Optional[str] = None,
     if use_cache and check_values:
         try:
             write_safetensors(weights, cached)
-        except OSError:
-            pass  # a read-only cache only costs the conversion next time
+        except (OSError, StoreError):  # StoreError: the write failed (``atomic_files``)
+            pass  # a read-only or full cache only costs the conversion next time
     return weights
 
 
