@@ -47,7 +47,22 @@ class DefaultCommandGroup(click.Group):
     def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
         if self._runs_default(ctx, args):
             args = [self.default_command, *args]
+            ctx.meta[self._IMPLICIT] = True
         return super().parse_args(ctx, args)
+
+    _IMPLICIT = "c3d_extract.default_command_implicit"
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """A usage error of a hidden default command that the user did not name is the
+        group's: its usage line and ``--help`` hint name the group, not the hidden name."""
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as error:
+            default = self.commands[self.default_command]
+            if ctx.meta.get(self._IMPLICIT) and default.hidden and error.ctx is not None \
+                    and error.ctx.command is default:
+                error.ctx = ctx
+            raise
 
     def _runs_default(self, ctx: click.Context, args: List[str]) -> bool:
         """Whether ``args`` are the default command's: see the class docstring."""

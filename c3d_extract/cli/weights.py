@@ -287,7 +287,7 @@ def cache() -> None:
 @cache.command(name="list", hidden=True)
 @library_errors
 def list_cache() -> None:
-    """List the OpenVINO cache (what ``c3d-weights cache`` runs).
+    """List the OpenVINO cache (what `c3d-weights cache` runs).
 
     \b
     Example:

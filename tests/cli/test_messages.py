@@ -118,3 +118,17 @@ def test_train_refuses_a_run_folder_whose_parent_is_missing_like_extract(tmp_pat
                                                  "--decode-only"], prog_name="c3d-extract")
     assert extracted.exit_code == 1, extracted.output
     assert f"the output directory {run_dir} does not exist" in extracted.stderr
+
+
+def test_the_hidden_default_command_reports_usage_errors_as_its_group():
+    """`c3d-weights cache` runs its hidden `list`; a usage error there names the group, not a
+    command the help does not show."""
+    from c3d_extract.cli.weights import cli
+
+    result = CliRunner().invoke(cli, ["cache"], prog_name="c3d-weights",
+                                env={"C3D_EXTRACT_OPENVINO_CACHE_MB": "abc"})
+    assert result.exit_code == 2, result.output
+    assert "Usage: c3d-weights cache [OPTIONS] [COMMAND] [ARGS]..." in result.output
+    assert "Try 'c3d-weights cache --help'" in result.output
+    assert "cache list" not in result.output
+    assert "C3D_EXTRACT_OPENVINO_CACHE_MB='abc'" in result.output
