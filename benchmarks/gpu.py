@@ -391,8 +391,9 @@ def _train_command(dataset: Dict[str, str], run_dir: Path, arch: str, device: st
     return command
 
 
-_TINY_LAUNCH = ("import sys; from tests.support.train_support import register_tiny; register_tiny(); "
-                "from c3d_extract.cli.train import main; sys.argv[0] = 'c3d-train'; main()")
+_TINY_LAUNCH = ("import sys; from tests.support.train_support import register_tiny; "
+                "register_tiny(); from c3d_extract.cli.train import main; "
+                "sys.argv[0] = 'c3d-train'; main()")
 
 
 def _env() -> Dict[str, str]:

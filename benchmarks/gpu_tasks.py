@@ -90,7 +90,8 @@ def openvino_free(task: Dict[str, Any]) -> Result:
 
     imported, failed = [], {}
     for module in pkgutil.walk_packages(c3d_extract.__path__, "c3d_extract."):
-        if module.name in ("c3d_extract.extraction.openvino_runner", "c3d_extract.extraction.ray_job"):
+        if module.name in ("c3d_extract.extraction.openvino_runner",
+                           "c3d_extract.extraction.ray_job"):
             continue
         try:
             importlib.import_module(module.name)

@@ -6,8 +6,8 @@ an empty or half-written one. A rename is durable only once the folder holding i
 fsynced, and the new file's bytes only once the file is: ``move_into_place`` does both, in
 that order, for a file or for a folder of files (the OpenVINO cache's entries). Appends
 (the store's journal, lock files) and the store's commit in place (``store.inplace``,
-behind its own redo log) are not replacements and do not go through here, but fsync
-folders with ``fsync_parent``.
+behind its own redo log, which fsyncs its folder with ``fsync_parent``) are not
+replacements and do not go through here.
 """
 
 from __future__ import annotations

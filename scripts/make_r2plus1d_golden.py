@@ -26,7 +26,8 @@ It stores:
 * the clip: the pooled features and logits of the four carphone frames as one clip, through
   the transform and the seeded network.
 
-``tests/models/test_r2plus1d.py`` and ``tests/video/test_torchvision_preset.py`` compare ours to them.
+``tests/models/test_r2plus1d.py`` and ``tests/video/test_torchvision_preset.py`` compare ours
+to them.
 """
 
 from __future__ import annotations

@@ -174,8 +174,8 @@ class BarProgress:
 @click.option("--decode-only", is_flag=True,
               help="Decode every video and count its frames and clips without the network "
               "(no weights needed): OUTPUT gets the video table (status, error, frames, fps, "
-              "size, codec, decoder, declared frames, notes, clips) and no features. Workers and batch size default to a GPU "
-              "run's.")
+              "size, codec, decoder, declared frames, notes, clips) and no features. Workers "
+              "and batch size default to a GPU run's.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value=LOCAL_RAY, default=None,
               metavar="[ADDRESS]",
               help="Run as a Ray job: one actor per GPU (one on a CPU-only cluster) extracts "

@@ -132,7 +132,6 @@ def train_command(features: str, labels: Optional[str], output: str, layer: Opti
                f"{len(model.classes)} classes, C={model.C:g} -> {output}")
 
 
-
 @main.command(name="eval", epilog=LABEL_SOURCES_HELP)
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("features", type=FEATURES)
@@ -172,7 +171,6 @@ def eval_command(model: str, features: str, labels: Optional[str], layer: Option
         plots.confusion_matrix(plot, result.confusion, result.classes,
                                title=f"{svm.layer} linear SVM")
         click.echo(f"confusion matrix -> {plot}")
-
 
 
 @main.command(name="predict")
@@ -251,7 +249,6 @@ def cv_command(features: str, labels: Optional[str], layer: Optional[str], C: st
                f"+/- {pct(result.std)} ({layer}, C={result.C:g}, seed {seed})")
 
 
-
 @main.command(name="pairs")
 @click.argument("features", type=FEATURES)
 @click.argument("pairs", type=click.Path(dir_okay=False))
@@ -298,4 +295,3 @@ def pairs_command(features: str, pairs: str, layers: Optional[str], C: str,
         plots.roc(plot, result.same, result.scores, result.fold_of,
                   title=f"Same / not-same ROC ({', '.join(result.layers)})")
         click.echo(f"ROC curve -> {plot}")
-

@@ -33,7 +33,7 @@ Examples:
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"],
-                                                   "max_content_width": 100})
+                                                  "max_content_width": 100})
 @click.argument("data_root", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", "run_dir", required=True, type=click.Path(),
               help="Run folder: checkpoints, metrics.csv, curves.png, confusion.png, "
@@ -60,7 +60,8 @@ Examples:
 @click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(OPTIMIZERS))
 @click.option("--lr", type=float, help="Base learning rate (default: 0.01 sgd, 0.0001 adam).")
 @click.option("--weight-decay", type=float, help="Default: 0.0005 sgd, 0 adam.")
-@click.option("--momentum", default=0.9, show_default=True, type=click.FloatRange(min=0, max=1, max_open=True))
+@click.option("--momentum", default=0.9, show_default=True,
+              type=click.FloatRange(min=0, max=1, max_open=True))
 @click.option("--schedule", default="cosine", show_default=True, type=click.Choice(SCHEDULES))
 @click.option("--warmup-epochs", default=0.0, show_default=True, type=float)
 @click.option("--clip-len", type=click.IntRange(min=1),

@@ -1,8 +1,9 @@
 """Where and in what precision a network runs: the device, the precision, one autocast.
 
 Mixed precision only where the hardware computes it natively. For extraction ``auto`` is
-bf16 on CUDA and, on a CPU, bf16 where it is native, else fp32. For training, on CUDA ``auto`` trains in bf16 autocast where the GPU supports it (fp16 with a gradient
-scaler otherwise). On a CPU, bf16 without native instructions (AVX-512 BF16 or AMX) is
+bf16 on CUDA and, on a CPU, bf16 where it is native, else fp32. For training, on CUDA
+``auto`` trains in bf16 autocast where the GPU supports it (fp16 with a gradient scaler
+otherwise). On a CPU, bf16 without native instructions (AVX-512 BF16 or AMX) is
 emulated and many times slower than fp32 (SPEC section 8), so ``auto`` keeps fp32 there
 and an explicit ``bf16`` is refused; fp16 is for CUDA only.
 """

@@ -204,8 +204,8 @@ def _check_classes(codes: np.ndarray, what: str) -> None:
         raise LabelsError(f"{what} has videos of fewer than two classes; a classifier needs two")
 
 
-def stratified_folds(codes: np.ndarray, folds: int, seed: int) -> Tuple[List[Tuple[np.ndarray,
-                                                                                np.ndarray]], str]:
+def stratified_folds(codes: np.ndarray, folds: int,
+                     seed: int) -> Tuple[List[Tuple[np.ndarray, np.ndarray]], str]:
     """Stratified k-fold ``(train, test)`` index pairs; fewer folds when a class is too small."""
     from sklearn.model_selection import StratifiedKFold
     _, counts = np.unique(codes, return_counts=True)
@@ -451,4 +451,3 @@ def load_model(path: str) -> SVMModel:
                     float(payload["C"]), str(payload["solver"]), str(payload["weights"]),
                     str(payload["weights_sha256"]), int(payload["n_train"]),
                     int(payload["dim"]))
-

@@ -65,7 +65,7 @@ class Format(Protocol):
         """The content of each of ``files(video.meta)`` (raise ``VideoRefused``)."""
 
     def finish(self, out_dir: str, exported: Sequence[VideoMeta]) -> Tuple[List[Tuple[str, bytes]],
-                                                                          List[str]]:
+                                                                           List[str]]:
         """Files written after the videos (relative path, content) and notes for the user."""
 
 

@@ -75,6 +75,6 @@ class EkosmanFormat:
         return [str_rows(rows).encode("ascii")]
 
     def finish(self, out_dir: str, exported: Sequence[VideoMeta]) -> Tuple[List[Tuple[str, bytes]],
-                                                                          List[str]]:
+                                                                           List[str]]:
         lines = "".join(f"{annotation_path(meta.id)} {meta.n_frames}\n" for meta in exported)
         return [(ANNOTATION_NAME, lines.encode("utf-8"))], []

@@ -42,5 +42,5 @@ class NpyFormat:
         return [npy_bytes(video.features)]
 
     def finish(self, out_dir: str, exported: Sequence[VideoMeta]) -> Tuple[List[Tuple[str, bytes]],
-                                                                          List[str]]:
+                                                                           List[str]]:
         return [], []

@@ -55,7 +55,7 @@ class RtfmFormat:
         return self.options.normal_marker in meta.id
 
     def finish(self, out_dir: str, exported: Sequence[VideoMeta]) -> Tuple[List[Tuple[str, bytes]],
-                                                                          List[str]]:
+                                                                           List[str]]:
         anomalous = [m for m in exported if not self.is_normal(m)]
         normal = [m for m in exported if self.is_normal(m)]
         root = os.path.abspath(out_dir)

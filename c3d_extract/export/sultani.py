@@ -57,5 +57,5 @@ class SultaniFormat:
         return [fprintf_rows(rows).encode("ascii")]
 
     def finish(self, out_dir: str, exported: Sequence[VideoMeta]) -> Tuple[List[Tuple[str, bytes]],
-                                                                          List[str]]:
+                                                                           List[str]]:
         return [], []

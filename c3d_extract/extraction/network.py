@@ -145,7 +145,7 @@ def local_weights_file(weights: WeightsSpec) -> Optional[str]:
 
 
 def known_parameters(weights: WeightsSpec, options: ExtractOptions,
-                      precision: str) -> Callable[[RunParameters], RunParameters]:
+                     precision: str) -> Callable[[RunParameters], RunParameters]:
     """The run's parameters as far as they are known before the weights are loaded (the
     options given, the weights file's sha256), the rest taken from what is recorded."""
     def requested(recorded: RunParameters) -> RunParameters:

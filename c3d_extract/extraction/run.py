@@ -1,15 +1,15 @@
-"""Extraction: videos in, per-video records out, and the resumable run over a folder.
+"""The resumable run over a folder: videos in, a feature file out.
 
-``iter_records`` is the streaming core (decode workers -> clip batches ->
-network -> per-video pooling); ``extract`` wraps it with input discovery, the
-weights, and the crash-safe store. ``check_videos`` (``--decode-only``) runs the
+``extract`` wraps the streaming core (``stream.iter_records``: decode workers -> clip
+batches -> network -> per-video pooling) with input discovery, the weights, and the
+crash-safe store. ``check_videos`` (``--decode-only``) runs the
 same pipeline and store without the network: every video decoded, its frames and
 clips counted, no weights loaded.
 
-With a target frame rate (``target_fps``) the workers send the resampled frame
-sequence (``resample``) and clips are cut from it. With several crops (``crops``
-5 or 10) the workers send resized, uncropped frames and the runner cuts every
-clip's crops on the device, so each crop is one row of the network's batch.
+In the streaming core, with a target frame rate (``target_fps``) the workers send the
+resampled frame sequence (``video.resample``) and clips are cut from it; with several
+crops (``crops`` 5 or 10) the workers send resized, uncropped frames and the runner cuts
+every clip's crops on the device, so each crop is one row of the network's batch.
 """
 
 from __future__ import annotations

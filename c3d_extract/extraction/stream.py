@@ -1,6 +1,6 @@
 """The streaming core of extraction: decode workers -> clip batches -> runner -> per-video
-pooling, one ``VideoRecord`` per video, in input order, with a bounded number of frames
-and batches in flight."""
+pooling, one ``VideoRecord`` per video as it finishes (completion order), with a bounded
+number of frames and batches in flight."""
 
 from __future__ import annotations
 

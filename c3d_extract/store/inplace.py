@@ -274,4 +274,3 @@ def changed_in_place(path: str) -> Iterator[Overlay]:
         if not committed:
             recover(path)  # cut the file back to its old end and drop the log
         raise
-

@@ -55,7 +55,7 @@ TEXT_COLUMNS = ("id", "status", "error", "codec", "decoder", "notes")
 
 #: Columns absent from files of earlier versions, and their value for those files' videos.
 LATER_COLUMNS: Dict[str, Any] = {"codec": "", "decoder": "", "notes": "",
-                                  "declared_frames": 0}
+                                 "declared_frames": 0}
 
 
 def h5py_module():

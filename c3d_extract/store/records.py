@@ -141,7 +141,7 @@ class VideoRecord:
     @classmethod
     def from_parts(cls, meta: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> "VideoRecord":
         record = cls(**{k: meta[k] for k in ("id", "status", "error", "n_frames", "n_clips",
-                                              "fps", "width", "height")},
+                                             "fps", "width", "height")},
                      codec=str(meta.get("codec", "")), decoder=str(meta.get("decoder", "")),
                      declared_frames=int(meta.get("declared_frames", 0)),
                      warnings=tuple(str(meta.get("notes", "")).splitlines()),

@@ -137,7 +137,7 @@ class FeatureStore:
             else:
                 self._load_existing()
             self.journal.open_for_append()
-            if self.journal_header() is None:
+            if self._journal_header() is None:
                 self._write_journal_header()
         except BaseException:
             self.journal.close()
@@ -161,7 +161,7 @@ class FeatureStore:
     # -- resume
 
     def _load_existing(self) -> None:
-        header = self.journal_header()
+        header = self._journal_header()
         if journal_folded(self.path, header):
             self.journal.remove()  # its commit finished; the process died before removing it
             header = None
@@ -186,7 +186,7 @@ class FeatureStore:
         for record in self._journal_videos():
             self.done[record.id] = record.status
 
-    def journal_header(self) -> Optional[Dict[str, Any]]:
+    def _journal_header(self) -> Optional[Dict[str, Any]]:
         return journal_header(self.journal)
 
     def _write_journal_header(self) -> None:
@@ -239,7 +239,7 @@ class FeatureStore:
             if attrs.get("complete") == complete and attrs.get("n_inputs") == n_inputs:
                 return  # nothing new: leave the file as it is
         h5py = h5py_module()
-        header = self.journal_header() or {}
+        header = self._journal_header() or {}
         if self._base_exists and not self.overwrite:
             try:
                 reserve_space(temporary_path(self.path) + ".space",
@@ -297,5 +297,3 @@ class FeatureStore:
             handle.attrs["shard_index"] = self.shard.index
             handle.attrs["shard_count"] = self.shard.count
         handle.attrs.update(attrs or {})
-
-

@@ -192,7 +192,7 @@ def eval_windows(sample: Sample, preset: Preprocessing, clip_len: int, crop_size
     """Every clip window of a video for video-level evaluation: ``W x L x crop x crop x 3``
     uint8, centre-cropped, in the preset's channel order.
 
-    The windows are the extraction protocol's (``c3d_extract.video.clip_plan.plan_clips``): starts 0,
+    The windows are the extraction protocol's (``video.clip_plan.plan_clips``): starts 0,
     stride, ... while a whole clip fits, stride ``clip_len // 2`` by default; a video shorter
     than one clip is one clip padded with its last frame.
     """

@@ -277,7 +277,7 @@ def _read_json(path: str) -> Optional[Any]:
         return None
     except (OSError, ValueError) as error:
         raise StoreError(f"{path} cannot be read ({error}); add --overwrite to "
-                                     "start the run again") from None
+                         "start the run again") from None
 
 
 class _VideoWindows(Dataset):

@@ -9,7 +9,10 @@ Frames are taken as stored: display rotation metadata is not applied (Caffe's
 OpenCV reader did not apply it either), whichever backend decodes. decord
 cannot be told so (it turns 180 degree videos and breaks on 90 degree ones),
 so rotated videos, and videos decord fails on before its first frame, are
-decoded with PyAV instead (``FALLBACK``).
+decoded with PyAV instead (``opening.FALLBACK``). decord decodes only
+container/codec pairs whose frames a test of ours proved identical to PyAV's
+(``DECORD_PROVEN``), and only when its own frame count is the declared one; every
+other video goes to PyAV, and the reason is kept (``VideoDecoder.notes``).
 
 The file is probed first (``probe``); ``opening`` chooses the backend and opens it.
 """
@@ -35,11 +38,8 @@ class DecoderUnsuitableError(VideoReadError):
     """This backend cannot decode this video faithfully; another one may."""
 
 
-# ---------------------------------------------------------------- what the container says
-
-
 #: (container, codec) pairs whose frames decord decodes identically to PyAV, as proven by
-#: ``tests/test_decoder_choice.py`` (8-bit 4:2:0 of even size, one video stream). Every
+#: ``tests/video/test_video_checks.py`` (8-bit 4:2:0 of even size, one video stream). Every
 #: other video is decoded with PyAV.
 DECORD_PROVEN = frozenset({
     (AVI, "h264"), (AVI, "mpeg4"), (AVI, "mjpeg"),
@@ -424,7 +424,3 @@ class FrameFolderDecoder(VideoDecoder):
                                      f"frames before it {shape[1]}x{shape[0]}")
             shape = bgr.shape
             yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-
-

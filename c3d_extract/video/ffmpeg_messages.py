@@ -9,8 +9,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 #: Atoms an MP4/MOV file starts with.
 MP4_ATOMS = (b"ftyp", b"mdat", b"moov", b"free", b"skip", b"wide", b"pnot")
-TRUNCATED_MP4 = ("the MP4 index (moov atom) is missing: the file is truncated or its "
-                 "recording was never finished")
+_TRUNCATED_MP4 = ("the MP4 index (moov atom) is missing: the file is truncated or its "
+                  "recording was never finished")
 
 
 def diagnose_open_failure(path: str) -> str:
@@ -55,7 +55,7 @@ def error_lines(log: Sequence[Tuple[int, str, str]]) -> List[str]:
 
 
 def ffmpeg_reason(error: BaseException, captured: Sequence[Tuple[int, str, str]] = (),
-                   path: Optional[str] = None) -> str:
+                  path: Optional[str] = None) -> str:
     """FFmpeg's error text, with the cause FFmpeg logged when there is one.
 
     ``path`` is given when the error came from opening the file.
@@ -66,7 +66,7 @@ def ffmpeg_reason(error: BaseException, captured: Sequence[Tuple[int, str, str]]
     detail = f"{reason}; {log[-1][:200]}" if log else reason
     if path is not None and any("moov atom not found" in line for line in log) \
             and _starts_like_mp4(path):
-        return f"{TRUNCATED_MP4} ({detail})"
+        return f"{_TRUNCATED_MP4} ({detail})"
     if getattr(error, "errno", None) == _AVERROR_INVALIDDATA:
         if path is not None:
             return f"FFmpeg does not recognise the file as a video ({detail})"

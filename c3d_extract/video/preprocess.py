@@ -53,6 +53,7 @@ _INTERPOLATION_NAMES = {
 #: The largest frame side (pixels) a preset may resize or crop to.
 MAX_FRAME_SIDE = 4096
 
+
 def crop_offsets(height: int, width: int, crop: int, rule: str = CROP_FLOOR) -> Tuple[int, int]:
     """Top-left corner of the centre crop: Caffe's ``((height - crop) // 2, (width - crop) //
     2)``, or with ``rule="round"`` torchvision's ``int(round((height - crop) / 2.0))`` (Python's

@@ -6,16 +6,13 @@ as text, subtitles or a still image is refused by name; the one video stream
 every decoder reads is chosen (the container's default video stream, else the
 first; cover art is not a video stream); and the frame count the container
 declares is read (AVI and MP4/MOV headers; MKV/WebM ``Duration`` x frame rate).
-decord decodes only container/codec pairs whose frames a test of ours proved
-identical to PyAV's (``DECORD_PROVEN``), and only when its own frame count is
-the declared one; every other video goes to PyAV, and the reason is kept
-(``VideoDecoder.notes``).
 
 Once the last frame is read the count is judged (``judge_frame_count``): well
 short of the declaration is ``VideoTruncatedError``, or "damaged part way" when
 the file holds more data after the point where decoding stopped; FFmpeg errors
 after the first frame that are followed by more frames are damage too. With
-``allow_damaged`` these become ``VideoDecoder.damage`` instead of an error.
+``allow_damaged`` these become the decoder's ``damage`` (``decoders.VideoDecoder``)
+instead of an error.
 Containers that declare neither a count nor a duration (MPEG-PS/TS, FLV, raw
 streams...) are judged against FFmpeg's estimated duration only loosely: under
 half of it is a warning (``UNDECLARED_WARN_FRACTION``), never an error.

@@ -132,7 +132,8 @@ def decode_video(decoder: str, path: str, preprocessing: Preprocessing, send,
 
     When ``decoder`` fails before it has sent any frame and has a fallback
     (``opening.FALLBACK``), the fallback decodes the video instead, and a note (kept in
-    the video table) says why; if that fails too, its message is sent, as it usually names the cause better.
+    the video table) says why; if that fails too, its message is sent, as it usually names
+    the cause better.
     A folder is a frame folder, whatever the decoder.
     """
     fallback = FALLBACK.get(decoder)

@@ -1,10 +1,12 @@
 """Weights: where they come from, how they are read, and the preset that travels with them.
 
-The modules import one another in one direction: format readers (``caffe_proto``,
-``unpickle``, ``formats``, ``means``) -> conversion to Caffe order (``layouts``, ``convert``) ->
-loading (``loading``) -> published files by name (``hub``); ``compare`` reads
-files through ``loading``. Names are imported lazily, so that ``kernel_orders`` can be
-read without loading torch.
+From the bytes up: what a file may hold and is safe to unpickle (``pickle_scan``,
+``unpickle``, ``safetensors_file``, ``kernel_orders``); the readers of each published format
+(``caffe_proto``, ``formats``, ``means`` for Caffe's mean blob); the conversion to Caffe's
+kernel order (``layouts``, ``convert``); loading a C3D (``loading``), and a network of any
+architecture, model files included (``model_file``, ``networks``); published files by
+name (``hub``); and ``compare``, which reads any two files. Names are imported lazily, so
+that ``kernel_orders`` can be read without loading torch.
 """
 
 _EXPORTS = {

@@ -86,7 +86,7 @@ def iter_fields(buffer: Union[bytes, memoryview]) -> Iterator[Tuple[int, int, Fi
             raise WireFormatError(f"unsupported wire type {wire_type} for field {number}")
         if position + size > end:
             raise WireFormatError(f"field {number} runs {position + size - end} bytes past the end "
-                                "(truncated file?)")
+                                  "(truncated file?)")
         yield number, wire_type, view[position:position + size]
         position += size
 
@@ -170,7 +170,7 @@ def decode_blob(buffer: Union[bytes, memoryview]) -> np.ndarray:
     count = math.prod(shape) if shape else 0  # Python integers: a product cannot wrap
     if data.size != count:
         raise WireFormatError(f"blob of shape {shape} holds {data.size} values, expected {count} "
-                            "(truncated or damaged file?)")
+                              "(truncated or damaged file?)")
     return data.reshape(shape)
 
 

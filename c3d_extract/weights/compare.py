@@ -220,7 +220,7 @@ def compare_tensor(name: str, a: torch.Tensor, b: torch.Tensor) -> LayerComparis
 
 def compare_state_dicts(a: Dict[str, torch.Tensor],
                         b: Dict[str, torch.Tensor]) -> Tuple[Tuple[LayerComparison, ...], str,
-                                                              str]:
+                                                             str]:
     """Tensor by tensor (A's order, then B's extra tensors): results, status and verdict."""
     results = [compare_tensor(name, a[name], b[name]) if name in b
                else LayerComparison(name, None, float("nan"), float("nan"), only_in="A")

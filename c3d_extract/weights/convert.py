@@ -117,7 +117,8 @@ def convert_stored(stored: StoredWeights, *, name: str, sha256: str,
     note = _order_note(order, assumed, declared)
     if note:
         notes.insert(0, note)
-    return LoadedWeights(state_dict=caffe_order_arrays(stored, order, name), name=name, sha256=sha256,
+    return LoadedWeights(state_dict=caffe_order_arrays(stored, order, name), name=name,
+                         sha256=sha256,
                          source_format=stored.source_format, conversion_notes=tuple(notes),
                          kernel_order=order, kernel_order_assumed=assumed)
 
@@ -181,5 +182,3 @@ def with_class_names(weights: LoadedWeights, class_names: Sequence[str],
         raise LabelsError(f"{source} has {len(class_names)} class names, but {weights.name} "
                           f"has {weights.num_classes} classes")
     return replace(weights, class_names=tuple(class_names))
-
-

@@ -282,7 +282,7 @@ class ModelInfo:
 
 def describe_model(path: str) -> Optional[ModelInfo]:
     """Describe ``path`` if it is a model file or a torchvision R(2+1)D-18 file, else None
-    (then it is a C3D weights file for ``convert.describe``). Nothing is written."""
+    (then it is a C3D weights file for ``loading.describe``). Nothing is written."""
     from c3d_extract.models.registry import create_model
     from c3d_extract.weights.model_file import RESERVED_KEYS
 
