@@ -13,6 +13,7 @@ replacements and do not go through here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from typing import Iterator, Optional
 
@@ -45,6 +46,8 @@ def make_folders(directory: str) -> None:
     for folder in reversed(missing):
         with contextlib.suppress(FileExistsError):  # made meanwhile by a concurrent writer
             os.mkdir(folder)
+        if not os.path.isdir(folder):  # a file of that name, as os.makedirs reports it
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), folder)
         fsync_parent(folder)
 
 

@@ -356,3 +356,15 @@ def test_a_crash_at_the_rename_leaves_no_half_openvino_entry(tmp_path, monkeypat
     assert {p.name: p.read_bytes() for p in kept.iterdir()} == kept_files
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".lock"]
     assert convert("crashed") in [entry.path for entry in cache_entries(tmp_path)]
+
+
+def test_make_folders_refuses_a_file_in_the_way_as_makedirs_does(tmp_path):
+    """A file where a folder should be is an error naming it, never silently accepted."""
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(FileExistsError) as raised:
+        atomic_files.make_folders(str(tmp_path / "taken"))
+    assert raised.value.filename == str(tmp_path / "taken")
+    with pytest.raises(FileExistsError):  # the file is named, not the folder below it
+        atomic_files.make_folders(str(tmp_path / "taken" / "below"))
+    atomic_files.make_folders(str(tmp_path / "new" / "deeper"))
+    assert (tmp_path / "new" / "deeper").is_dir()

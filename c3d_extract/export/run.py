@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+from c3d_extract.atomic_files import make_folders
 from c3d_extract.errors import ExportError
 from c3d_extract.export.base import ExportOptions, Format, PlannedFile, VideoRefused
 from c3d_extract.export.ekosman import EkosmanFormat
@@ -71,7 +72,7 @@ def export_features(features_path: str, out_dir: str, options: ExportOptions, *,
             except VideoRefused as refusal:
                 summary.failures.append((meta.id, str(refusal)))
         check_unique((meta.id, f.path) for meta, files in planned for f in files)
-        os.makedirs(out_dir, exist_ok=True)
+        make_folders(out_dir)
         exported: List[VideoMeta] = []
         rows: List[IndexRow] = []
         for meta, files in planned:

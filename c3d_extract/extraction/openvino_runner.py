@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from c3d_extract.atomic_files import move_into_place
+from c3d_extract.atomic_files import make_folders, move_into_place
 from c3d_extract.errors import UsageError
 from c3d_extract.extraction.batching import Batch
 from c3d_extract.extraction.runners import Outputs
@@ -178,7 +178,7 @@ def _cache_lock(root: Path, exclusive: bool) -> Iterator[None]:
     exclusive to write or remove one. A folder that cannot hold a lock file (read
     only) is used without one."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        make_folders(str(root))
         fd = os.open(root / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
         if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from c3d_extract.atomic_files import make_folders
 from c3d_extract.errors import StoreError, UsageError, VideoReadError
 from c3d_extract.predict.timeline import Timeline
 
@@ -60,7 +61,7 @@ def overlay_destinations(sources: Sequence["VideoSource"], overlay: Optional[str
                              "--overlay-dir; give them from one root")
         try:
             for folder in sorted({os.path.dirname(p) for p in paths.values()}):
-                os.makedirs(folder, exist_ok=True)
+                make_folders(folder)
         except OSError as error:
             raise StoreError(f"cannot create the overlay folder {error.filename}: "
                              f"{error.strerror}") from None

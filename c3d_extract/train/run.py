@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from c3d_extract.atomic_files import remove_quietly, remove_stale_temporaries
+from c3d_extract.atomic_files import make_folders, remove_quietly, remove_stale_temporaries
 from c3d_extract.device.memory import device_memory_guard
 from c3d_extract.device.precision import grad_scaler, resolve_training_precision
 from c3d_extract.errors import C3DError, OutputLockedError, StoreError, UsageError, VideoReadError
@@ -221,7 +221,7 @@ def _claim_run_dir(options: TrainOptions, world: World, splits) -> Tuple[OutputL
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise UsageError(f"{run_dir} exists and is not a folder")
     try:
-        os.makedirs(run_dir, exist_ok=True)  # its parent exists (train checked it)
+        make_folders(run_dir)  # its parent exists (train checked it)
     except OSError as error:
         raise UsageError(f"cannot create the run folder {run_dir}: {error.strerror}") from None
     lock = OutputLock(os.path.join(run_dir, "run"))
