@@ -29,7 +29,7 @@ def record(video_id, status="ok", seed=0, n_clips=2):
         id=video_id, status=status, n_frames=8 * n_clips + 8, n_clips=n_clips, fps=25.0,
         width=64, height=48,
         features={"fc6": clip_fc6.mean(0) / np.linalg.norm(clip_fc6.mean(0)),
-                   "prob": clip_prob.mean(0) / np.linalg.norm(clip_prob.mean(0))},
+                  "prob": clip_prob.mean(0) / np.linalg.norm(clip_prob.mean(0))},
         clip_features={"fc6": clip_fc6, "prob": clip_prob},
         clip_starts=np.arange(n_clips, dtype=np.int64) * 8)
 

@@ -169,7 +169,7 @@ def test_fetch_unreachable(tmp_path):
 
 
 def test_extract_and_predict_read_a_pickle_with_the_stated_kernel_order(source, pickle_file,
-                                                                       tmp_path):
+                                                                        tmp_path):
     """c3d-extract on real decoded video: the pickle read as kD-reversed by default gives the
     source network's descriptor; the order is recorded, and a rerun declaring another order
     is refused instead of mixing features."""
