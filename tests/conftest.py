@@ -5,11 +5,12 @@ import tempfile
 
 import pytest
 
+from tests.support.paths import ROOT
+
 # Subprocesses started by the tests (the CLI, torchrun) import this checkout, whatever
 # their working directory, also when the package is not installed.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 # Every test, and the CLI it starts, computes in fp32 with torch on any CPU, so that the
 # tests' tolerances hold everywhere; tests of bf16 and OpenVINO ask for them by name, and
 # those of what `auto` chooses clear these variables.

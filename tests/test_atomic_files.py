@@ -3,13 +3,11 @@ it over the old one leaves the old file byte for byte, for the helper and for ev
 the new file is fsynced before the rename and its folder after it."""
 
 import functools
-import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ from c3d_extract import atomic_files
 from c3d_extract.atomic_files import (make_folders, move_into_place, remove_stale_temporaries,
                                       replaced_atomically, write_atomically)
 from c3d_extract.errors import StoreError
+from tests.support.http_server import QuietHandler, serve
 
 
 class Crash(BaseException):
@@ -295,20 +294,13 @@ def test_a_crash_at_the_rename_leaves_the_previous_registry_json(cache, monkeypa
     assert json.loads(old) == hub.read_records()
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def mirror(tmp_path):
     """A local folder served over HTTP on 127.0.0.1; yields (folder, base URL)."""
     folder = tmp_path / "mirror"
     folder.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server, url = serve(functools.partial(QuietHandler, directory=str(folder)))
+    yield folder, url
     server.shutdown()
     server.server_close()
 

@@ -321,8 +321,8 @@ def test_the_collector_finds_every_kind_of_import():
 def test_relative_imports_are_resolved():
     """``from . import x`` and ``from ..x import y`` name the modules they import."""
     found = (imports_in("from . import decoders\nfrom ..store.read import x\n",
-                            "c3d_extract.video.nvdec", False,
-                            {"c3d_extract.video.decoders", "c3d_extract.store.read"}))
+                        "c3d_extract.video.nvdec", False,
+                        {"c3d_extract.video.decoders", "c3d_extract.store.read"}))
     assert found == [(1, "c3d_extract.video.decoders"), (2, "c3d_extract.store.read")]
 
 

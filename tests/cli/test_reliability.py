@@ -201,4 +201,3 @@ def test_nothing_is_left_behind_after_failure_and_interruption(existing, tmp_pat
         assert leftovers(out) == []
         assert_no_processes_left(tag)
         assert 1 <= len(read_video_table(str(out))["id"]) <= 7
-

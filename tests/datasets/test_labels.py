@@ -16,6 +16,7 @@ from tests.support.eval_helpers import blobs, write_features, write_labels_csv
 
 # ---------------------------------------------------------------- labels.csv
 
+
 def test_labels_csv_with_and_without_split(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text("video,label,split\r\nv1,walk,train\nv2, run ,TEST\n\nv3,walk,train\n",

@@ -258,7 +258,8 @@ def test_ekosman_refuses_a_dotted_class_folder(tmp_path):
     summary = export_features(str(tmp_path / "f.h5"), str(tmp_path / "o"),
                               ExportOptions(format="ekosman"))
     assert [v for v, _ in summary.failures] == ["v1.0/a.mp4"]
-    assert (tmp_path / "o" / "Train_Annotation.txt").read_text() == "C/b.mp4 35\n"  # 2 clips: 16 + 16 + 3 frames
+    # 2 clips: 16 + 16 + 3 frames
+    assert (tmp_path / "o" / "Train_Annotation.txt").read_text() == "C/b.mp4 35\n"
 
 
 # ------------------------------------------------------------------ command line

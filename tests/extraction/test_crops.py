@@ -177,9 +177,9 @@ def test_a_single_crop_file_is_as_before_and_ten_crops_say_their_order(runs):
     assert not {"crops", "crop_order", "target_fps"} & set(single)
     assert set(single) == {
         "c3d_extract_version", "clip_len", "complete", "crop_rule", "encoding-type",
-        "encoding-version", "folded_journal", "format", "format_version", "layers", "n_inputs", "per_clip",
-        "precision", "preprocessing", "resize_method", "short_policy", "stride", "weights",
-        "weights_kernel_order", "weights_sha256"}
+        "encoding-version", "folded_journal", "format", "format_version", "layers", "n_inputs",
+        "per_clip", "precision", "preprocessing", "resize_method", "short_policy", "stride",
+        "weights", "weights_kernel_order", "weights_sha256"}
     assert (single["crop_rule"], single["resize_method"]) == ("floor", "opencv")
     with h5py.File(runs[1], "r") as handle:
         assert handle["clips/fc6"].shape == (3, 2352) and handle["features/fc6"].shape == (1, 2352)

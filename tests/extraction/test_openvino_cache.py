@@ -12,13 +12,10 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from c3d_extract.extraction.network import PreparedNetwork
 from c3d_extract.extraction.options import ExtractOptions
 from c3d_extract.extraction.run import Progress, extract
-from c3d_extract.models.registry import get_architecture
 from c3d_extract.store.read import read_clip_features
-from c3d_extract.video.preprocess import SPORTS1M
-from c3d_extract.weights.networks import LoadedModel
+from tests.support.tiny_network import tiny_prepared
 from tests.support.videos import write_video
 
 ov = pytest.importorskip("openvino")
@@ -30,37 +27,6 @@ from c3d_extract.extraction.openvino_runner import (CacheEntry, ConversionKey,  
                                                     with_batch_size)
 
 EPS32 = float(np.finfo(np.float32).eps)
-
-
-class TinyNet(nn.Module):
-    """A stand-in for C3D with its interface: one 1x1x1 convolution, then a mean over
-    time and space, so "fc6" is 2 numbers per clip; converts in about a second."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv3d(3, 2, kernel_size=1)
-        self.num_classes = 0
-
-    @property
-    def available_layers(self):
-        return ("fc6",)
-
-    def feature_dim(self, layer: str) -> int:
-        return 2
-
-    def extract(self, clips, layers):
-        return {"fc6": self.conv(clips).mean(dim=(2, 3, 4))}
-
-
-def tiny_prepared(name: str = "tiny") -> PreparedNetwork:
-    arch = get_architecture("c3d")
-    model = TinyNet().eval()
-    loaded = LoadedModel(model=model, arch="c3d", preset=SPORTS1M, clip_len=arch.clip_len,
-                         crop_size=arch.crop_size, class_names=(), name=name,
-                         sha256=f"{name}-sha256", source_format="test")
-    return PreparedNetwork(None, model, loaded, SPORTS1M, "fp32", "cpu", "openvino",
-                           torch.device("cpu"))
 
 
 @pytest.fixture

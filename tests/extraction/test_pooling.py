@@ -20,7 +20,8 @@ def test_zero_vector_stays_zero_and_is_flagged():
 def test_accumulator_is_order_independent_and_keeps_clips_sorted():
     rng = np.random.default_rng(0)
     rows = {start: {"fc6": rng.random(4), "prob": rng.random(2)} for start in (0, 8, 16)}
-    forward, backward = ClipAccumulator(["fc6", "prob"], True), ClipAccumulator(["fc6", "prob"], True)
+    forward = ClipAccumulator(["fc6", "prob"], True)
+    backward = ClipAccumulator(["fc6", "prob"], True)
     for start in (0, 8, 16):
         forward.add(start, rows[start])
     for start in (16, 0, 8):

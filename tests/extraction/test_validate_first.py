@@ -2,6 +2,7 @@
 network converted, with the message the store gives; a conversion is announced on stderr
 before it starts."""
 
+import importlib.util
 import time
 from dataclasses import replace
 
@@ -16,8 +17,12 @@ from c3d_extract.store.read import read_attributes
 from c3d_extract.store.records import RunParameters
 from c3d_extract.store.write import FeatureStore
 from c3d_extract.weights import networks
-from tests.extraction.test_openvino_cache import tiny_prepared
+from tests.support.tiny_network import tiny_prepared
 from tests.support.videos import write_video
+
+# The tests that ask the CLI for the OpenVINO backend; the others run with torch alone.
+needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                                    reason="needs openvino")
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +62,7 @@ def store_message(out, **changes):
     return str(refused.value)
 
 
+@needs_openvino
 @pytest.mark.parametrize("arguments, changes", [
     (["--layer", "fc7"], {"layers": ("fc7",)}),
     (["--layer", "fc6,pool5"], {"layers": ("fc6", "pool5")}),
@@ -80,6 +86,7 @@ def test_a_refused_rerun_is_refused_before_loading_or_converting(made, nothing_e
     assert "Traceback" not in result.output
 
 
+@needs_openvino
 def test_other_weights_are_refused_before_they_are_loaded(made, nothing_expensive, tmp_path):
     from c3d_extract.cli.extract import cli
 
@@ -112,6 +119,7 @@ def test_a_complete_output_is_resumed_without_building_the_runner(made, monkeypa
     assert summary.n_skipped_existing == 2 and summary.n_processed == 0
 
 
+@needs_openvino
 def test_the_cli_announces_a_first_use_conversion(tmp_path, monkeypatch):
     """The first-use conversion is announced on stderr before it starts, and the rates
     shown after it do not count it."""
@@ -147,6 +155,7 @@ def test_the_cli_announces_a_first_use_conversion(tmp_path, monkeypatch):
     assert not [line for line in seen if line.startswith(("converting", "conversion"))]
 
 
+@needs_openvino
 def test_an_unfinished_runs_journal_refuses_before_loading(made, nothing_expensive, tmp_path):
     """A run interrupted before its first commit left only a journal: a rerun with other
     layers is refused by it, before anything is loaded."""

@@ -218,7 +218,6 @@ def test_unwritable_outputs_fail_before_any_work(tmp_path, arguments, code, mess
 OVERLAY_PEAK = """
 import sys
 import av, cv2, numpy as np
-from c3d_extract import store
 from c3d_extract.predict.overlay import write_overlay
 from c3d_extract.predict.timeline import build_timeline
 source, output, n = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -11,7 +11,7 @@ import pytest
 
 from c3d_extract.store.read import read_clip_features, read_features, read_video_table
 from c3d_extract.store.write import FeatureStore
-from tests.store.test_store import DIMS, params, record, write
+from tests.support.store_support import DIMS, record, run_parameters, write
 
 PAGE = 4096
 
@@ -78,7 +78,7 @@ _KILLED_COMMIT = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {root!r})
     from c3d_extract.store import inplace
-    from tests.store.test_store import params, DIMS, record
+    from tests.support.store_support import DIMS, record, run_parameters
     from c3d_extract.store.write import FeatureStore
 
     def die(*args, **kwargs):
@@ -100,7 +100,7 @@ _KILLED_COMMIT = textwrap.dedent("""
     elif step == "before_journal_removed":  # the file is new, the journal still there
         inplace.Journal.remove = lambda self: die() if self.path.endswith(".journal") \\
             else os.path.exists(self.path) and os.unlink(self.path)
-    store = FeatureStore({out!r}, params(), DIMS).open()
+    store = FeatureStore({out!r}, run_parameters(), DIMS).open()
     store.add(record("late", seed=77))
     store.sync()
     store.commit(complete=True, n_inputs=65)
@@ -123,7 +123,7 @@ def test_kill_during_an_in_place_commit_leaves_old_or_new_and_resumes(tmp_path, 
         assert os.path.getsize(out) > len(old)  # new chunks lie past the old end
     else:
         assert ids[-1] == "late" and len(ids) == 65
-    with FeatureStore(str(out), params(), DIMS) as store:  # recovers, then resumes
+    with FeatureStore(str(out), run_parameters(), DIMS) as store:  # recovers, then resumes
         assert set(store.done) == {f"v{i:05d}" for i in range(64)} | {"late"}
         if step == "before_commit_point":
             assert out.read_bytes() == old  # cut back to the old bytes exactly

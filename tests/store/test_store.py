@@ -13,39 +13,8 @@ import pytest
 from c3d_extract.errors import OutputLockedError, ParameterMismatchError, StoreError
 from c3d_extract.store.read import (read_attributes, read_clip_features, read_features,
                                     read_video_table)
-from c3d_extract.store.records import VideoRecord
 from c3d_extract.store.write import FeatureStore
-from tests.support.store_support import run_parameters
-
-DIMS = {"fc6": 6, "prob": 3}
-
-
-params = run_parameters
-
-
-def record(video_id, status="ok", seed=0, n_clips=2):
-    if status == "error":
-        return VideoRecord(id=video_id, status="error", error="broken")
-    rng = np.random.default_rng(seed)
-    clip_fc6 = rng.random((n_clips, 6)).astype(np.float32)
-    clip_prob = rng.random((n_clips, 3)).astype(np.float32)
-    return VideoRecord(
-        id=video_id, status=status, n_frames=8 * n_clips + 8, n_clips=n_clips, fps=25.0,
-        width=64, height=48,
-        features={"fc6": clip_fc6.mean(0) / np.linalg.norm(clip_fc6.mean(0)),
-                   "prob": clip_prob.mean(0) / np.linalg.norm(clip_prob.mean(0))},
-        clip_features={"fc6": clip_fc6, "prob": clip_prob},
-        clip_starts=np.arange(n_clips, dtype=np.int64) * 8)
-
-
-def write(path, records, p=None, commit=True, **kwargs):
-    with FeatureStore(str(path), p or params(), DIMS, **kwargs) as store:
-        for r in records:
-            store.add(r)
-        store.sync()
-        if commit:
-            store.commit(complete=True, n_inputs=len(records))
-        return dict(store.done)
+from tests.support.store_support import DIMS, record, run_parameters, write
 
 
 def test_round_trip(tmp_path):
@@ -92,7 +61,7 @@ def test_uncommitted_journal_is_picked_up_and_a_torn_record_is_cut(tmp_path):
     journal = str(out) + ".journal"
     with open(journal, "ab") as handle:  # a record torn by a crash mid-write
         handle.write(b"C3DJ\x10\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00partial")
-    with FeatureStore(str(out), params(), DIMS) as store:
+    with FeatureStore(str(out), run_parameters(), DIMS) as store:
         assert store.done == {"a": "ok", "b": "ok"}
         store.add(record("c", seed=3))
         store.commit(complete=True, n_inputs=3)
@@ -106,16 +75,16 @@ def test_other_parameters_are_refused(tmp_path):
     write(out, [record("a")])
     before = out.read_bytes()
     with pytest.raises(ParameterMismatchError, match="stride: 8 in the file, 4 now"):
-        write(out, [record("b")], params(stride=4))
+        write(out, [record("b")], run_parameters(stride=4))
     with pytest.raises(ParameterMismatchError, match="weights_sha256"):
-        write(out, [record("b")], params(weights_sha256="other"))
+        write(out, [record("b")], run_parameters(weights_sha256="other"))
     assert out.read_bytes() == before
 
 
 def test_a_moved_weights_file_with_the_same_hash_is_accepted(tmp_path):
     out = tmp_path / "f.h5"
     write(out, [record("a")])
-    write(out, [record("b")], params(weights="/elsewhere/w.safetensors"))
+    write(out, [record("b")], run_parameters(weights="/elsewhere/w.safetensors"))
     assert read_features(str(out))[0] == ["a", "b"]
 
 
@@ -133,9 +102,10 @@ def test_overwrite_replaces_only_at_commit_and_an_interrupted_overwrite_resumes(
     out = tmp_path / "f.h5"
     write(out, [record("old")])
     before = out.read_bytes()
-    write(out, [record("new", seed=4)], params(stride=4), commit=False, overwrite=True)
+    write(out, [record("new", seed=4)], run_parameters(stride=4), commit=False, overwrite=True)
     assert out.read_bytes() == before  # nothing replaced yet
-    done = write(out, [record("newer", seed=5)], params(stride=4))  # resume, no --overwrite
+    done = write(out, [record("newer", seed=5)],
+                 run_parameters(stride=4))  # resume, no --overwrite
     assert done == {"new": "ok", "newer": "ok"}
     assert read_features(str(out))[0] == ["new", "newer"]
     assert read_attributes(str(out))["stride"] == 4
@@ -156,9 +126,9 @@ def test_missing_output_directory(tmp_path):
 
 def test_a_second_writer_is_refused(tmp_path):
     out = tmp_path / "f.h5"
-    with FeatureStore(str(out), params(), DIMS):
+    with FeatureStore(str(out), run_parameters(), DIMS):
         with pytest.raises(OutputLockedError, match="another c3d-extract run"):
-            FeatureStore(str(out), params(), DIMS).open()
+            FeatureStore(str(out), run_parameters(), DIMS).open()
 
 
 def test_a_killed_writer_leaves_no_stale_lock(tmp_path):
@@ -166,9 +136,9 @@ def test_a_killed_writer_leaves_no_stale_lock(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {os.getcwd()!r})
-        from tests.store.test_store import params, DIMS
+        from tests.support.store_support import DIMS, run_parameters
         from c3d_extract.store.write import FeatureStore
-        FeatureStore({str(out)!r}, params(), DIMS).open()
+        FeatureStore({str(out)!r}, run_parameters(), DIMS).open()
         print("locked", flush=True)
         time.sleep(60)
     """)
@@ -176,7 +146,7 @@ def test_a_killed_writer_leaves_no_stale_lock(tmp_path):
     try:
         assert child.stdout.readline().strip() == "locked"
         with pytest.raises(OutputLockedError):
-            FeatureStore(str(out), params(), DIMS).open()
+            FeatureStore(str(out), run_parameters(), DIMS).open()
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
@@ -188,7 +158,7 @@ def test_a_rerun_that_adds_nothing_leaves_the_file_alone(tmp_path):
     out = tmp_path / "f.h5"
     write(out, [record("a")])
     before = (out.read_bytes(), os.stat(out).st_ino)
-    with FeatureStore(str(out), params(), DIMS) as store:
+    with FeatureStore(str(out), run_parameters(), DIMS) as store:
         store.commit(complete=True, n_inputs=1)
     assert (out.read_bytes(), os.stat(out).st_ino) == before
 
@@ -198,14 +168,14 @@ def test_a_record_survives_the_process_without_sync(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {os.getcwd()!r})
-        from tests.store.test_store import params, DIMS, record
+        from tests.support.store_support import DIMS, record, run_parameters
         from c3d_extract.store.write import FeatureStore
-        store = FeatureStore({str(out)!r}, params(), DIMS).open()
+        store = FeatureStore({str(out)!r}, run_parameters(), DIMS).open()
         store.add(record("a", seed=1))
         os.kill(os.getpid(), 9)
     """)
     subprocess.run([sys.executable, "-c", script])
-    with FeatureStore(str(out), params(), DIMS) as store:
+    with FeatureStore(str(out), run_parameters(), DIMS) as store:
         assert store.done == {"a": "ok"}
 
 

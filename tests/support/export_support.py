@@ -57,7 +57,7 @@ def make_crops(path, crops: np.ndarray, crop_order: Optional[str]) -> None:
     with h5py.File(path, "r+") as handle:
         del handle["clips/fc6"]
         handle["clips"].create_dataset("fc6", data=crops.astype(np.float32),
-                                                 maxshape=(None,) + crops.shape[1:])
+                                       maxshape=(None,) + crops.shape[1:])
         if crop_order is not None:
             handle.attrs["crop_order"] = crop_order
 

@@ -13,9 +13,8 @@ from typing import Dict, Tuple
 import numpy as np
 import torch
 
-from tests.support.paths import DATA as TEST_DATA
+from tests.support.paths import DATA
 
-DATA = TEST_DATA
 TENSOR_LIST = DATA / "r2plus1d_18_tensors.json"
 GOLDEN = DATA / "r2plus1d_18_torchvision_golden.npz"
 SEED = 20180618

@@ -1,6 +1,8 @@
-"""A tiny stand-in for C3D in extraction tests: C3D's preset and clip length, a few cheap
-layers, and features that show every pixel region of a crop, so that a wrong crop,
-mirror or mean is seen at once and runs take milliseconds."""
+"""Tiny stand-ins for C3D in extraction tests, with C3D's preset and clip length.
+
+``TinyPooling``: a few cheap layers and features that show every pixel region of a crop,
+so that a wrong crop, mirror or mean is seen at once and runs take milliseconds.
+``TinyConvolution``: a single convolution that OpenVINO converts in about a second."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from typing import Dict, Iterable
 import torch
 from torch import nn
 
+from c3d_extract.extraction.network import PreparedNetwork
+from c3d_extract.models.registry import get_architecture
 from c3d_extract.video.preprocess import SPORTS1M
 from c3d_extract.weights.networks import LoadedModel
 
@@ -47,3 +51,36 @@ def tiny_model(seed: int = 0) -> LoadedModel:
     return LoadedModel(model=TinyPooling(seed).eval(), arch="c3d", preset=SPORTS1M,
                        clip_len=16, crop_size=112, class_names=(), name="tiny",
                        sha256=f"tiny-{seed}", source_format="test")
+
+
+class TinyConvolution(nn.Module):
+    """A stand-in for C3D with its interface: one 1x1x1 convolution, then a mean over
+    time and space, so "fc6" is 2 numbers per clip; converts in about a second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv3d(3, 2, kernel_size=1)
+        self.num_classes = 0
+
+    @property
+    def available_layers(self):
+        return ("fc6",)
+
+    def feature_dim(self, layer: str) -> int:
+        return 2
+
+    def extract(self, clips, layers):
+        return {"fc6": self.conv(clips).mean(dim=(2, 3, 4))}
+
+
+def tiny_prepared(name: str = "tiny") -> PreparedNetwork:
+    """``TinyConvolution`` prepared as C3D for the OpenVINO backend on the CPU in fp32,
+    named ``name``; nothing of it needs openvino until it is run with that backend."""
+    arch = get_architecture("c3d")
+    model = TinyConvolution().eval()
+    loaded = LoadedModel(model=model, arch="c3d", preset=SPORTS1M, clip_len=arch.clip_len,
+                         crop_size=arch.crop_size, class_names=(), name=name,
+                         sha256=f"{name}-sha256", source_format="test")
+    return PreparedNetwork(None, model, loaded, SPORTS1M, "fp32", "cpu", "openvino",
+                           torch.device("cpu"))

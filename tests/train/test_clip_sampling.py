@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from c3d_extract.train import clip_sampling as clips_module
+from c3d_extract.train import clip_sampling
 from c3d_extract.train.clip_sampling import (ClipDataset, eval_clip_frames, eval_windows,
                                              preset_for_crop, random_crop_offsets,
                                              train_clip_frames)
@@ -152,7 +152,7 @@ def test_short_video_padded_with_its_last_frame(tiny):
 def test_wrong_or_unknown_frame_count_in_the_header(tiny, monkeypatch, hint):
     data, splits = tiny
     sample = next(s for s in splits.test if data.n_frames[_rel(s, data)] == 20)
-    monkeypatch.setattr(clips_module, "frame_count_hint", lambda path: hint)
+    monkeypatch.setattr(clip_sampling, "frame_count_hint", lambda path: hint)
     dataset = ClipDataset([sample] * 8, preset=SPORTS1M, clip_len=8, crop_size=56,
                           training=True, seed=2)
     video = resized_video(sample.path, 64, 86, "BGR")

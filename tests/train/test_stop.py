@@ -177,7 +177,7 @@ def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step(tiny_ucf, tmp_path):
 
 
 def test_a_second_ctrl_c_while_a_checkpoint_is_written_keeps_the_last_one(tmp_path,
-                                                                         monkeypatch):
+                                                                          monkeypatch):
     import torch
 
     from c3d_extract.train import checkpoint as checkpoints
@@ -203,7 +203,7 @@ def test_a_second_ctrl_c_while_a_checkpoint_is_written_keeps_the_last_one(tmp_pa
 
 @pytest.mark.slow
 def test_a_signal_before_the_first_step_stops_after_it_even_at_an_epoch_end(tiny_ucf,
-                                                                           tmp_path):
+                                                                            tmp_path):
     # One batch of 12 per epoch: the first step is also the epoch's last.
     args = _args(tiny_ucf, tmp_path / "stopped", "--batch-size", "12", "--workers", "0")
     stopped = _interrupt_after_first_batch(args, "sigterm", when="training tiny3d on")

@@ -80,7 +80,8 @@ def test_discovery_tells_frame_folders_from_folders_of_videos(tmp_path):
         for relative in contents:
             (empty / relative).parent.mkdir(parents=True, exist_ok=True)
             (empty / relative).write_text("no video here")
-        with pytest.raises(InputNotFoundError, match="^no videos found in " + re.escape(str(empty)) + " "):
+        with pytest.raises(InputNotFoundError,
+                           match="^no videos found in " + re.escape(str(empty)) + " "):
             discover([str(empty)])
 
 

@@ -499,7 +499,8 @@ def test_a_folder_of_the_thirteen_extensions_is_decoded_whole(tmp_path):
                     height=height)
     # VP8 in Ogg (no Theora encoder here), in a fresh process: see the decord proof above.
     subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                    "from tests.support.videos import write_video; write_video(Path(sys.argv[1]), 20, "
+                    "from tests.support.videos import write_video; "
+                    "write_video(Path(sys.argv[1]), 20, "
                     "codec='libvpx', container_format='ogg')", str(folder / "e.ogv")],
                    check=True, cwd=str(ROOT), timeout=120)
     out = tmp_path / "check.h5"

@@ -21,6 +21,7 @@ from tests.support.weights_support import (assert_right_conversion, assert_same_
 
 # ------------------------------------------------------------------ wire format
 
+
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 150, 300, 16383, 16384, 2**32 + 5, 2**63 - 1])
 def test_varints_round_trip_with_the_test_encoder(value):
     encoded = varint(value)
@@ -178,7 +179,7 @@ def test_caffe_layers_with_a_wrong_shape_name_the_layer():
     for name in ["fc6", "fc7", "fc8"]:
         weight = params[f"{name}.weight"]
         layers.append(caffe_proto.CaffeLayer(f"{name}-1", 14, (weight[None, None, None],
-                                                                params[f"{name}.bias"])))
+                                                               params[f"{name}.bias"])))
     state = {k: torch.from_numpy(v) for k, v in caffe_arrays(layers, "test.caffemodel").items()}
     with pytest.raises(WeightsError, match="layer conv3b"):
         check_state_dict(state, "test.caffemodel")

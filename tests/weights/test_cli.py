@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 from c3d_extract.cli.weights import cli
 from c3d_extract.weights import hub
+from tests.support.http_server import QuietHandler, serve
 from tests.support.weights_support import NUM_CLASSES, numpy_params, pickle_state_dict
-from tests.weights.test_hub import _QuietHandler, _serve
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_fetch_and_list(cache, tmp_path):
     folder.mkdir()
     filename = hub.REGISTRY["sports1m-caffe"].filename
     (folder / filename).write_bytes(bytes(range(256)) * 2000)
-    server, url = _serve(functools.partial(_QuietHandler, directory=str(folder)))
+    server, url = serve(functools.partial(QuietHandler, directory=str(folder)))
     try:
         result = CliRunner(env={hub.REGISTRY_URL_ENV: url}).invoke(
             cli, ["fetch", "sports1m-caffe"], prog_name="c3d-weights")
@@ -169,7 +169,7 @@ def test_fetch_unreachable(tmp_path):
 
 
 def test_extract_and_predict_read_a_pickle_with_the_stated_kernel_order(source, pickle_file,
-                                                                       tmp_path):
+                                                                        tmp_path):
     """c3d-extract on real decoded video: the pickle read as kD-reversed by default gives the
     source network's descriptor; the order is recorded, and a rerun declaring another order
     is refused instead of mixing features."""

@@ -5,7 +5,6 @@ import hashlib
 import http.server
 import json
 import socket
-import threading
 import time
 
 import pytest
@@ -14,14 +13,10 @@ import torch
 from c3d_extract.errors import ChecksumError, DownloadError, WeightsNotFoundError
 from c3d_extract.weights import hub
 from c3d_extract.weights.hub import resolve_weights
+from tests.support.http_server import QuietHandler, serve
 from tests.support.weights_support import numpy_params, pickle_state_dict
 
 PICKLE = hub.REGISTRY["sports1m-pytorch"].filename
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 class _TruncatingHandler(http.server.BaseHTTPRequestHandler):
@@ -41,13 +36,6 @@ class _TruncatingHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _serve(handler):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
-
-
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     folder = tmp_path / "cache"
@@ -61,7 +49,7 @@ def mirror(tmp_path):
     """A local mirror directory served over HTTP; yields (directory, base URL)."""
     folder = tmp_path / "mirror"
     folder.mkdir()
-    server, url = _serve(functools.partial(_QuietHandler, directory=str(folder)))
+    server, url = serve(functools.partial(QuietHandler, directory=str(folder)))
     yield folder, url
     server.shutdown()
     server.server_close()
@@ -112,7 +100,7 @@ def test_changed_file_fails_its_checksum(cache, mirror, monkeypatch):
 
 def test_truncated_transfer_leaves_no_file(cache, monkeypatch):
     handler = type("Handler", (_TruncatingHandler,), {"payload": bytes(range(256)) * 4096})
-    server, url = _serve(handler)
+    server, url = serve(handler)
     try:
         with pytest.raises(DownloadError, match="broke off"):
             hub.fetch("sports1m-caffe", base_url=url)

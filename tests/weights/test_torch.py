@@ -81,7 +81,7 @@ def test_a_cached_conversion_without_a_recorded_kernel_order_is_redone(params, s
 
 
 def test_davidea_keys_decide_the_default_order_and_the_option_overrides_it(params, source,
-                                                                          tmp_path):
+                                                                           tmp_path):
     """Any file with DavideA's keys is read as kD-reversed, whatever its name; a declared
     order replaces the assumption."""
     path = str(tmp_path / "weights.pth")

@@ -342,7 +342,7 @@ def test_feature_file_with_external_storage_is_refused(tmp_path):
 
     secret = _marker_file(tmp_path)
     path = _feature_file(tmp_path, "ext.h5", dict(shape=(2, 8), dtype="f4",
-                                                   external=[(str(secret), 0, 64)]))
+                                                  external=[(str(secret), 0, 64)]))
     with pytest.raises(StoreError, match="features/fc6 has external storage"):
         read_features(str(path))
     labels = tmp_path / "labels.csv"
@@ -358,7 +358,7 @@ def test_feature_file_declaring_huge_rows_is_refused(tmp_path):
     from c3d_extract.store.read import read_features
 
     path = _feature_file(tmp_path, "rows.h5", dict(shape=(700_000_000, 4096), dtype="f4",
-                                                    chunks=(1, 4096)))
+                                                   chunks=(1, 4096)))
     assert path.stat().st_size < 16384
     with pytest.raises(StoreError, match="declares shape"):
         read_features(str(path))
