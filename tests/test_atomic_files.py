@@ -2,7 +2,6 @@
 it over the old one leaves the old file byte for byte, for the helper and for every writer;
 the new file is fsynced before the rename and its folder after it."""
 
-import functools
 import json
 import os
 import signal
@@ -17,7 +16,7 @@ from c3d_extract import atomic_files
 from c3d_extract.atomic_files import (make_folders, move_into_place, remove_stale_temporaries,
                                       replaced_atomically, write_atomically)
 from c3d_extract.errors import StoreError
-from tests.support.http_server import QuietHandler, serve
+from tests.support.http_server import served_folder, use_weights_cache
 
 
 class Crash(BaseException):
@@ -273,12 +272,7 @@ def test_a_crash_at_the_rename_leaves_the_previous_reduced_feature_file(tmp_path
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    from c3d_extract.weights import hub
-
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("C3D_EXTRACT_CACHE", str(folder))
-    monkeypatch.delenv(hub.REGISTRY_URL_ENV, raising=False)
-    return folder
+    return use_weights_cache(tmp_path / "cache", monkeypatch)
 
 
 def test_a_crash_at_the_rename_leaves_the_previous_registry_json(cache, monkeypatch):
@@ -299,10 +293,8 @@ def mirror(tmp_path):
     """A local folder served over HTTP on 127.0.0.1; yields (folder, base URL)."""
     folder = tmp_path / "mirror"
     folder.mkdir()
-    server, url = serve(functools.partial(QuietHandler, directory=str(folder)))
-    yield folder, url
-    server.shutdown()
-    server.server_close()
+    with served_folder(folder) as url:
+        yield folder, url
 
 
 def test_a_crash_at_the_rename_leaves_the_previous_download(cache, mirror, monkeypatch):

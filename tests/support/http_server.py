@@ -1,5 +1,7 @@
 """A local HTTP server on 127.0.0.1 for download tests (never the internet)."""
 
+import contextlib
+import functools
 import http.server
 import threading
 
@@ -18,3 +20,24 @@ def serve(handler):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@contextlib.contextmanager
+def served_folder(folder):
+    """``folder`` served over HTTP on 127.0.0.1 for the block; yields its base URL."""
+    server, url = serve(functools.partial(QuietHandler, directory=str(folder)))
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def use_weights_cache(folder, monkeypatch):
+    """Point the weights cache at ``folder`` and forget any registry URL of the environment;
+    returns ``folder``."""
+    from c3d_extract.weights import hub
+
+    monkeypatch.setenv("C3D_EXTRACT_CACHE", str(folder))
+    monkeypatch.delenv(hub.REGISTRY_URL_ENV, raising=False)
+    return folder

@@ -1,6 +1,5 @@
 """``c3d-weights`` through click's CliRunner: exit codes, messages, written files."""
 
-import functools
 import hashlib
 import json
 import subprocess
@@ -14,7 +13,7 @@ from safetensors.torch import load_file
 
 from c3d_extract.cli.weights import cli
 from c3d_extract.weights import hub
-from tests.support.http_server import QuietHandler, serve
+from tests.support.http_server import served_folder, use_weights_cache
 from tests.support.weights_support import NUM_CLASSES, numpy_params, pickle_state_dict
 
 
@@ -27,9 +26,7 @@ def pickle_file(source, tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("C3D_EXTRACT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(hub.REGISTRY_URL_ENV, raising=False)
-    return tmp_path / "cache"
+    return use_weights_cache(tmp_path / "cache", monkeypatch)
 
 
 def run(*args):
@@ -142,13 +139,9 @@ def test_fetch_and_list(cache, tmp_path):
     folder.mkdir()
     filename = hub.REGISTRY["sports1m-caffe"].filename
     (folder / filename).write_bytes(bytes(range(256)) * 2000)
-    server, url = serve(functools.partial(QuietHandler, directory=str(folder)))
-    try:
+    with served_folder(folder) as url:
         result = CliRunner(env={hub.REGISTRY_URL_ENV: url}).invoke(
             cli, ["fetch", "sports1m-caffe"], prog_name="c3d-weights")
-    finally:
-        server.shutdown()
-        server.server_close()
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(cache / filename)
     assert "sports1m-caffe" in result.stderr  # the progress bar, on stderr only

@@ -1,6 +1,5 @@
 """Registry downloads against a local HTTP server on 127.0.0.1 (never the internet)."""
 
-import functools
 import hashlib
 import http.server
 import json
@@ -13,7 +12,7 @@ import torch
 from c3d_extract.errors import ChecksumError, DownloadError, WeightsNotFoundError
 from c3d_extract.weights import hub
 from c3d_extract.weights.hub import resolve_weights
-from tests.support.http_server import QuietHandler, serve
+from tests.support.http_server import serve, served_folder, use_weights_cache
 from tests.support.weights_support import numpy_params, pickle_state_dict
 
 PICKLE = hub.REGISTRY["sports1m-pytorch"].filename
@@ -38,10 +37,7 @@ class _TruncatingHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("C3D_EXTRACT_CACHE", str(folder))
-    monkeypatch.delenv(hub.REGISTRY_URL_ENV, raising=False)
-    return folder
+    return use_weights_cache(tmp_path / "cache", monkeypatch)
 
 
 @pytest.fixture
@@ -49,10 +45,8 @@ def mirror(tmp_path):
     """A local mirror directory served over HTTP; yields (directory, base URL)."""
     folder = tmp_path / "mirror"
     folder.mkdir()
-    server, url = serve(functools.partial(QuietHandler, directory=str(folder)))
-    yield folder, url
-    server.shutdown()
-    server.server_close()
+    with served_folder(folder) as url:
+        yield folder, url
 
 
 def test_registry_entries_are_data():
