@@ -12,7 +12,6 @@ end of the file) would make the reader allocate all of it before anything is che
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional, Type
 
 #: Most bytes one compressed byte of a chunk may become (deflate's own limit is 1032).
@@ -95,10 +94,3 @@ def check_hdf5(handle: Any, path: str, error: Type[Exception], *, written: bool 
                               sizes=sizes)
             elif not isinstance(item, h5py.Datatype):  # a named type holds no data
                 raise error(f"refusing to read {path}: {name} is neither a group nor a dataset")
-
-
-def file_size_of(path: str) -> Optional[int]:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return None

@@ -26,6 +26,7 @@ from c3d_extract.evaluation.labelled_features import (CHUNK_ROWS, load_labelled,
                                                       split_rows)
 from c3d_extract.evaluation.svm import SVMOptions, fit_in_memory
 from c3d_extract.hdf5_checks import check_hdf5
+from c3d_extract.store.layout import h5py_module
 from c3d_extract.store.read import (iter_feature_chunks, read_attributes, read_clip_features,
                                     read_video_table)
 from c3d_extract.store.records import WITH_FEATURES, RunParameters, VideoRecord
@@ -177,11 +178,6 @@ def feature_dim(path: str, layer: str) -> int:
 _HDF5_OVERHEAD, _GROUP_OVERHEAD = 1 << 20, 1 << 14
 
 
-def _h5py():
-    import h5py
-    return h5py
-
-
 def _atomic_h5(path: str, overwrite: bool, growth_bound: int,
                write: Callable[[object], None]) -> None:
     """Write an HDF5 file of at most ``growth_bound`` bytes through ``replaced_atomically``:
@@ -192,7 +188,7 @@ def _atomic_h5(path: str, overwrite: bool, growth_bound: int,
     if os.path.exists(path) and not overwrite:
         raise StoreError(f"{path} exists; pass --overwrite to replace it")
     with replaced_atomically(path, growth_bound) as temporary:
-        with _h5py().File(temporary, "w") as handle:
+        with h5py_module().File(temporary, "w") as handle:
             write(handle)
 
 
@@ -219,7 +215,7 @@ def save_pca(model: PCAModel, path: str, *, overwrite: bool = False) -> None:
 
 def load_pca(path: str) -> PCAModel:
     """Read a PCA file written by ``save_pca`` (or any file with ``data/x_mean``, ``U``, ``S``)."""
-    h5py = _h5py()
+    h5py = h5py_module()
     if not os.path.exists(path):
         raise StoreError(f"no such PCA file: {path}")
     try:

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
+from c3d_extract.atomic_files import fsync_parent
 from c3d_extract.errors import StoreError
 
 MAGIC = b"C3DJ"
@@ -97,11 +98,14 @@ class Journal:
     def open_for_append(self) -> None:
         """Open for appending, first cutting off a torn record left by a killed run."""
         try:
-            valid = intact_length(self.path) if self.exists() else 0
+            existed = self.exists()
+            valid = intact_length(self.path) if existed else 0
             self._handle = open(self.path, "ab")
             if self._handle.tell() != valid:
                 self._handle.truncate(valid)
                 self._handle.seek(valid)
+            if not existed:  # its name, too, must survive a power cut
+                fsync_parent(self.path)
         except OSError as error:
             raise StoreError(f"cannot open the journal {self.path}: {error.strerror}") from None
 
