@@ -5,6 +5,9 @@ import tempfile
 
 import pytest
 
+# Fixtures any test may ask for: the weights cache in a test folder and a local HTTP mirror.
+pytest_plugins = ("tests.support.http_server",)
+
 from tests.support.paths import ROOT
 
 # Subprocesses started by the tests (the CLI, torchrun) import this checkout, whatever

@@ -16,7 +16,6 @@ from c3d_extract import atomic_files
 from c3d_extract.atomic_files import (make_folders, move_into_place, remove_stale_temporaries,
                                       replaced_atomically, write_atomically)
 from c3d_extract.errors import StoreError
-from tests.support.http_server import served_folder, use_weights_cache
 
 
 class Crash(BaseException):
@@ -270,10 +269,6 @@ def test_a_crash_at_the_rename_leaves_the_previous_reduced_feature_file(tmp_path
 
 # ---------------------------------------------------------------- the weights registry
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    return use_weights_cache(tmp_path / "cache", monkeypatch)
-
 
 def test_a_crash_at_the_rename_leaves_the_previous_registry_json(cache, monkeypatch):
     from c3d_extract.weights import hub
@@ -287,14 +282,6 @@ def test_a_crash_at_the_rename_leaves_the_previous_registry_json(cache, monkeypa
     assert path.read_bytes() == old and others(cache, path) == []
     assert json.loads(old) == hub.read_records()
 
-
-@pytest.fixture
-def mirror(tmp_path):
-    """A local folder served over HTTP on 127.0.0.1; yields (folder, base URL)."""
-    folder = tmp_path / "mirror"
-    folder.mkdir()
-    with served_folder(folder) as url:
-        yield folder, url
 
 
 def test_a_crash_at_the_rename_leaves_the_previous_download(cache, mirror, monkeypatch):

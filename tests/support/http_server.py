@@ -5,6 +5,8 @@ import functools
 import http.server
 import threading
 
+import pytest
+
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     """Serves a folder's files without logging each request."""
@@ -41,3 +43,18 @@ def use_weights_cache(folder, monkeypatch):
     monkeypatch.setenv("C3D_EXTRACT_CACHE", str(folder))
     monkeypatch.delenv(hub.REGISTRY_URL_ENV, raising=False)
     return folder
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """The weights cache in a folder of the test (import this fixture to use it)."""
+    return use_weights_cache(tmp_path / "cache", monkeypatch)
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A local folder served over HTTP on 127.0.0.1; yields (folder, base URL)."""
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    with served_folder(folder) as url:
+        yield folder, url

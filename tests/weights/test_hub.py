@@ -12,7 +12,7 @@ import torch
 from c3d_extract.errors import ChecksumError, DownloadError, WeightsNotFoundError
 from c3d_extract.weights import hub
 from c3d_extract.weights.hub import resolve_weights
-from tests.support.http_server import serve, served_folder, use_weights_cache
+from tests.support.http_server import serve
 from tests.support.weights_support import numpy_params, pickle_state_dict
 
 PICKLE = hub.REGISTRY["sports1m-pytorch"].filename
@@ -35,18 +35,6 @@ class _TruncatingHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    return use_weights_cache(tmp_path / "cache", monkeypatch)
-
-
-@pytest.fixture
-def mirror(tmp_path):
-    """A local mirror directory served over HTTP; yields (directory, base URL)."""
-    folder = tmp_path / "mirror"
-    folder.mkdir()
-    with served_folder(folder) as url:
-        yield folder, url
 
 
 def test_registry_entries_are_data():
