@@ -30,7 +30,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from benchmarks.corpus import CorpusSpec, write_video
 from benchmarks.measure import isolated
@@ -573,57 +573,49 @@ def markdown(results: Dict[str, Any]) -> str:
                   f"{_number(measured['e2e_over_decode'])} "
                   f"({shown[goal['met']['e2e_over_decode']]}); training recorded for "
                   f"{', '.join(goal['training_recorded']) or 'none'}.", ""]
-    lines += ["| stage | status | seconds | note |", "|---|---|---:|---|"]
-    for name, record in results.get("stages", {}).items():
-        lines.append(f"| {name} | {record['status']} | {record.get('seconds', '-')} | "
-                     f"{_cell(record.get('error', ''))} |")
+    lines += _table(("stage", "status", "seconds", "note"), "llrl",
+                    [(name, record["status"], record.get("seconds", "-"),
+                      _cell(record.get("error", "")))
+                     for name, record in results.get("stages", {}).items()])
     extract = results.get("extract")
     if extract:
         lines += ["", f"End to end (`c3d-extract` defaults: {extract['precision']}, batch "
                   f"{extract['batch_size']}, decoder {extract['decoder']}) and `--decode-only` "
-                  "with the same workers:", "",
-                  "| corpus | workers | videos | frames | decode-only frames/s | end-to-end "
-                  "frames/s | end-to-end clips/s | end to end / decode-only |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in extract["rows"]:
-            lines.append(f"| {r['corpus']} | {r['workers']} | {r['videos']} | {r['frames']} | "
-                         f"{r['decode_frames_per_s']:,.0f} | {r['e2e_frames_per_s']:,.0f} | "
-                         f"{r['e2e_clips_per_s']:,.1f} | {r['e2e_over_decode']:.2f} |")
+                  "with the same workers:", ""]
+        lines += _table(("corpus", "workers", "videos", "frames", "decode-only frames/s",
+                         "end-to-end frames/s", "end-to-end clips/s", "end to end / decode-only"),
+                        "lrrrrrrr",
+                        [(r["corpus"], r["workers"], r["videos"], r["frames"],
+                          f"{r['decode_frames_per_s']:,.0f}", f"{r['e2e_frames_per_s']:,.0f}",
+                          f"{r['e2e_clips_per_s']:,.1f}", f"{r['e2e_over_decode']:.2f}")
+                         for r in extract["rows"]])
     network = results.get("network")
     if network:
-        lines += ["", "The network alone (C3D to fc6, clips already on the device):", "",
-                  "| precision | batch | variant | clips/s | peak MiB |",
-                  "|---|---:|---|---:|---:|"]
-        for r in network["rows"]:
-            lines.append(f"| {r['precision']} | {r['batch']} | {r['variant']} | "
-                         f"{_number(r.get('clips_per_s'), r.get('error'))} | "
-                         f"{_number(r.get('peak_mib'))} |")
+        lines += ["", "The network alone (C3D to fc6, clips already on the device):", ""]
+        lines += _table(("precision", "batch", "variant", "clips/s", "peak MiB"), "lrlrr",
+                        [(r["precision"], r["batch"], r["variant"], _rate(r),
+                          _number(r.get("peak_mib"))) for r in network["rows"]])
     compiled = results.get("network_compiled")
     if compiled:
-        lines += ["", "| bf16, one batch | batch | clips/s | setup s | peak MiB |",
-                  "|---|---:|---:|---:|---:|"]
-        for r in compiled["rows"]:
-            lines.append(f"| {r['variant']} | {r['batch']} | "
-                         f"{_number(r.get('clips_per_s'), r.get('error'))} | "
-                         f"{r.get('setup_s', '-')} | {_number(r.get('peak_mib'))} |")
+        lines += [""] + _table(("bf16, one batch", "batch", "clips/s", "setup s", "peak MiB"),
+                               "lrrrr",
+                               [(r["variant"], r["batch"], _rate(r), r.get("setup_s", "-"),
+                                 _number(r.get("peak_mib"))) for r in compiled["rows"]])
     steps = results.get("train_steps")
     if steps:
-        lines += ["", "Training steps (forward, backward, SGD) on clips on the device:", "",
-                  "| architecture | precision | batch | input | clips/s | peak MiB |",
-                  "|---|---|---:|---|---:|---:|"]
-        for r in steps["rows"]:
-            lines.append(f"| {r['arch']} | {r['precision']} | {r['batch']} | "
-                         f"{r['clip_len']}x{r['crop']}x{r['crop']} | "
-                         f"{_number(r.get('clips_per_s'), r.get('error'))} | "
-                         f"{_number(r.get('peak_mib'))} |")
+        lines += ["", "Training steps (forward, backward, SGD) on clips on the device:", ""]
+        lines += _table(("architecture", "precision", "batch", "input", "clips/s", "peak MiB"),
+                        "llrlrr",
+                        [(r["arch"], r["precision"], r["batch"],
+                          f"{r['clip_len']}x{r['crop']}x{r['crop']}", _rate(r),
+                          _number(r.get("peak_mib"))) for r in steps["rows"]])
     train = results.get("c3d_train")
     if train:
-        lines += ["", "| `c3d-train`, one epoch | precision | batch | clips | training s "
-                  "| clips/s | wall s |", "|---|---|---:|---:|---:|---:|---:|"]
-        for r in train["rows"]:
-            lines.append(f"| {r['arch']} | {r['precision']} | {r['batch']} | "
-                         f"{r.get('clips', '-')} | {r.get('train_s', '-')} | "
-                         f"{_number(r.get('clips_per_s'), r.get('error'))} | {r['wall_s']} |")
+        lines += [""] + _table(("`c3d-train`, one epoch", "precision", "batch", "clips",
+                                "training s", "clips/s", "wall s"), "llrrrrr",
+                               [(r["arch"], r["precision"], r["batch"], r.get("clips", "-"),
+                                 r.get("train_s", "-"), _rate(r), r["wall_s"])
+                                for r in train["rows"]])
     resume = results.get("resume")
     if resume:
         when = "after its first checkpoint" if resume["killed"] else \
@@ -648,6 +640,18 @@ def markdown(results: Dict[str, Any]) -> str:
                      f"({check['modules_imported']} modules imported, backend on CUDA "
                      f"{check['backend_on_cuda']}).")
     return "\n".join(lines)
+
+
+def _table(header: Sequence[str], align: str, rows: Iterable[Sequence[Any]]) -> List[str]:
+    """A markdown table; ``align`` has a letter per column: l(eft) or r(ight)."""
+    return (["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+            + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
+
+
+def _rate(row: Dict[str, Any]) -> str:
+    """A row's clips/s, or the error that stopped its measurement."""
+    return _number(row.get("clips_per_s"), row.get("error"))
 
 
 def _number(value: Any, error: Optional[str] = None) -> str:
