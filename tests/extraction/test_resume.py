@@ -2,15 +2,14 @@
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
 from c3d_extract.store.read import read_features, read_video_table
-from tests.support.runs import file_size, interruptible
+from tests.support.runs import file_size
+from tests.support.runs import start as start_run
 from tests.support.videos import write_video
 
 pytestmark = pytest.mark.slow
@@ -26,10 +25,7 @@ def corpus(tmp_path_factory):
 
 
 def start(corpus, out):
-    return subprocess.Popen(
-        [sys.executable, "-m", "c3d_extract", str(corpus), "-o", str(out), "--weights", "random",
-         "--batch-size", "1", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, preexec_fn=interruptible())
+    return start_run(corpus, out, "--batch-size", "1")
 
 
 def wait_for_journal(out, min_bytes, process, limit=240):
