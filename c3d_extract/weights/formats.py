@@ -241,20 +241,15 @@ def _keras_layers(root, layer_names: Sequence[str], source: str) -> Dict[str, _K
 
 def _keras_kernel_misfit(layers: Dict[str, _KerasLayer], channels_first: bool) -> str:
     """Why the convolution kernels are not all stored channels first (or last), naming the
-    first that is not; "" when they all are. The orientation of each kernel is read by
-    ``layouts.keras_kernel_is_channels_first``."""
+    first that is not; "" when they all are. The shapes are ``layouts.keras_kernel_shape``'s,
+    the one definition the conversion (``keras_kernel_is_channels_first``) reads too."""
     conv_shapes = _conv_shapes()
     for keras_name, ours in layouts.KERAS_LAYER_NAMES.items():
         if ours not in conv_shapes or keras_name not in layers:
             continue
         shape = tuple(layers[keras_name].kernel.shape)
-        c_out, c_in = conv_shapes[ours]
-        try:
-            fits = layouts.keras_kernel_is_channels_first(shape, c_out, c_in) == channels_first
-        except ValueError:  # neither orientation: named below like a kernel of the other
-            fits = False
-        if not fits:
-            wanted = layouts.keras_kernel_shape(c_out, c_in, channels_first=channels_first)
+        wanted = layouts.keras_kernel_shape(*conv_shapes[ours], channels_first=channels_first)
+        if shape != wanted:
             axes = layouts.KERAS_KERNEL_AXES[channels_first]
             return f"layer {keras_name}: kernel of shape {shape} is not {axes} = {wanted}"
     return ""
