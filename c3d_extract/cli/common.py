@@ -38,6 +38,9 @@ class DefaultCommandGroup(click.Group):
     does not runs the default command, and its usage line shows the command as optional.
     """
 
+    #: ``ctx.meta`` key: the default command was inserted, not named by the user.
+    _IMPLICIT = "c3d_extract.default_command_implicit"
+
     def __init__(self, *args: Any, default_command: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.default_command = default_command
@@ -49,8 +52,6 @@ class DefaultCommandGroup(click.Group):
             args = [self.default_command, *args]
             ctx.meta[self._IMPLICIT] = True
         return super().parse_args(ctx, args)
-
-    _IMPLICIT = "c3d_extract.default_command_implicit"
 
     def invoke(self, ctx: click.Context) -> Any:
         """A usage error of a hidden default command that the user did not name is the
