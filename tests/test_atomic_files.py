@@ -283,7 +283,6 @@ def test_a_crash_at_the_rename_leaves_the_previous_registry_json(cache, monkeypa
     assert json.loads(old) == hub.read_records()
 
 
-
 def test_a_crash_at_the_rename_leaves_the_previous_download(cache, mirror, monkeypatch):
     from c3d_extract.weights import hub
 

@@ -35,8 +35,6 @@ class _TruncatingHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-
-
 def test_registry_entries_are_data():
     for name, item in hub.REGISTRY.items():
         assert item.name == name and item.url.startswith("http") and item.filename
